@@ -1,0 +1,7 @@
+"""Testing helpers for micro services: a real nats-server and shared contract suites."""
+
+from __future__ import annotations
+
+from micro._nats_server import NatsServer, NatsServerError
+
+__all__ = ["NatsServer", "NatsServerError"]
