@@ -165,10 +165,10 @@ class EventStore(ABC):
             events = await store.read("account-1")
     """
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Connect and create what the store needs. Idempotent."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Release connections. Idempotent."""
 
     async def __aenter__(self) -> Self:
