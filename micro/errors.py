@@ -120,9 +120,7 @@ class MicroError(Exception):
         """Rebuild an error from a reply body; unknown codes become ``RemoteError``."""
         error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(error, dict):
-            return RemoteError(
-                f"malformed error reply: {body!r:.200}", details={"status": status}
-            )
+            return RemoteError(f"malformed error reply: {body!r:.200}", details={"status": status})
         code = str(error.get("code") or "remote_error")
         details = error.get("details")
         kwargs: dict[str, Any] = {
@@ -253,7 +251,7 @@ class EventStoreUnavailableError(UnavailableError):
     status = 503
 
 
-class TimeoutError(MicroError, builtins.TimeoutError):  # noqa: A001 - the point is to be both
+class TimeoutError(MicroError, builtins.TimeoutError):
     code = "timeout"
     status = 504
     default_retryable = True

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     max_hops: int = Field(default=16, ge=1, le=1000)
     """Longest chain of nested calls before ``LoopDetectedError``."""
 
+    max_in_flight: int = Field(default=1000, ge=1)
+    """Requests one instance handles at once; beyond it callers get ``OverloadedError``."""
+
     embedded: bool = True
     """Start a nats-server when no ``nats_url`` is set and nothing listens locally."""
 

@@ -56,7 +56,7 @@ async def _probe(servers: list[str], timeout: float) -> str | None:
         host, port = split.hostname or "127.0.0.1", split.port or 4222
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError) as error:
             reason = str(error) or f"no answer within {timeout}s"
             continue
         writer.close()
@@ -93,7 +93,7 @@ async def connect(settings: Settings, *, name: str | None = None) -> Client:
             ),
             timeout=settings.connect_timeout + 1,
         )
-    except (OSError, NatsError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, NatsError) as error:
         reason = str(error) or type(error).__name__
         raise UnavailableError(
             f"cannot connect to NATS at {_shown(url)}: {reason}",

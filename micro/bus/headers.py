@@ -1,0 +1,23 @@
+"""Header names of micro's wire protocol (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+TRACE_ID = "Micro-Trace-Id"
+SPAN_ID = "Micro-Span-Id"
+PARENT_SPAN = "Micro-Parent-Span"
+DEADLINE = "Micro-Deadline"
+"""Absolute deadline, epoch milliseconds."""
+META = "Micro-Meta"
+"""JSON object propagated to child calls (the auth token lives here)."""
+IDEMPOTENCY_KEY = "Micro-Idempotency-Key"
+CALLER = "Micro-Caller"
+HOPS = "Micro-Hops"
+"""How many calls deep this request is; guards against loops."""
+STREAM = "Micro-Stream"
+"""On a request: ``1`` asks for intermediate messages. On replies: ``more`` or ``end``."""
+MIN_POSITION = "Micro-Min-Position"
+"""A view waits until its models applied this event position."""
+POSITION = "Micro-Position"
+"""On a command reply: the position of the last event the command appended."""
+SERVICE_ERROR = "Nats-Service-Error"
+SERVICE_ERROR_CODE = "Nats-Service-Error-Code"

@@ -1,0 +1,317 @@
+"""The serving side of request/reply: subscriptions, dispatch, replies and error replies.
+
+Each endpoint has its own subject and subscribes in the service's queue group, so instances
+of one service share the load and other services never see its requests. A sync handler
+with no hooks runs inline in the subscription's callback (no task per request: the fast
+path); anything that may wait runs in a task of its own so requests proceed concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from micro.bus import headers as h
+from micro.bus.codec import decode, encode
+from micro.bus.context import Context, current_context, new_id
+from micro.bus.endpoint import Endpoint
+from micro.bus.subjects import command_subject
+from micro.errors import (
+    BadRequestError,
+    InternalError,
+    LoopDetectedError,
+    MicroError,
+    OverloadedError,
+    TimeoutError,
+    ValidationError,
+)
+from micro.settings import Settings
+
+if TYPE_CHECKING:
+    from micro.bus.caller import Caller
+    from micro.bus.hooks import Hooks
+
+__all__ = ["EndpointStats", "Responder"]
+
+_log = structlog.get_logger("micro.responder")
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """What the NATS Services API reports in STATS for one endpoint."""
+
+    requests: int = 0
+    errors: int = 0
+    processing_time_ns: int = 0
+    last_error: str = ""
+
+    @property
+    def average_ns(self) -> int:
+        return self.processing_time_ns // self.requests if self.requests else 0
+
+
+@dataclass(slots=True)
+class _Served:
+    endpoint: Endpoint
+    subject: str
+    stats: EndpointStats = field(default_factory=EndpointStats)
+    subscription: Subscription | None = None
+
+
+class Responder:
+    """Serves a set of endpoints on one NATS connection."""
+
+    def __init__(self, client: Client, settings: Settings, caller: Caller, hooks: Hooks) -> None:
+        self.client = client
+        self.settings = settings
+        self.caller = caller
+        self.hooks = hooks
+        self.served: dict[str, _Served] = {}
+        self.started_at = time.time()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._draining = False
+        self._max_in_flight = settings.max_in_flight
+        self._active = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._active
+
+    async def serve(self, endpoints: list[Endpoint]) -> None:
+        """Subscribe every endpoint; returns once the server confirmed the subscriptions."""
+        for endpoint in endpoints:
+            await self.add(endpoint, flush=False)
+        await self.client.flush(timeout=math.ceil(self.settings.connect_timeout))
+
+    async def add(self, endpoint: Endpoint, *, flush: bool = True) -> None:
+        subject = command_subject(self.settings.namespace, endpoint.name)
+        served = _Served(endpoint, subject)
+        served.subscription = await self.client.subscribe(
+            subject,
+            queue=self.settings.service,
+            cb=self._callback(served),
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=256 * 1024 * 1024,
+        )
+        self.served[endpoint.name] = served
+        if flush:
+            await self.client.flush(timeout=math.ceil(self.settings.connect_timeout))
+
+    def _callback(self, served: _Served) -> Callable[[Msg], Awaitable[None]]:
+        endpoint = served.endpoint
+        inline = not endpoint.is_async and not endpoint.middleware and not self.hooks.server_side
+
+        async def on_message(msg: Msg) -> None:
+            if self._draining:
+                return  # drained subscriptions may still hand over a last message: not ours
+            if self._active >= self._max_in_flight:
+                await self._reply_error(
+                    msg,
+                    OverloadedError(
+                        f"{self.settings.service!r} has {self._active} requests in flight "
+                        f"(limit {self._max_in_flight}); try again shortly",
+                        service=self.settings.service,
+                    ),
+                    served,
+                    None,
+                )
+                return
+            if inline:
+                await self._handle(served, msg)
+                return
+            task = asyncio.create_task(self._handle(served, msg))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        return on_message
+
+    def _context(self, endpoint: Endpoint, msg: Msg) -> Context:
+        headers = msg.headers
+        if not headers:
+            return Context(
+                service=self.settings.service,
+                command=endpoint.name,
+                trace_id=new_id(),
+                span_id=new_id(),
+                _caller=self.caller,
+            )
+        meta_raw = headers.get(h.META)
+        deadline_raw = headers.get(h.DEADLINE)
+        hops_raw = headers.get(h.HOPS)
+        min_position = headers.get(h.MIN_POSITION)
+        try:
+            meta = orjson.loads(meta_raw) if meta_raw else {}
+            if not isinstance(meta, dict):
+                raise TypeError("not an object")
+            deadline = int(deadline_raw) / 1000 if deadline_raw else None
+            hops = int(hops_raw) if hops_raw else 0
+            position = int(min_position) if min_position else None
+        except (ValueError, TypeError) as error:
+            raise BadRequestError(f"malformed micro headers: {error}") from error
+        return Context(
+            service=self.settings.service,
+            command=endpoint.name,
+            trace_id=headers.get(h.TRACE_ID) or new_id(),
+            span_id=headers.get(h.SPAN_ID) or new_id(),
+            parent_span=headers.get(h.PARENT_SPAN),
+            meta=meta,
+            deadline=deadline,
+            caller=headers.get(h.CALLER),
+            hops=hops,
+            idempotency_key=headers.get(h.IDEMPOTENCY_KEY),
+            min_position=position,
+            _caller=self.caller,
+        )
+
+    async def _handle(self, served: _Served, msg: Msg) -> None:
+        started = time.perf_counter_ns()
+        endpoint = served.endpoint
+        self._active += 1
+        ctx: Context | None = None
+        token = None
+        try:
+            ctx = self._context(endpoint, msg)
+            token = current_context.set(ctx)
+            if msg.headers and msg.headers.get(h.STREAM) == "1" and msg.reply:
+                ctx._send = self._sender(msg.reply, endpoint.name)
+            if ctx.hops >= self.settings.max_hops:
+                raise LoopDetectedError(
+                    f"{endpoint.name!r} was reached after {ctx.hops} nested calls "
+                    f"(limit {self.settings.max_hops}): the call chain loops"
+                )
+            if ctx.deadline is not None and ctx.deadline <= time.time():
+                raise TimeoutError(f"the deadline of {endpoint.name!r} passed before it started")
+            payload = decode(msg.data, what="payload")
+            if self.hooks.server_side:
+                reply = await self.hooks.run_server(endpoint, payload, ctx, self._invoke)
+            else:
+                reply = await self._invoke(endpoint, payload, ctx)
+            try:
+                body = encode(endpoint.dump(reply), what="reply")
+            except ValidationError as error:
+                raise InternalError(
+                    f"{endpoint.name!r} returned a value that cannot be sent: {error}"
+                ) from error
+        except MicroError as error:
+            await self._reply_error(msg, error, served, ctx)
+        except Exception as error:
+            _log.exception(
+                "handler failed", command=endpoint.name, trace_id=ctx.trace_id if ctx else None
+            )
+            internal = InternalError(
+                f"internal error in {endpoint.name!r} (trace {ctx.trace_id if ctx else '-'})"
+            )
+            internal.__cause__ = error
+            await self._reply_error(msg, internal, served, ctx)
+        else:
+            ctx.finished = True
+            if msg.reply:
+                reply_headers = None
+                if ctx._send is not None or ctx.position is not None:
+                    reply_headers = {}
+                    if ctx._send is not None:
+                        reply_headers[h.STREAM] = "end"
+                    if ctx.position is not None:
+                        reply_headers[h.POSITION] = str(ctx.position)
+                await self.client.publish(msg.reply, body, headers=reply_headers)
+        finally:
+            self._active -= 1
+            if token is not None:
+                current_context.reset(token)
+            stats = served.stats
+            stats.requests += 1
+            stats.processing_time_ns += time.perf_counter_ns() - started
+
+    async def _invoke(self, endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
+        """Validate the payload and run the handler (and its middleware)."""
+        if endpoint.middleware:
+            return await _chain(endpoint, 0)(payload, ctx)
+        return await _call(endpoint, payload, ctx)
+
+    def _sender(self, reply: str, name: str) -> Callable[[Any], Awaitable[None]]:
+        stream_headers = {h.STREAM: "more"}
+
+        async def send(message: Any) -> None:
+            await self.client.publish(
+                reply, encode(message, what=f"message sent by {name!r}"), headers=stream_headers
+            )
+
+        return send
+
+    async def _reply_error(
+        self, msg: Msg, error: MicroError, served: _Served, ctx: Context | None
+    ) -> None:
+        served.stats.errors += 1
+        served.stats.last_error = f"{error.code}: {error.message}"[:200]
+        if error.service is None:
+            error.service = self.settings.service
+        if ctx is not None:
+            ctx.finished = True
+            error.trace_id = error.trace_id or ctx.trace_id
+            error.hops = max(error.hops, ctx.hops)
+            if self.hooks.on_error:
+                await self.hooks.run_on_error(served.endpoint, error, ctx)
+        if not msg.reply:
+            return
+        message = " ".join(error.message.split())[:500]  # headers are one line
+        error_headers = {h.SERVICE_ERROR: message, h.SERVICE_ERROR_CODE: str(error.status)}
+        if ctx is not None and ctx._send is not None:
+            error_headers[h.STREAM] = "end"
+        await self.client.publish(msg.reply, orjson.dumps(error.to_wire()), headers=error_headers)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking requests, then wait (up to ``timeout``) for those in flight."""
+        for served in self.served.values():
+            if served.subscription is not None:
+                # drain, not unsubscribe: requests already delivered are still answered
+                with contextlib.suppress(Exception):
+                    await served.subscription.drain()  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.wait(set(self._in_flight), timeout=deadline - time.monotonic())
+        self._draining = True
+        if self._in_flight:
+            _log.warning("requests still in flight after drain timeout", count=len(self._in_flight))
+
+
+async def _call(endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
+    if endpoint.takes_payload:
+        argument = endpoint.parse(payload)
+        result = (
+            endpoint.handler(argument, ctx)
+            if endpoint.takes_context
+            else endpoint.handler(argument)
+        )
+    else:
+        result = endpoint.handler(ctx) if endpoint.takes_context else endpoint.handler()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _chain(endpoint: Endpoint, index: int) -> Callable[[Any, Context], Awaitable[Any]]:
+    if index == len(endpoint.middleware):
+
+        async def last(payload: Any, ctx: Context) -> Any:
+            return await _call(endpoint, payload, ctx)
+
+        return last
+    middleware = endpoint.middleware[index]
+    following = _chain(endpoint, index + 1)
+
+    async def step(payload: Any, ctx: Context) -> Any:
+        return await middleware(payload, ctx, following)
+
+    return step
