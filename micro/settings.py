@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
 
     description: str = ""
     """One line announced in discovery."""
+
+    metadata: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """Strings announced in discovery (``MICRO_METADATA`` is a JSON object of strings).
+
+    Keys starting with ``micro.`` are micro's own (the namespace travels there).
+    """
 
     namespace: str = "micro"
     """First token of every subject micro uses; separate namespaces never see each other."""
@@ -110,6 +117,23 @@ class Settings(BaseSettings):
     def _check_version(cls, value: str) -> str:
         if not _SEMVER.match(value):
             raise ValueError(f"{value!r} is not a semantic version such as 1.2.3")
+        return value
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _check_metadata(cls, value: Any) -> Any:
+        if isinstance(value, str | bytes):
+            try:
+                value = orjson.loads(value) if value.strip() else {}
+            except orjson.JSONDecodeError as error:
+                raise ValueError(f"metadata is not a JSON object: {error}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"metadata must map strings to strings, not {type(value).__name__}")
+        for key, item in value.items():
+            if not isinstance(key, str) or not isinstance(item, str):
+                raise ValueError(f"metadata must map strings to strings; {key!r} maps to {item!r}")
+            if key.startswith("micro."):
+                raise ValueError(f"metadata key {key!r}: keys starting with 'micro.' are reserved")
         return value
 
     @field_validator("log_level")
