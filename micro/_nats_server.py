@@ -73,6 +73,8 @@ class NatsServer:
     cluster: ClusterConfig | None = None
     die_with_parent: bool = False
     max_payload: int | None = None
+    own_session: bool = False
+    """Start in a session of its own, so a terminal's Ctrl+C reaches only its owner."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _ready: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _reader: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -125,6 +127,7 @@ class NatsServer:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if self.die_with_parent else None,
+            start_new_session=self.own_session,
         )
         self._reader = threading.Thread(
             target=self._read_output, args=(self._process,), daemon=True, name="nats-server-log"

@@ -73,6 +73,7 @@ class Micro:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
+        self._served = False
         self._retries: dict[str, RetryPolicy] = {}
 
     # -- declaring what the service serves -------------------------------------------------
@@ -231,6 +232,7 @@ class Micro:
         self._responder = Responder(self.client, self.settings, self._caller, self.hooks)
         await self._responder.serve(list(self.endpoints.values()))
         self._opened = True
+        self._served = True
         if self.endpoints:
             _log.info(
                 "serving",
@@ -288,7 +290,13 @@ class Micro:
 
     @property
     def serving(self) -> bool:
+        """True while connected and serving."""
         return self._opened
+
+    @property
+    def has_served(self) -> bool:
+        """True once this Micro has been opened, even if it has stopped since."""
+        return self._served
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

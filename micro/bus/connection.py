@@ -31,7 +31,9 @@ async def resolve_url(settings: Settings) -> str:
         raise UnavailableError(
             f"no NATS_URL set and nothing listens on 127.0.0.1:{port} (embedded broker disabled)"
         )
-    return await asyncio.to_thread(ensure_embedded_server, settings.data_dir, port)
+    # Started from this thread, not a worker: the server is tied to the starting thread's
+    # life (it must die with the process), and worker threads come and go.
+    return ensure_embedded_server(settings.data_dir, port)
 
 
 def _shown(url: str) -> str:

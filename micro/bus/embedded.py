@@ -46,7 +46,12 @@ def ensure_embedded_server(data_dir: Path, port: int) -> str:
                 if is_listening("127.0.0.1", port):
                     return url
                 server = NatsServer(
-                    store_dir=(data_dir / "nats").resolve(), port=port, die_with_parent=True
+                    store_dir=(data_dir / "nats").resolve(),
+                    port=port,
+                    # PDEATHSIG fires when the starting *thread* ends: only the main
+                    # thread lives as long as the process.
+                    die_with_parent=threading.current_thread() is threading.main_thread(),
+                    own_session=True,
                 )
                 try:
                     server.start()

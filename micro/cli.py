@@ -1,0 +1,176 @@
+"""The ``micro`` command: run services, call them, look around.
+
+Errors print one readable line (and exit 1); ``--verbose`` adds the details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import runpy
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import orjson
+import pydantic
+import typer
+from rich.console import Console
+
+from micro import __version__
+from micro.app import Micro
+from micro.errors import MicroError
+from micro.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="micro",
+    help="micro: event-sourced microservices over NATS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_err = Console(stderr=True, highlight=False)
+_T = TypeVar("_T")
+
+
+def fail(message: str, *, details: Any = None, verbose: bool = False, code: int = 1) -> NoReturn:
+    """Print one readable error line (details when verbose) and exit."""
+    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if verbose and details:
+        _err.print_json(orjson.dumps(details, default=str).decode())
+    raise typer.Exit(code)
+
+
+def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _T:
+    """Run a coroutine, turning micro's errors into one line and exit code 1."""
+    try:
+        return asyncio.run(coroutine)
+    except MicroError as error:
+        fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as error:
+        item = error.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in item["loc"])
+        fail(f"invalid setting {field} (MICRO_{field.upper()}): {item['msg']}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"micro {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """micro: event-sourced microservices over NATS."""
+
+
+def _target_file(target: Path) -> Path:
+    if target.is_dir():
+        for candidate in ("app.py", "main.py", "__main__.py"):
+            if (target / candidate).is_file():
+                return target / candidate
+        fail(f"{target} has no app.py, main.py or __main__.py to run")
+    if not target.is_file():
+        fail(f"{target} does not exist")
+    if target.suffix != ".py":
+        fail(f"{target} is not a Python file")
+    return target
+
+
+@app.command()
+def run(
+    target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a service (the file's own ``start()``, or the ``micro`` it defines)."""
+    path = _target_file(target).resolve()
+    sys.path.insert(0, str(path.parent))
+    sys.argv = [str(path)]
+    try:
+        namespace = runpy.run_path(str(path), run_name="__main__")
+    except MicroError as error:
+        fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    # A file that only builds its Micro (no start() call) is started here.
+    candidate = namespace.get("micro")
+    if isinstance(candidate, Micro) and not candidate.has_served and candidate.endpoints:
+        run_async(candidate.serve(), verbose=verbose)
+
+
+def _parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        fail(f"{what} is not valid JSON: {error}", code=2)
+
+
+@app.command()
+def act(
+    command: Annotated[str, typer.Argument(help="The command to call, e.g. 'math.add'.")],
+    payload: Annotated[str | None, typer.Argument(help="The payload, as JSON.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 5.0,
+    meta: Annotated[str | None, typer.Option(help="Meta to send, as a JSON object.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Call a command and print its reply as JSON."""
+    body = _parse_json(payload, "PAYLOAD")
+    meta_value = _parse_json(meta, "--meta")
+    if meta_value is not None and not isinstance(meta_value, dict):
+        fail("--meta must be a JSON object", code=2)
+    if timeout <= 0:
+        fail("--timeout must be a positive number of seconds", code=2)
+    # A caller never starts the embedded broker: with nothing running, nobody could answer.
+    settings = load_settings(embedded=False, service="cli", log_level="warning")
+
+    async def call() -> Any:
+        async with Micro(settings) as micro:
+            return await micro.act(
+                command, body, timeout=timeout, meta=meta_value, idempotency_key=idempotency_key
+            )
+
+    reply = run_async(call(), verbose=verbose)
+    sys.stdout.write(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
+    # Sub-commands live in their own modules; one that fails to import must not take the
+    # whole CLI down with it.
+    with contextlib.suppress(ImportError, AttributeError):
+        sub_app = getattr(importlib.import_module(module), attribute)
+        app.add_typer(sub_app, name=name, help=help_text)
+
+
+_mount("micro._cli_events", "events_app", "events", "Look at the event store.")
+_mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``micro`` console script."""
+    os.environ.setdefault("MICRO_LOG_FORMAT", "auto")
+    command: Callable[..., Any] = app
+    command(args=argv)
+
+
+if __name__ == "__main__":
+    main()
