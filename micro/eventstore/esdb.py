@@ -48,7 +48,9 @@ import grpc.aio
 from esdbclient import AsyncEventStoreDBClient, StreamState
 from esdbclient import NewEvent as EsdbNewEvent
 from esdbclient import RecordedEvent as EsdbRecordedEvent
+from esdbclient.connection_spec import ConnectionSpec
 from esdbclient.exceptions import (
+    CancelledByClient,
     DeadlineExceeded,
     DiscoveryFailed,
     EventStoreDBClientException,
@@ -114,6 +116,10 @@ class EsdbEventStore(EventStore):
             raise ConfigError("an esdb namespace uses only letters, digits, '-' and '_'")
         if timeout <= 0:
             raise ConfigError("timeout must be positive")
+        try:
+            ConnectionSpec(url)  # parsed again by the client: fail here, not at first use
+        except ValueError as error:
+            raise ConfigError(f"bad EventStoreDB URL {url!r}: {error}") from error
         self._url = url
         self._namespace = namespace
         self._timeout = timeout
@@ -502,8 +508,8 @@ def _status(error: GrpcError) -> grpc.StatusCode | None:
 
 
 def _raise_if_cancelled() -> None:
-    # esdbclient turns a cancelled wait into the end of the subscription: give the
-    # cancellation back to the task it was meant for.
+    # esdbclient turns the cancellation of a task waiting on a call into CancelledByClient,
+    # or into the end of a subscription: give it back to the task it was meant for.
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -522,6 +528,9 @@ def _boundary(url: str) -> Iterator[None]:
             details={"url": url},
         ) from error
     except (ServiceUnavailable, DiscoveryFailed, DeadlineExceeded) as error:
+        raise _unavailable(url, error) from error
+    except CancelledByClient as error:
+        _raise_if_cancelled()
         raise _unavailable(url, error) from error
     except GrpcError as error:
         status = _status(error)

@@ -1,0 +1,465 @@
+"""EsdbEventStore: the contract suite on the gRPC fake of EventStoreDB (and on a real server
+when ``MICRO_TEST_ESDB_URL`` is set), then what only this backend does, then the fake itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from esdbclient import AsyncEventStoreDBClient, EventStoreDBClient, StreamState
+from esdbclient import NewEvent as EsdbNewEvent
+from esdbclient.exceptions import GrpcError, WrongCurrentVersion
+
+from micro.errors import (
+    ConcurrencyError,
+    ConfigError,
+    EventStoreUnavailableError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from micro.eventstore.base import ANY, NO_STREAM, EventStore, NewEvent, RecordedEvent
+from micro.eventstore.esdb import EsdbEventStore
+from micro.testing.esdb_fake import FakeEventStoreDB, free_port
+from micro.testing.eventstore_contract import EventStoreContract, new_event
+
+REAL_SERVER_URL = os.environ.get("MICRO_TEST_ESDB_URL")
+DEADLINE = 10.0
+
+
+def _namespace() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeEventStoreDB]:
+    with FakeEventStoreDB() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_fake() -> Iterator[FakeEventStoreDB]:
+    """One fake for many tests, holding the kind of events a fresh server writes itself."""
+    with FakeEventStoreDB() as server:
+        server.write_system_events()
+        yield server
+
+
+@pytest.fixture
+async def store(fake: FakeEventStoreDB) -> AsyncIterator[EsdbEventStore]:
+    async with EsdbEventStore(fake.url) as store:
+        yield store
+
+
+async def _all(store: EventStore, from_position: int = 0) -> list[RecordedEvent]:
+    return [event async for event in store.read_all(from_position)]
+
+
+async def _take(iterator: AsyncIterator[RecordedEvent], count: int) -> list[RecordedEvent]:
+    async with asyncio.timeout(DEADLINE):
+        return [await anext(iterator) for _ in range(count)]
+
+
+# -- the contract ------------------------------------------------------------------------------
+
+
+class TestEsdbEventStoreOnTheFake(EventStoreContract):
+    """A fresh fake server per test: every store starts on an empty log."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, fake: FakeEventStoreDB) -> None:
+        self.url = fake.url
+
+    async def make_store(self) -> EventStore:
+        store = EsdbEventStore(self.url)
+        await store.start()
+        return store
+
+
+class TestEsdbEventStoreInANamespaceOfASharedServer(EventStoreContract):
+    """How tests share a real server: one log with the server's own events, a namespace each."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, shared_fake: FakeEventStoreDB) -> None:
+        self.url = shared_fake.url
+
+    async def make_store(self) -> EventStore:
+        store = EsdbEventStore(self.url, namespace=_namespace())
+        await store.start()
+        return store
+
+
+if REAL_SERVER_URL is not None:
+
+    class TestEsdbEventStoreOnARealServer(EventStoreContract):
+        """The contract on a real EventStoreDB / KurrentDB server, a namespace per test."""
+
+        async def make_store(self) -> EventStore:
+            assert REAL_SERVER_URL is not None
+            store = EsdbEventStore(REAL_SERVER_URL, namespace=_namespace())
+            await store.start()
+            return store
+
+else:
+
+    def test_the_contract_on_a_real_server_needs_micro_test_esdb_url() -> None:
+        pytest.skip(
+            "MICRO_TEST_ESDB_URL is not set: the contract suite did not run on a real "
+            "EventStoreDB server (e.g. MICRO_TEST_ESDB_URL='esdb://localhost:2113?Tls=false')"
+        )
+
+
+# -- what only this backend does ---------------------------------------------------------------
+
+
+class TestUnavailableServer:
+    async def test_start_raises_event_store_unavailable_quickly_when_nothing_listens(
+        self,
+    ) -> None:
+        store = EsdbEventStore(f"esdb://127.0.0.1:{free_port()}?Tls=false", timeout=5)
+        began = time.monotonic()
+
+        with pytest.raises(EventStoreUnavailableError) as raised:
+            await store.start()
+
+        assert time.monotonic() - began < 3
+        assert raised.value.retryable
+        assert raised.value.__cause__ is not None
+        await store.close()
+
+    async def test_operations_raise_event_store_unavailable_once_the_server_is_gone(
+        self, fake: FakeEventStoreDB, store: EsdbEventStore
+    ) -> None:
+        await store.append("s", [new_event()])
+        fake.stop()
+
+        with pytest.raises(EventStoreUnavailableError):
+            await store.append("s", [new_event()])
+        with pytest.raises(EventStoreUnavailableError):
+            await store.read("s")
+        with pytest.raises(EventStoreUnavailableError):
+            await _all(store)
+
+    async def test_a_subscription_raises_event_store_unavailable_when_the_server_goes(
+        self, fake: FakeEventStoreDB, store: EsdbEventStore
+    ) -> None:
+        await store.append("s", [new_event()])
+        subscription = store.subscribe()
+        try:
+            await _take(subscription, 1)
+            fake.stop()
+            with pytest.raises(EventStoreUnavailableError):
+                await _take(subscription, 1)
+        finally:
+            await subscription.aclose()
+
+    def test_a_url_that_is_not_esdb_raises_config_error(self) -> None:
+        with pytest.raises(ConfigError):
+            EsdbEventStore("http://localhost:2113")
+
+
+class TestAppend:
+    async def test_an_append_over_the_servers_limit_raises_payload_too_large(self) -> None:
+        with FakeEventStoreDB(max_append_size=1000) as server:
+            async with EsdbEventStore(server.url) as store:
+                with pytest.raises(PayloadTooLargeError):
+                    await store.append("s", [new_event(blob="x" * 2000)])
+                assert await store.read("s") == []
+
+    async def test_a_concurrency_error_carries_the_servers_refusal_as_its_cause(
+        self, store: EsdbEventStore
+    ) -> None:
+        await store.append("s", [new_event()])
+        with pytest.raises(ConcurrencyError) as raised:
+            await store.append("s", [new_event()], expected_version=NO_STREAM)
+        assert isinstance(raised.value.__cause__, WrongCurrentVersion)
+
+    async def test_an_event_type_starting_with_dollar_raises_validation_error(
+        self, store: EsdbEventStore
+    ) -> None:
+        with pytest.raises(ValidationError):
+            await store.append("s", [new_event("$Reserved")])
+        assert await store.last_position() == 0
+
+    async def test_metadata_keeps_its_own_recorded_at(self, store: EsdbEventStore) -> None:
+        await store.append("s", [NewEvent("Imported", {}, {"recorded_at": "2001-02-03T04:05:06Z"})])
+        [event] = await store.read("s")
+        assert event.metadata["recorded_at"] == "2001-02-03T04:05:06Z"
+
+
+class TestPositions:
+    async def test_the_position_is_the_commit_position_plus_one(
+        self, fake: FakeEventStoreDB, store: EsdbEventStore
+    ) -> None:
+        for n in range(3):
+            await store.append("s", [new_event(n=n), new_event(n=n)])
+        client = AsyncEventStoreDBClient(fake.url)
+        await client.connect()
+        try:
+            commits = [event.commit_position async for event in await client.read_all()]
+        finally:
+            await client.close()
+
+        positions = [event.position for event in await _all(store)]
+        assert commits[0] == 0  # the first event of a log: its position must still be above 0
+        assert positions == [commit + 1 for commit in commits if commit is not None]
+
+    async def test_read_all_from_a_position_inside_an_event_starts_at_the_next_one(
+        self, store: EsdbEventStore
+    ) -> None:
+        for n in range(4):
+            await store.append("s", [new_event(n=n)])
+        everything = await _all(store)
+        inside = everything[1].position + 3  # no event starts there: a scan finds the next one
+
+        assert await _all(store, inside) == everything[2:]
+
+    async def test_subscribe_from_an_event_position_starts_with_that_event(
+        self, store: EsdbEventStore
+    ) -> None:
+        for n in range(4):
+            await store.append("s", [new_event(n=n)])
+        everything = await _all(store)
+
+        subscription = store.subscribe(everything[2].position)
+        try:
+            assert await _take(subscription, 2) == everything[2:]
+        finally:
+            await subscription.aclose()
+
+    async def test_subscribe_from_a_position_inside_an_event_starts_at_the_next_one(
+        self, store: EsdbEventStore
+    ) -> None:
+        for n in range(4):
+            await store.append("s", [new_event(n=n)])
+        everything = await _all(store)
+
+        subscription = store.subscribe(everything[0].position + 3)
+        try:
+            assert await _take(subscription, 3) == everything[1:]
+        finally:
+            await subscription.aclose()
+
+    async def test_stream_reads_get_positions_from_servers_that_do_not_send_them(self) -> None:
+        # Servers before 22.10 answered stream reads without commit positions.
+        with FakeEventStoreDB(positions_in_stream_reads=False) as server:
+            async with EsdbEventStore(server.url) as store:
+                await store.append("other", [new_event()])
+                result = await store.append("s", [new_event(), new_event()])
+                await store.append("s", [new_event()], expected_version=ANY)
+
+                events = await store.read("s")
+
+                assert events[1].position == result.position
+                assert events == [e for e in await _all(store) if e.stream == "s"]
+
+
+class TestSystemEventsAndNamespaces:
+    async def test_the_servers_own_events_never_appear(self) -> None:
+        with FakeEventStoreDB() as server:
+            server.write_system_events()
+            async with EsdbEventStore(server.url) as store:
+                assert await store.last_position() == 0
+                assert await _all(store) == []
+                sent = new_event()
+                await store.append("s", [sent])
+                server.write_system_events()
+
+                assert [event.id for event in await _all(store)] == [sent.id]
+                subscription = store.subscribe()
+                try:
+                    [event] = await _take(subscription, 1)
+                    later = new_event()
+                    server.write_system_events()
+                    await store.append("s", [later])
+                    [after] = await _take(subscription, 1)
+                finally:
+                    await subscription.aclose()
+                assert (event.id, after.id) == (sent.id, later.id)
+
+    async def test_namespaces_on_one_server_never_see_each_other(
+        self, fake: FakeEventStoreDB
+    ) -> None:
+        async with (
+            EsdbEventStore(fake.url, namespace="one") as one,
+            EsdbEventStore(fake.url, namespace="two") as two,
+        ):
+            await one.append("s", [new_event(n=1)])
+            await two.append("s", [new_event(n=2)])
+
+            assert [event.data["n"] for event in await one.read("s")] == [1]
+            assert [event.data["n"] for event in await _all(two)] == [2]
+            assert [event.stream for event in await _all(two)] == ["s"]
+            assert await one.last_position() < await two.last_position()
+
+    def test_a_namespace_with_a_dot_raises_config_error(self) -> None:
+        with pytest.raises(ConfigError):
+            EsdbEventStore("esdb://localhost:2113?Tls=false", namespace="a.b")
+
+
+class TestSubscriptionLifecycle:
+    @pytest.mark.parametrize("history", [0, 1], ids=["while-subscribing", "while-live"])
+    async def test_cancelling_a_waiting_subscriber_raises_cancelled_error(
+        self, store: EsdbEventStore, history: int
+    ) -> None:
+        # esdbclient turns cancellation into the end of iteration; the store must not.
+        for _ in range(history):
+            await store.append("s", [new_event()])
+        subscription = store.subscribe()
+        try:
+            await _take(subscription, history)
+            waiting = asyncio.ensure_future(anext(subscription))
+            for _ in range(5):
+                await asyncio.sleep(0)  # let it reach its wait, whichever that is
+            waiting.cancel()
+
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        finally:
+            await subscription.aclose()
+
+    async def test_events_other_writers_stored_as_non_json_are_wrapped(
+        self, fake: FakeEventStoreDB, store: EsdbEventStore
+    ) -> None:
+        client = AsyncEventStoreDBClient(fake.url)
+        await client.connect()
+        try:
+            await client.append_to_stream(
+                "s",
+                current_version=StreamState.NO_STREAM,
+                events=[
+                    EsdbNewEvent("Raw", b"\x00\x01", content_type="application/octet-stream"),
+                    EsdbNewEvent("List", b"[1, 2]", metadata=b"not json"),
+                ],
+            )
+        finally:
+            await client.close()
+
+        raw, listed = await store.read("s")
+
+        assert raw.data == {"base64": "AAE="}
+        assert listed.data == {"value": [1, 2]}
+        assert listed.metadata["base64"]
+
+
+# -- the fake, through esdbclient's own clients --------------------------------------------------
+
+
+class TestFakeEventStoreDB:
+    def test_it_answers_the_single_event_append_rpc(self, fake: FakeEventStoreDB) -> None:
+        # The synchronous client sends one event through Streams.Append, not BatchAppend.
+        client = EventStoreDBClient(fake.url)
+        try:
+            client.append_to_stream(
+                "s", current_version=StreamState.NO_STREAM, events=EsdbNewEvent("A", b"{}")
+            )
+            with pytest.raises(WrongCurrentVersion, match="last event is 0"):
+                client.append_to_stream(
+                    "s", current_version=StreamState.NO_STREAM, events=EsdbNewEvent("B", b"{}")
+                )
+            assert client.get_current_version("s") == 0
+        finally:
+            client.close()
+
+    def test_a_retried_single_event_append_is_idempotent(self, fake: FakeEventStoreDB) -> None:
+        client = EventStoreDBClient(fake.url)
+        try:
+            event = EsdbNewEvent("A", b"{}")
+            first = client.append_to_stream(
+                "s", current_version=StreamState.NO_STREAM, events=event
+            )
+            again = client.append_to_stream(
+                "s", current_version=StreamState.NO_STREAM, events=event
+            )
+            assert again == first
+            assert len(client.get_stream("s")) == 1
+        finally:
+            client.close()
+
+    def test_a_partly_stored_append_is_a_wrong_expected_version(
+        self, fake: FakeEventStoreDB
+    ) -> None:
+        client = EventStoreDBClient(fake.url)
+        try:
+            stored = EsdbNewEvent("A", b"{}")
+            client.append_to_stream("s", current_version=StreamState.NO_STREAM, events=[stored])
+            with pytest.raises(WrongCurrentVersion):
+                client.append_to_stream(
+                    "s",
+                    current_version=StreamState.NO_STREAM,
+                    events=[stored, EsdbNewEvent("B", b"{}")],
+                )
+        finally:
+            client.close()
+
+    def test_gossip_names_the_fake_as_the_leader(self, fake: FakeEventStoreDB) -> None:
+        # Two targets make the client discover the leader through Gossip.Read.
+        client = EventStoreDBClient(f"esdb://127.0.0.1:{fake.port},127.0.0.1:{fake.port}?Tls=false")
+        try:
+            [member] = client.read_gossip()
+            assert (member.state, member.port) == ("NODE_STATE_LEADER", fake.port)
+            client.append_to_stream(
+                "s", current_version=StreamState.ANY, events=[EsdbNewEvent("A", b"{}")]
+            )
+        finally:
+            client.close()
+
+    async def test_reading_all_from_a_position_where_no_event_starts_is_refused(
+        self, fake: FakeEventStoreDB
+    ) -> None:
+        client = AsyncEventStoreDBClient(fake.url)
+        await client.connect()
+        try:
+            await client.append_to_stream(
+                "s", current_version=StreamState.ANY, events=[EsdbNewEvent("A", b"{}")]
+            )
+            with pytest.raises(GrpcError, match="invalid position"):
+                _ = [event async for event in await client.read_all(commit_position=1)]
+        finally:
+            await client.close()
+
+    async def test_a_stream_subscription_delivers_history_then_live_events(
+        self, fake: FakeEventStoreDB
+    ) -> None:
+        client = AsyncEventStoreDBClient(fake.url)
+        await client.connect()
+        try:
+            await client.append_to_stream(
+                "s",
+                current_version=StreamState.NO_STREAM,
+                events=[EsdbNewEvent("A", b"{}"), EsdbNewEvent("B", b"{}")],
+            )
+            subscription = await client.subscribe_to_stream("s", stream_position=0)
+            async with asyncio.timeout(DEADLINE):
+                first = await anext(subscription)
+                await client.append_to_stream(
+                    "other", current_version=StreamState.ANY, events=[EsdbNewEvent("X", b"{}")]
+                )
+                await client.append_to_stream(
+                    "s", current_version=1, events=[EsdbNewEvent("C", b"{}")]
+                )
+                live = await anext(subscription)
+            await subscription.stop()
+        finally:
+            await client.close()
+
+        # From a revision, a subscription starts after it.
+        assert [first.type, live.type] == ["B", "C"]
+
+    async def test_read_stream_backwards_with_a_count(self, fake: FakeEventStoreDB) -> None:
+        client = AsyncEventStoreDBClient(fake.url)
+        await client.connect()
+        try:
+            await client.append_to_stream(
+                "s",
+                current_version=StreamState.NO_STREAM,
+                events=[EsdbNewEvent(t, b"{}") for t in "ABCD"],
+            )
+            events = await client.get_stream("s", stream_position=2, backwards=True, limit=2)
+        finally:
+            await client.close()
+
+        assert [event.type for event in events] == ["C", "B"]
