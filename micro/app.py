@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,8 +21,11 @@ from nats.aio.client import Client
 from micro.bus.caller import Caller, Reply, RetryPolicy
 from micro.bus.connection import connect
 from micro.bus.endpoint import Endpoint, Middleware
-from micro.bus.hooks import Hooks
+from micro.bus.events import Events, Listener
+from micro.bus.hooks import Hooks, check_middleware
 from micro.bus.responder import Responder
+from micro.bus.services import ServiceResponder
+from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
 from micro.errors import ConfigError
 from micro.log import configure_logging
 from micro.settings import Settings
@@ -75,6 +78,9 @@ class Micro:
         self._opened = False
         self._served = False
         self._retries: dict[str, RetryPolicy] = {}
+        self._listeners: list[Listener] = []
+        self._events: Events | None = None
+        self._services: ServiceResponder | None = None
 
     # -- declaring what the service serves -------------------------------------------------
 
@@ -133,8 +139,7 @@ class Micro:
         """Wrap one command in ``async def middleware(payload, ctx, call_next)``."""
         if name not in self.endpoints:
             raise KeyError(f"{name!r} is not served by this Micro; add it first")
-        if not callable(middleware):
-            raise TypeError(f"middleware for {name!r} is not callable")
+        check_middleware(name, middleware)
         self.endpoints[name].middleware.append(middleware)
         return self
 
@@ -216,9 +221,132 @@ class Micro:
     ) -> AsyncIterator[Any]:
         """Yield the intermediate messages of ``name``, then its final reply.
 
-        ``timeout`` bounds the whole stream.
+        ``timeout`` is a deadline for the whole stream (request to final reply), not a gap
+        between messages: a stream still going when it passes raises ``TimeoutError``. A
+        consumer may ``break`` early; the service is never held up by it.
+
+        Usage::
+
+            async for message in micro.act_stream("export", {"from": 0}, timeout=30):
+                print(message)  # intermediate messages, then the final reply
         """
         return self._require_caller().stream(name, payload, timeout=timeout, meta=meta)
+
+    # -- events ------------------------------------------------------------------------
+
+    def on(self, name: str, handler: Callable[..., Any], *, broadcast: bool = False) -> Self:
+        """Run ``handler(payload[, ctx])`` for each event ``name``; returns the Micro.
+
+        Each subscribing service gets an event once, on one of its instances; with
+        ``broadcast=True`` every instance of this service gets it. Listener errors are logged.
+
+        Usage::
+
+            micro.on("account opened", lambda event: print(event["id"]))
+        """
+        listener = Listener.build(name, handler, broadcast=broadcast)
+        self._listeners.append(listener)
+        if self._events is not None:
+            events = self._events
+
+            async def listen() -> None:
+                await events.listen(listener)
+                await events.client.flush()
+
+            self._spawn(listen())
+        return self
+
+    async def emit(self, name: str, payload: Any = None) -> None:
+        """Publish event ``name`` to every service listening for it; no reply, no waiting.
+
+        Delivery is at most once, to the listeners subscribed at that moment.
+
+        Usage::
+
+            await micro.emit("account opened", {"id": "a1"})
+        """
+        if self._events is None:
+            raise RuntimeError(
+                "this Micro is not connected: use 'async with Micro() as micro' or "
+                "'await micro.open()' before emit()"
+            )
+        await self._events.emit(name, payload)
+
+    # -- discovery -----------------------------------------------------------------------
+
+    @property
+    def instance_id(self) -> str | None:
+        """This instance's id in the NATS Services API, once open."""
+        return self._services.id if self._services is not None else None
+
+    def _announced(self) -> bool:
+        return bool(self.endpoints or self._listeners)
+
+    def _learn(self, records: list[ServiceRecord]) -> list[ServiceRecord]:
+        # Idempotent commands seen in discovery are retried on retryable errors from now on.
+        if self._caller is not None:
+            for record in records:
+                self._caller.idempotent.update(e.name for e in record.endpoints if e.idempotent)
+        return records
+
+    async def services(
+        self,
+        name: str | None = None,
+        *,
+        stats: bool = False,
+        all_namespaces: bool = False,
+        window: float = DEFAULT_WINDOW,
+    ) -> list[ServiceRecord]:
+        """Every running service instance of this namespace (or of service ``name``).
+
+        Replies are gathered for ``window`` seconds; ``stats=True`` adds each endpoint's
+        request and error counts and timings.
+
+        Usage::
+
+            for record in await micro.services(stats=True):
+                print(record.service, record.version, record.id, len(record.endpoints))
+        """
+        client = self._require_caller().client
+        return self._learn(
+            await list_services(
+                client,
+                namespace=None if all_namespaces else self.settings.namespace,
+                service=name,
+                stats=stats,
+                window=window,
+            )
+        )
+
+    async def discover(
+        self,
+        wait_for: str | Iterable[str] = (),
+        *,
+        timeout: float = 10.0,
+        delay: float = 0.05,
+        factor: float = 2.0,
+        max_delay: float = 1.0,
+    ) -> list[ServiceRecord]:
+        """Wait until each service in ``wait_for`` runs, retrying with bounded backoff.
+
+        Raises ``DiscoveryTimeoutError`` naming the services still missing after ``timeout``.
+
+        Usage::
+
+            await micro.discover(wait_for=["bank", "auth"], timeout=10)
+        """
+        client = self._require_caller().client
+        return self._learn(
+            await discover(
+                client,
+                wait_for,
+                namespace=self.settings.namespace,
+                timeout=timeout,
+                delay=delay,
+                factor=factor,
+                max_delay=max_delay,
+            )
+        )
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -228,9 +356,19 @@ class Micro:
             return self
         self._loop = asyncio.get_running_loop()
         self.client = await connect(self.settings)
-        self._caller = Caller(self.client, self.settings, self.hooks)
+        self._caller = Caller(
+            self.client, self.settings, self.hooks, retries=self._retries, local=self.endpoints
+        )
         self._responder = Responder(self.client, self.settings, self._caller, self.hooks)
-        await self._responder.serve(list(self.endpoints.values()))
+        self._events = Events(self.client, self.settings, self._caller)
+        for listener in self._listeners:
+            await self._events.listen(listener)
+        # Always subscribed (3 subscriptions, nothing per request); silent while serving nothing.
+        self._services = ServiceResponder(
+            self.client, self.settings, self._responder, serving=self._announced
+        )
+        await self._services.start()
+        await self._responder.serve(list(self.endpoints.values()))  # flushes all of the above
         self._opened = True
         self._served = True
         if self.endpoints:
@@ -240,7 +378,11 @@ class Micro:
                 commands=len(self.endpoints),
                 namespace=self.settings.namespace,
             )
-        await self.hooks.run_simple("on_start", self)
+        try:
+            await self.hooks.run_simple("on_start", self)
+        except BaseException:
+            await self.close()  # a service whose start failed must not linger half-open
+            raise
         return self
 
     async def close(self) -> None:
@@ -248,8 +390,11 @@ class Micro:
         if not self._opened:
             return
         self._opened = False
-        with contextlib.suppress(Exception):
-            await self.hooks.run_simple("on_stop", self)
+        await self.hooks.run_observers("on_stop", self)
+        if self._services is not None:
+            await self._services.stop()  # leave discovery first: no new callers find us
+        if self._events is not None:
+            await self._events.drain(self.settings.drain_timeout)
         if self._responder is not None:
             await self._responder.drain(self.settings.drain_timeout)
         if self.client is not None and not self.client.is_closed:
@@ -258,6 +403,8 @@ class Micro:
             await self.client.close()
         self._responder = None
         self._caller = None
+        self._events = None
+        self._services = None
 
     async def serve(self) -> None:
         """Serve until ``stop()`` or SIGINT/SIGTERM, then drain and close."""

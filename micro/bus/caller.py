@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from nats.aio.client import Client
@@ -35,7 +36,10 @@ from micro.errors import (
 )
 from micro.settings import Settings
 
-__all__ = ["Caller", "Reply", "RetryPolicy"]
+if TYPE_CHECKING:
+    from micro.bus.endpoint import Endpoint
+
+__all__ = ["DEFAULT_RETRY", "Caller", "Reply", "RetryPolicy"]
 
 _STATUS = "Status"
 
@@ -50,25 +54,73 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded exponential backoff with full jitter, for retryable errors only."""
+    """Bounded exponential backoff with full jitter, for retryable errors only.
+
+    Retries never outlive the call's deadline: a pause that would end past it ends the call.
+    """
 
     attempts: int = 3
+    """Tries in all, the first included."""
     delay: float = 0.05
+    """Upper bound of the first pause, in seconds."""
     factor: float = 2.0
+    """How much the bound grows after each try."""
     max_delay: float = 1.0
+    """The bound never grows past this."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise TypeError(f"attempts must be an int, not {self.attempts!r}")
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
+        if self.delay < 0 or self.max_delay < 0 or self.factor < 1:
+            raise ValueError("delay and max_delay must be >= 0 and factor >= 1")
 
     def pause(self, attempt: int) -> float:
+        """Seconds to wait after try number ``attempt`` (0-based) failed."""
         return random.uniform(0, min(self.max_delay, self.delay * self.factor**attempt))
 
 
-class Caller:
-    """Sends requests for one Micro; the connection is shared with its responder."""
+DEFAULT_RETRY = RetryPolicy()
 
-    def __init__(self, client: Client, settings: Settings, hooks: Hooks) -> None:
+
+class Caller:
+    """Sends requests for one Micro; the connection is shared with its responder.
+
+    Calls are retried only for commands known to be idempotent, and only on retryable
+    errors: those with a policy in ``retries`` (``Micro.retry``), those this process serves
+    with ``idempotent=True``, and those whose service said so (in discovery or on an error
+    reply). Retrying anything else could run a command twice.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        hooks: Hooks,
+        *,
+        retries: dict[str, RetryPolicy] | None = None,
+        local: Mapping[str, Endpoint] | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.hooks = hooks
+        self.retries = retries if retries is not None else {}
+        """Retry policies declared by name; shared with ``Micro.retry``."""
+        self.idempotent: set[str] = set()
+        """Commands learned to be idempotent from discovery or from their error replies."""
+        self._local = local if local is not None else {}
         self._subjects: dict[str, str] = {}
+
+    def policy(self, name: str) -> RetryPolicy | None:
+        """How calls to ``name`` are retried, or ``None`` when they are not."""
+        declared = self.retries.get(name)
+        if declared is not None:
+            return declared
+        local = self._local.get(name)
+        if name in self.idempotent or (local is not None and local.idempotent):
+            return DEFAULT_RETRY
+        return None
 
     def _prepare(
         self,
@@ -167,6 +219,7 @@ class Caller:
             name, payload, timeout, meta, idempotency_key, min_position, parent, False
         )
         if self.hooks.on_act:
+            # A client-side guard: raising here stops the call before it is sent.
             await self.hooks.run_simple("on_act", name, payload, parent)
         started = time.perf_counter()
         attempt = 0
@@ -176,9 +229,13 @@ class Caller:
                     reply = await self._send(name, subject, data, headers, wait)
                     break
                 except MicroError as error:
-                    if retry is None or not error.retryable or attempt + 1 >= retry.attempts:
+                    if not error.retryable:
                         raise
-                    pause = retry.pause(attempt)
+                    # Looked up only now: the error reply itself may have taught us.
+                    policy = retry or self.policy(name)
+                    if policy is None or attempt + 1 >= policy.attempts:
+                        raise
+                    pause = policy.pause(attempt)
                     deadline = int(headers[h.DEADLINE]) / 1000
                     if time.time() + pause >= deadline:
                         raise
@@ -187,12 +244,12 @@ class Caller:
                     wait = deadline - time.time()
         except MicroError as error:
             if self.hooks.on_act_finished:
-                await self.hooks.run_simple(
+                await self.hooks.run_observers(
                     "on_act_finished", name, error, time.perf_counter() - started
                 )
             raise
         if self.hooks.on_act_finished:
-            await self.hooks.run_simple(
+            await self.hooks.run_observers(
                 "on_act_finished", name, reply.value, time.perf_counter() - started
             )
         return reply
@@ -216,6 +273,8 @@ class Caller:
                 trace_id=headers[h.TRACE_ID],
                 details={"command": name, "timeout": round(wait, 3)},
             ) from None
+        if msg.headers and msg.headers.get(h.IDEMPOTENT) == "true":
+            self.idempotent.add(name)
         return _read_reply(msg)
 
     async def stream(
@@ -230,14 +289,22 @@ class Caller:
     ) -> AsyncIterator[Any]:
         """Yield each intermediate message, then the final reply.
 
-        ``timeout`` bounds the whole stream, first message to final reply; it shrinks like
-        any deadline when called from inside a handler.
+        ``timeout`` is a deadline for the whole stream, from the request to the final reply,
+        not a gap between messages: a stream still running when it passes raises
+        ``TimeoutError``. It shrinks like any deadline when called from inside a handler.
+        Streams are not retried. A consumer may stop early (``break``): the inbox is dropped
+        when the generator is closed, and the service's later messages are discarded by
+        NATS without ever holding the service up.
         """
         if parent is None:
             parent = current_context.get()
         subject, data, headers, wait = self._prepare(
             name, payload, timeout, meta, idempotency_key, None, parent, True
         )
+        if self.hooks.on_act:
+            await self.hooks.run_simple("on_act", name, payload, parent)
+        started = time.perf_counter()
+        outcome: Any = None
         deadline = time.monotonic() + wait
         inbox = self.client.new_inbox()
         subscription = await self.client.subscribe(inbox)
@@ -262,10 +329,20 @@ class Caller:
                 if kind == "more":
                     yield decode(msg.data, what="stream message")
                     continue
-                yield _read_reply(msg).value
+                outcome = _read_reply(msg).value
+                yield outcome
                 return
+        except MicroError as error:
+            outcome = error
+            raise
         finally:
-            await subscription.unsubscribe()
+            # unsubscribe() only queues an UNSUB: it never waits on the server
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+            if self.hooks.on_act_finished:
+                await self.hooks.run_observers(
+                    "on_act_finished", name, outcome, time.perf_counter() - started
+                )
 
 
 def _read_reply(msg: Msg) -> Reply:

@@ -17,6 +17,7 @@ import pydantic
 from pydantic import BaseModel, TypeAdapter
 
 from micro.bus.context import Context
+from micro.bus.hooks import check_middleware
 from micro.bus.subjects import check_name
 from micro.errors import ValidationError
 
@@ -69,6 +70,13 @@ class Endpoint:
         check_name(name, f"{kind} name")
         if not callable(handler):
             raise TypeError(f"the handler of {name!r} is not callable: {handler!r}")
+        for key in options.get("metadata") or {}:
+            if isinstance(key, str) and key.startswith("micro."):
+                raise ValueError(
+                    f"metadata key {key!r} of {name!r}: keys starting with 'micro.' are reserved"
+                )
+        for middleware in options.get("middleware") or []:
+            check_middleware(name, middleware)
         endpoint = cls(name=name, handler=handler, kind=kind, **options)
         endpoint._inspect()
         return endpoint

@@ -24,7 +24,7 @@ from micro.bus.context import Context
 if TYPE_CHECKING:
     from micro.bus.endpoint import Endpoint
 
-__all__ = ["HOOK_ARITY", "Hooks", "check_hook"]
+__all__ = ["HOOK_ARITY", "Hooks", "check_hook", "check_middleware"]
 
 _log = structlog.get_logger("micro.hooks")
 
@@ -48,20 +48,43 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-def check_hook(kind: str, hook: Hook) -> None:
-    """Raise ``TypeError``/``ValueError`` at registration for a hook that cannot be called."""
-    if kind not in HOOK_ARITY:
-        raise ValueError(f"unknown hook {kind!r}; hooks are {', '.join(sorted(HOOK_ARITY))}")
-    if not callable(hook):
-        raise TypeError(f"the {kind} hook is not callable: {hook!r}")
+_HOOK_ARGUMENTS = {
+    "on_request": "(payload, ctx)",
+    "pre_handler": "(payload, ctx)",
+    "on_response": "(reply, ctx)",
+    "on_error": "(error, ctx)",
+    "on_act": "(name, payload, ctx)",
+    "on_act_finished": "(name, outcome, seconds)",
+    "on_start": "(micro)",
+    "on_stop": "(micro)",
+}
+
+
+def _check_arity(what: str, fn: Callable[..., Any], arity: int, shape: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{what} is not callable: {fn!r}")
     try:
-        inspect.signature(hook).bind(*([None] * HOOK_ARITY[kind]))
+        inspect.signature(fn).bind(*([None] * arity))
     except TypeError as error:
-        raise TypeError(
-            f"the {kind} hook must accept {HOOK_ARITY[kind]} positional arguments: {error}"
-        ) from None
+        raise TypeError(f"{what} must accept {shape}; {_name(fn)} cannot: {error}") from None
     except ValueError:  # no signature to inspect (some builtins): trust it
         pass
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def check_hook(kind: str, hook: Hook) -> None:
+    """Raise ``TypeError``/``ValueError`` at registration for a hook that cannot be called."""
+    if not isinstance(kind, str) or kind not in HOOK_ARITY:
+        raise ValueError(f"unknown hook {kind!r}; hooks are {', '.join(sorted(HOOK_ARITY))}")
+    _check_arity(f"the {kind} hook", hook, HOOK_ARITY[kind], _HOOK_ARGUMENTS[kind])
+
+
+def check_middleware(name: str, middleware: Callable[..., Any]) -> None:
+    """Raise ``TypeError`` at registration for middleware that cannot be called."""
+    _check_arity(f"middleware of {name!r}", middleware, 3, "(payload, ctx, call_next)")
 
 
 @dataclass(slots=True)
@@ -109,5 +132,14 @@ class Hooks:
                 _log.exception("on_error hook failed", command=endpoint.name)
 
     async def run_simple(self, kind: str, *args: Any) -> None:
+        """Run every hook of ``kind``; the first that raises stops the others and raises."""
         for hook in getattr(self, kind):
             await _maybe_await(hook(*args))
+
+    async def run_observers(self, kind: str, *args: Any) -> None:
+        """Run every hook of ``kind``, logging failures: observers never change the outcome."""
+        for hook in getattr(self, kind):
+            try:
+                await _maybe_await(hook(*args))
+            except Exception:
+                _log.exception("hook failed", hook=kind, function=_name(hook))

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from micro.bus.caller import Caller
     from micro.bus.hooks import Hooks
 
-__all__ = ["EndpointStats", "Responder"]
+__all__ = ["EndpointStats", "Responder", "call_handler"]
 
 _log = structlog.get_logger("micro.responder")
 
@@ -111,12 +111,13 @@ class Responder:
 
     def _callback(self, served: _Served) -> Callable[[Msg], Awaitable[None]]:
         endpoint = served.endpoint
-        inline = not endpoint.is_async and not endpoint.middleware and not self.hooks.server_side
+        hooks = self.hooks
 
         async def on_message(msg: Msg) -> None:
             if self._draining:
                 return  # drained subscriptions may still hand over a last message: not ours
             if self._active >= self._max_in_flight:
+                served.stats.requests += 1
                 await self._reply_error(
                     msg,
                     OverloadedError(
@@ -128,7 +129,11 @@ class Responder:
                     None,
                 )
                 return
-            if inline:
+            # Counted here, not when the task starts: messages arriving in one burst are
+            # all dispatched before any task runs, and each must see the ones before it.
+            self._active += 1
+            # Decided per message: hooks and middleware may be added while serving.
+            if not endpoint.is_async and not endpoint.middleware and not hooks.server_side:
                 await self._handle(served, msg)
                 return
             task = asyncio.create_task(self._handle(served, msg))
@@ -176,9 +181,9 @@ class Responder:
         )
 
     async def _handle(self, served: _Served, msg: Msg) -> None:
+        """Serve one request; the dispatcher already counted it in ``_active``."""
         started = time.perf_counter_ns()
         endpoint = served.endpoint
-        self._active += 1
         ctx: Context | None = None
         token = None
         try:
@@ -238,7 +243,7 @@ class Responder:
         """Validate the payload and run the handler (and its middleware)."""
         if endpoint.middleware:
             return await _chain(endpoint, 0)(payload, ctx)
-        return await _call(endpoint, payload, ctx)
+        return await call_handler(endpoint, payload, ctx)
 
     def _sender(self, reply: str, name: str) -> Callable[[Any], Awaitable[None]]:
         stream_headers = {h.STREAM: "more"}
@@ -269,6 +274,10 @@ class Responder:
         error_headers = {h.SERVICE_ERROR: message, h.SERVICE_ERROR_CODE: str(error.status)}
         if ctx is not None and ctx._send is not None:
             error_headers[h.STREAM] = "end"
+        if served.endpoint.idempotent:
+            # Tells any caller that a retryable error may be retried, even one that did not
+            # declare the command idempotent itself. Only on errors: successes stay lean.
+            error_headers[h.IDEMPOTENT] = "true"
         await self.client.publish(msg.reply, orjson.dumps(error.to_wire()), headers=error_headers)
 
     async def drain(self, timeout: float) -> None:
@@ -286,7 +295,8 @@ class Responder:
             _log.warning("requests still in flight after drain timeout", count=len(self._in_flight))
 
 
-async def _call(endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
+async def call_handler(endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
+    """Validate the payload and run the handler alone (no middleware, no hooks)."""
     if endpoint.takes_payload:
         argument = endpoint.parse(payload)
         result = (
@@ -305,13 +315,17 @@ def _chain(endpoint: Endpoint, index: int) -> Callable[[Any, Context], Awaitable
     if index == len(endpoint.middleware):
 
         async def last(payload: Any, ctx: Context) -> Any:
-            return await _call(endpoint, payload, ctx)
+            return await call_handler(endpoint, payload, ctx)
 
         return last
     middleware = endpoint.middleware[index]
     following = _chain(endpoint, index + 1)
 
     async def step(payload: Any, ctx: Context) -> Any:
-        return await middleware(payload, ctx, following)
+        result: Any = middleware(payload, ctx, following)
+        # A plain function that returns ``call_next(...)`` hands back a coroutine: await it.
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
     return step

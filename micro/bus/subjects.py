@@ -10,11 +10,16 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "SERVICE_PREFIX",
+    "SERVICE_VERBS",
     "check_name",
     "command_subject",
     "decode_name",
     "encode_name",
+    "endpoint_name",
     "event_subject",
+    "service_subject",
+    "service_subscriptions",
 ]
 
 MAX_NAME_LENGTH = 200
@@ -71,3 +76,47 @@ def command_subject(namespace: str, name: str) -> str:
 def event_subject(namespace: str, name: str) -> str:
     """``<namespace>.emit.<token>``: where fire-and-forget events of that name go."""
     return f"{namespace}.emit.{encode_name(name)}"
+
+
+# -- the NATS Services API (ADR-32) ------------------------------------------------------
+# These subjects are not namespaced: ADR-32 fixes them so that standard tooling finds every
+# service. Namespaces are told apart by the ``micro.namespace`` metadata of each service.
+
+SERVICE_PREFIX = "$SRV"
+SERVICE_VERBS = ("PING", "INFO", "STATS")
+_ENDPOINT_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def service_subject(verb: str, service: str | None = None, instance: str | None = None) -> str:
+    """``$SRV.<VERB>[.<service>[.<id>]]``: where discovery requests go."""
+    if verb not in SERVICE_VERBS:
+        raise ValueError(f"unknown $SRV verb {verb!r}; verbs are {', '.join(SERVICE_VERBS)}")
+    if instance is not None and service is None:
+        raise ValueError("a $SRV subject names an instance only together with its service")
+    parts = [SERVICE_PREFIX, verb]
+    if service is not None:
+        parts.append(service)
+        if instance is not None:
+            parts.append(instance)
+    return ".".join(parts)
+
+
+def service_subscriptions(service: str, instance: str) -> list[str]:
+    """What one service instance subscribes to answer every verb at every level of detail.
+
+    One wildcard per level instead of one subject per verb: three subscriptions, and an
+    unknown verb reaches the service, which then simply does not answer it.
+    """
+    return [
+        f"{SERVICE_PREFIX}.*",
+        f"{SERVICE_PREFIX}.*.{service}",
+        f"{SERVICE_PREFIX}.*.{service}.{instance}",
+    ]
+
+
+def endpoint_name(name: str) -> str:
+    """A command name as an ADR-32 endpoint name (letters, digits, ``-`` and ``_`` only).
+
+    Not reversible: discovery carries the real name in the ``micro.command`` metadata.
+    """
+    return "".join(char if char in _ENDPOINT_PLAIN else "_" for char in name) or "_"
