@@ -24,7 +24,7 @@ from micro.bus.endpoint import Endpoint, Middleware
 from micro.bus.events import Events, Listener
 from micro.bus.hooks import Hooks, check_middleware
 from micro.bus.responder import Responder
-from micro.bus.services import ServiceResponder
+from micro.bus.services import ServiceResponder, new_instance_id
 from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
 from micro.errors import ConfigError
 from micro.log import configure_logging
@@ -81,6 +81,8 @@ class Micro:
         self._listeners: list[Listener] = []
         self._events: Events | None = None
         self._services: ServiceResponder | None = None
+        self.instance_id = new_instance_id()
+        """This instance's id in the NATS Services API (``$SRV.PING.<service>.<id>``)."""
 
     # -- declaring what the service serves -------------------------------------------------
 
@@ -274,11 +276,6 @@ class Micro:
 
     # -- discovery -----------------------------------------------------------------------
 
-    @property
-    def instance_id(self) -> str | None:
-        """This instance's id in the NATS Services API, once open."""
-        return self._services.id if self._services is not None else None
-
     def _announced(self) -> bool:
         return bool(self.endpoints or self._listeners)
 
@@ -365,7 +362,11 @@ class Micro:
             await self._events.listen(listener)
         # Always subscribed (3 subscriptions, nothing per request); silent while serving nothing.
         self._services = ServiceResponder(
-            self.client, self.settings, self._responder, serving=self._announced
+            self.client,
+            self.settings,
+            self._responder,
+            instance_id=self.instance_id,
+            serving=self._announced,
         )
         await self._services.start()
         await self._responder.serve(list(self.endpoints.values()))  # flushes all of the above

@@ -218,6 +218,8 @@ async def _gather(
                 msg = await subscription.next_msg(timeout=left)
             except (NatsTimeoutError, TimeoutError):
                 break
+            if msg.headers and msg.headers.get("Status") == "503":
+                break  # "no responders": nothing subscribes to the subject, nothing will come
             try:
                 body = orjson.loads(msg.data)
             except orjson.JSONDecodeError:

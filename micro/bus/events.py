@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class Events:
         listener.subscription = await self.client.subscribe(
             subject,
             queue="" if listener.broadcast else self.settings.service,
-            cb=lambda msg: self._received(listener, msg),
+            cb=functools.partial(self._received, listener),
         )
         self.listeners.append(listener)
 

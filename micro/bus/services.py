@@ -44,6 +44,7 @@ __all__ = [
     "STATS_RESPONSE",
     "ServiceResponder",
     "endpoint_metadata",
+    "new_instance_id",
 ]
 
 _log = structlog.get_logger("micro.services")
@@ -84,6 +85,11 @@ def endpoint_metadata(endpoint: Endpoint) -> dict[str, str]:
     return metadata
 
 
+def new_instance_id() -> str:
+    """A unique id for one service instance (a NUID, as the NATS clients use)."""
+    return NUID().next().decode()
+
+
 def _timestamp(moment: datetime) -> str:
     # RFC 3339 in UTC with a fractional part: what nats.go, nats.js and nats.py all parse.
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -98,6 +104,7 @@ class ServiceResponder:
         settings: Settings,
         responder: Responder,
         *,
+        instance_id: str | None = None,
         serving: Callable[[], bool] | None = None,
     ) -> None:
         self.client = client
@@ -105,7 +112,7 @@ class ServiceResponder:
         self.responder = responder
         self._serving = serving or (lambda: bool(responder.served))
         """Whether to answer at all: a Micro that serves nothing is a client, not a service."""
-        self.id = NUID().next().decode()
+        self.id = instance_id or new_instance_id()
         self.started = datetime.now(UTC)
         self.metadata = {**settings.metadata, NAMESPACE_KEY: settings.namespace}
         self._subscriptions: list[Subscription] = []
