@@ -260,7 +260,8 @@ class EsdbEventStore(EventStore):
                 # Servers before 22.10 give no positions in stream reads: ask $all for them.
                 positions = await self._positions_of(client, name)
                 found = [_with_position(event, positions) for event in found]
-        return [self._recorded(event) for event in found]
+        # Links ($>) and other $-typed events are the server's, as in read_all.
+        return [self._recorded(event) for event in found if not event.type.startswith("$")]
 
     async def stream_version(self, stream: str) -> int | None:
         validate_stream_name(stream)
@@ -280,23 +281,19 @@ class EsdbEventStore(EventStore):
         wanted = max(from_position - 1, 0)  # the lowest commit position asked for
         with _boundary(self._url):
             start = await self._start_at_or_before(client, wanted)
-        # Past the events dropped below, the server's count would cut the read short.
-        server_limit = limit if limit is not None and start == wanted else sys.maxsize
+            # No count for the server: it would also count events dropped below. The read
+            # stops when enough came, and leaving the block cancels the rest of the call.
+            response = await client.read_all(commit_position=start, **self._filters())
         taken = 0
-        with _boundary(self._url):
-            response = await client.read_all(
-                commit_position=start, limit=server_limit, **self._filters()
-            )
         async with response:
             while limit is None or taken < limit:
                 with _boundary(self._url):
                     event = await anext(response, None)
                 if event is None:
                     return
-                if not self._wanted(event, wanted):
-                    continue
-                taken += 1
-                yield self._recorded(event)
+                if self._wanted(event, wanted):
+                    taken += 1
+                    yield self._recorded(event)
 
     async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
         client = await self._connected()
@@ -381,11 +378,13 @@ class EsdbEventStore(EventStore):
         return None
 
     async def _last_event(self, client: AsyncEventStoreDBClient) -> EsdbRecordedEvent | None:
+        """The newest event ``read_all`` would return."""
         async with await client.read_all(
-            backwards=True, limit=1, timeout=self._timeout, **self._filters()
+            backwards=True, timeout=self._timeout, **self._filters()
         ) as response:
             async for event in response:
-                return event
+                if self._wanted(event, 0):
+                    return event
         return None
 
     async def _positions_of(
@@ -421,6 +420,8 @@ class EsdbEventStore(EventStore):
 
     def _wanted(self, event: EsdbRecordedEvent, wanted: int) -> bool:
         """Whether an event of ``$all`` is a user event at or after ``wanted``."""
+        # The server's filter already dropped $-streams; $-types remain possible in other
+        # streams (a projection's links, for one), and a namespace is checked once more.
         if event.stream_name.startswith("$") or event.type.startswith("$"):
             return False
         if self._namespace is not None and not event.stream_name.startswith(f"{self._namespace}."):

@@ -63,6 +63,16 @@ async def _take(iterator: AsyncIterator[RecordedEvent], count: int) -> list[Reco
         return [await anext(iterator) for _ in range(count)]
 
 
+async def _write_directly(fake: FakeEventStoreDB, stream: str, *events: EsdbNewEvent) -> None:
+    """Append as another client of the server would, bypassing the store."""
+    client = AsyncEventStoreDBClient(fake.url)
+    await client.connect()
+    try:
+        await client.append_to_stream(stream, current_version=StreamState.ANY, events=events)
+    finally:
+        await client.close()
+
+
 # -- the contract ------------------------------------------------------------------------------
 
 
@@ -280,6 +290,20 @@ class TestSystemEventsAndNamespaces:
                     await subscription.aclose()
                 assert (event.id, after.id) == (sent.id, later.id)
 
+    async def test_dollar_typed_events_in_user_streams_are_skipped_everywhere(
+        self, fake: FakeEventStoreDB, store: EsdbEventStore
+    ) -> None:
+        # A user projection may link events into any stream: links are the server's events.
+        sent = [new_event(n=1), new_event(n=2)]
+        await store.append("s", sent[:1])
+        await _write_directly(fake, "s", EsdbNewEvent("$>", b"0@other"))
+        result = await store.append("s", sent[1:])
+        await _write_directly(fake, "links", EsdbNewEvent("$>", b"0@s"))
+
+        assert [event.id for event in await store.read("s")] == [event.id for event in sent]
+        assert [event.id async for event in store.read_all(limit=2)] == [e.id for e in sent]
+        assert await store.last_position() == result.position
+
     async def test_namespaces_on_one_server_never_see_each_other(
         self, fake: FakeEventStoreDB
     ) -> None:
@@ -324,19 +348,12 @@ class TestSubscriptionLifecycle:
     async def test_events_other_writers_stored_as_non_json_are_wrapped(
         self, fake: FakeEventStoreDB, store: EsdbEventStore
     ) -> None:
-        client = AsyncEventStoreDBClient(fake.url)
-        await client.connect()
-        try:
-            await client.append_to_stream(
-                "s",
-                current_version=StreamState.NO_STREAM,
-                events=[
-                    EsdbNewEvent("Raw", b"\x00\x01", content_type="application/octet-stream"),
-                    EsdbNewEvent("List", b"[1, 2]", metadata=b"not json"),
-                ],
-            )
-        finally:
-            await client.close()
+        await _write_directly(
+            fake,
+            "s",
+            EsdbNewEvent("Raw", b"\x00\x01", content_type="application/octet-stream"),
+            EsdbNewEvent("List", b"[1, 2]", metadata=b"not json"),
+        )
 
         raw, listed = await store.read("s")
 
