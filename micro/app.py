@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -25,9 +26,12 @@ from micro.bus.events import Events, Listener
 from micro.bus.hooks import Hooks, check_middleware
 from micro.bus.responder import Responder
 from micro.bus.services import ServiceResponder, new_instance_id
+from micro.command.commander import Commander, app_dir
 from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
 from micro.errors import ConfigError
 from micro.log import configure_logging
+from micro.modules.builtin import register_builtin_modules
+from micro.modules.loader import ModuleLoader
 from micro.settings import Settings
 
 __all__ = ["Micro"]
@@ -81,6 +85,11 @@ class Micro:
         self._listeners: list[Listener] = []
         self._events: Events | None = None
         self._services: ServiceResponder | None = None
+        self.app_dir = self.settings.app_dir or app_dir()
+        """Where the app's rule, reducer and model sheets are looked up."""
+        self.modules = ModuleLoader(self)
+        register_builtin_modules(self.modules)
+        self._procedures: list[tuple[list[str], Callable[..., Any]]] = []
         self.instance_id = new_instance_id()
         """This instance's id in the NATS Services API (``$SRV.PING.<service>.<id>``)."""
 
@@ -95,6 +104,9 @@ class Micro:
         metadata: dict[str, str] | None = None,
         idempotent: bool = False,
         middleware: list[Middleware] | None = None,
+        kind: str = "command",
+        request_schema: dict[str, Any] | None = None,
+        reply_schema: dict[str, Any] | None = None,
     ) -> Self:
         """Serve ``name`` with ``handler``; returns the Micro so calls chain.
 
@@ -120,6 +132,9 @@ class Micro:
             metadata=dict(metadata or {}),
             idempotent=idempotent,
             middleware=list(middleware or []),
+            kind=kind,
+            declared_request_schema=request_schema,
+            declared_reply_schema=reply_schema,
         )
         self.endpoints[name] = endpoint
         if self._responder is not None:
@@ -345,6 +360,49 @@ class Micro:
             )
         )
 
+    # -- the event-sourced side (modules) -----------------------------------------------
+
+    @property
+    def commander(self) -> Commander:
+        """The command cycle of this service (loads the ``commander`` module)."""
+        self.modules.want(["commander"])
+        commander: Commander = self.modules.get("commander")
+        return commander
+
+    def add_view(self, name: str, view: Callable[..., Any]) -> Self:
+        """Serve a read-only view ``view(query, models)`` over this service's models.
+
+        Usage::
+
+            micro.add_view("account balance", lambda q, models: models.account.get(q["id"]))
+        """
+        self.commander.add_view(name, view)
+        return self
+
+    def add_procedure(self, *, load: list[str], start: Callable[..., Any]) -> Self:
+        """Run ``start(**modules)`` once the named modules are loaded and started."""
+        if not callable(start):
+            raise TypeError("add_procedure(start=...) must be callable")
+        self.modules.want(load)
+        self._procedures.append((list(load), start))
+        return self
+
+    async def _run_procedure(self, names: list[str], procedure: Callable[..., Any]) -> None:
+        modules = {name: self.modules.get(name) for name in names}
+        result = procedure(**modules)
+        if inspect.isawaitable(result):
+            await result
+
+    def health(self) -> dict[str, Any]:
+        """Liveness of the connection and, when loaded, of the models."""
+        status: dict[str, Any] = {
+            "service": self.settings.service,
+            "connected": bool(self.client is not None and self.client.is_connected),
+        }
+        if "commander" in self.modules.instances:
+            status["models"] = self.modules.instances["commander"].health()
+        return status
+
     # -- life cycle --------------------------------------------------------------------
 
     async def open(self) -> Self:
@@ -369,7 +427,16 @@ class Micro:
             serving=self._announced,
         )
         await self._services.start()
-        await self._responder.serve(list(self.endpoints.values()))  # flushes all of the above
+        try:
+            # Modules first (the commander catches its models up): nothing is served before.
+            await self.modules.start()
+            await self._responder.serve(list(self.endpoints.values()))  # flushes all above
+            for names, procedure in self._procedures:
+                await self._run_procedure(names, procedure)
+        except BaseException:
+            await self.modules.stop()
+            await self.client.close()
+            raise
         self._opened = True
         self._served = True
         if self.endpoints:
@@ -398,6 +465,7 @@ class Micro:
             await self._events.drain(self.settings.drain_timeout)
         if self._responder is not None:
             await self._responder.drain(self.settings.drain_timeout)
+        await self.modules.stop()
         if self.client is not None and not self.client.is_closed:
             with contextlib.suppress(Exception):
                 await self.client.flush(timeout=2)

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     event_store_duplicate_window: float = Field(default=120.0, gt=0)
     """Seconds JetStream remembers event ids to drop duplicates."""
 
+    command_retries: int = Field(default=3, ge=0, le=100)
+    """Times a command is decided again after losing an optimistic-concurrency race."""
+
+    app_dir: Path | None = None
+    """Folder holding the app's rules/, reducers/ and models/ (default: the app's own)."""
+
     log_level: str = "info"
     """Lowest level logged: debug, info, warning, error."""
 

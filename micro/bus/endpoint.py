@@ -62,6 +62,9 @@ class Endpoint:
     request_adapter: TypeAdapter[Any] | None = None
     reply_adapter: TypeAdapter[Any] | None = None
     idempotent: bool = False
+    declared_request_schema: dict[str, Any] | None = None
+    """A schema validated elsewhere (a command's rule) but published in discovery."""
+    declared_reply_schema: dict[str, Any] | None = None
 
     @classmethod
     def build(
@@ -143,9 +146,13 @@ class Endpoint:
             raise _validation_error(self.name, error) from None
 
     def request_schema(self) -> dict[str, Any] | None:
+        if self.declared_request_schema is not None:
+            return self.declared_request_schema
         return _schema(self.request_adapter)
 
     def reply_schema(self) -> dict[str, Any] | None:
+        if self.declared_reply_schema is not None:
+            return self.declared_reply_schema
         return _schema(self.reply_adapter)
 
     def dump(self, reply: Any) -> Any:

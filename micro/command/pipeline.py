@@ -1,0 +1,270 @@
+"""The command cycle: validate, decide, append, apply, reply.
+
+    payload -> Request schema           -> ValidationError (each bad field)
+            -> pre_validation(request)  -> ValidationError / RuleViolation
+            -> validation(request, models)                 -> RuleViolation
+            -> events(request, models) -> append(expected_version = version the models saw)
+                 on ConcurrencyError: catch up, validate again, retry (bounded)
+            -> wait until the local models applied the appended position (deadline)
+            -> respond(request, models, events) -> reply carrying the position
+
+Commands on one stream are serialised within an instance (a lock per stream, held until
+the models applied the events, so the next command decides on the new state); across
+instances optimistic concurrency decides. A success reply is only sent once the event is
+durably stored, so it is stored exactly once: retries carrying the same idempotency key
+derive the same event ids and append nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from micro.bus.context import Context
+from micro.bus.endpoint import field_errors
+from micro.command.sheets import RuleSheet
+from micro.errors import (
+    ConcurrencyError,
+    InternalError,
+    MicroError,
+    RuleViolation,
+    TimeoutError,
+    ValidationError,
+)
+from micro.eventstore.base import NO_STREAM, EventStore, ExpectedVersion, NewEvent
+from micro.eventstore.base import validate_stream_name as _check_stream
+from micro.readmodel.event import Event
+from micro.readmodel.projector import Projector
+
+__all__ = ["CommandPipeline", "Guard", "event_id"]
+
+_ID_NAMESPACE = uuid.UUID("6f1b7d1e-3c1a-4d4e-9a59-7a1c0e2b5d10")
+_REPLIES_REMEMBERED = 10_000
+
+Guard = Callable[[RuleSheet, Context], Awaitable[None]]
+"""Checks a command may run (authentication); raises to refuse."""
+
+
+def event_id(idempotency_key: str, command: str, index: int) -> uuid.UUID:
+    """The id of the ``index``-th event of a keyed command: the same on every retry."""
+    return uuid.uuid5(_ID_NAMESPACE, f"{command}\x1f{idempotency_key}\x1f{index}")
+
+
+@dataclass
+class _StreamLocks:
+    """One lock per stream, dropped once nobody holds or waits for it."""
+
+    locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def hold(self, stream: str) -> AsyncIterator[None]:
+        lock, users = self.locks.get(stream, (asyncio.Lock(), 0))
+        self.locks[stream] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.locks[stream]
+            if users == 1:
+                del self.locks[stream]
+            else:
+                self.locks[stream] = (lock, users - 1)
+
+
+class CommandPipeline:
+    """Runs commands of one service against its store and models."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projector: Projector,
+        *,
+        max_retries: int = 3,
+        reply_timeout: float = 5.0,
+        guards: list[Guard] | None = None,
+    ) -> None:
+        self.store = store
+        self.projector = projector
+        self.max_retries = max_retries
+        self.reply_timeout = reply_timeout
+        self.guards = guards if guards is not None else []
+        self._locks = _StreamLocks()
+        self._replies: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def handler(self, rule: RuleSheet) -> Callable[[Any, Context], Awaitable[Any]]:
+        """An endpoint handler running ``rule``'s command."""
+
+        async def handle(payload: Any, ctx: Context) -> Any:
+            return await self.run(rule, payload, ctx)
+
+        return handle
+
+    def _parse(self, rule: RuleSheet, payload: Any) -> Any:
+        try:
+            return rule.request.model_validate(payload if payload is not None else {})
+        except pydantic.ValidationError as error:
+            fields = field_errors(error)
+            summary = "; ".join(f"{item['field']}: {item['reason']}" for item in fields[:5])
+            raise ValidationError(
+                f"invalid payload for {rule.command!r}: {summary}", details={"fields": fields}
+            ) from None
+
+    async def run(self, rule: RuleSheet, payload: Any, ctx: Context) -> Any:
+        for guard in self.guards:
+            await guard(rule, ctx)
+        request = self._parse(rule, payload)
+        if rule.pre_validation is not None:
+            try:
+                await _maybe(rule.pre_validation(request))
+            except (ValueError, AssertionError) as error:
+                if isinstance(error, MicroError):
+                    raise
+                raise ValidationError(
+                    f"invalid payload for {rule.command!r}: {error}",
+                    details={"fields": [{"field": "payload", "reason": str(error)}]},
+                ) from None
+        stream = rule.stream(request)
+        try:
+            _check_stream(stream)
+        except ValidationError as error:
+            raise InternalError(
+                f"the rule of {rule.command!r} named a bad stream: {error}"
+            ) from None
+        key = ctx.idempotency_key
+        if key is not None:
+            repeated = await self._repeated(rule, request, key, ctx)
+            if repeated is not _NOT_SEEN:
+                return repeated
+        async with self._locks.hold(stream):
+            produced, position = await self._decide_and_append(rule, request, stream, ctx)
+            await self._wait_applied(rule, position, ctx)
+        ctx.position = position
+        reply = await self._respond(rule, request, produced, stream, position)
+        if key is not None:
+            self._replies[key] = (reply, position)
+            if len(self._replies) > _REPLIES_REMEMBERED:
+                self._replies.popitem(last=False)
+        return reply
+
+    async def _repeated(self, rule: RuleSheet, request: Any, key: str, ctx: Context) -> Any:
+        """The reply to a command already done under ``key``, or ``_NOT_SEEN``."""
+        remembered = self._replies.get(key)
+        if remembered is not None:
+            ctx.position = remembered[1]
+            return remembered[0]
+        # Another instance (or this one before a restart) may have done it: the events
+        # carry the key, and the projector knows every key it applied.
+        await self.projector.catch_up(ctx.remaining or self.reply_timeout)
+        seen = self.projector.seen_keys.get(key)
+        if seen is None:
+            return _NOT_SEEN
+        if seen.command and seen.command != rule.command:
+            raise ValidationError(
+                f"idempotency key {key!r} was already used for {seen.command!r}",
+                details={"fields": [{"field": "idempotency_key", "reason": "reused"}]},
+            )
+        ctx.position = seen.position
+        return await self._respond(rule, request, [], seen.stream, seen.position)
+
+    async def _decide_and_append(
+        self, rule: RuleSheet, request: Any, stream: str, ctx: Context
+    ) -> tuple[list[Event], int]:
+        models = self.projector.models
+        for attempt in range(self.max_retries + 1):
+            if self.projector.failure is not None:
+                await self.projector.wait_for(self.projector.position + 1, 0)  # raises
+            version = self.projector.versions.get(stream)
+            expected: ExpectedVersion = NO_STREAM if version is None else version
+            if rule.validation is not None:
+                await _maybe(rule.validation(request, models))
+            produced = await _maybe(rule.events(request, models))
+            new_events = self._new_events(rule, produced, ctx)
+            if not new_events:
+                raise RuleViolation(f"{rule.command!r} decided that nothing happens")
+            try:
+                result = await self.store.append(stream, new_events, expected)
+            except ConcurrencyError:
+                if attempt == self.max_retries:
+                    raise
+                # Someone else wrote the stream first: learn what they wrote, decide again.
+                await self.projector.catch_up(ctx.remaining or self.reply_timeout)
+                continue
+            return list(produced), result.position
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _new_events(self, rule: RuleSheet, produced: Any, ctx: Context) -> list[NewEvent]:
+        if isinstance(produced, Event):
+            produced = [produced]
+        if not isinstance(produced, list | tuple):
+            raise InternalError(
+                f"the rule of {rule.command!r} must return a list of events, "
+                f"not {type(produced).__name__}"
+            )
+        metadata: dict[str, Any] = {
+            "command": rule.command,
+            "correlation_id": ctx.trace_id,
+            "causation_id": ctx.span_id,
+        }
+        if ctx.user is not None:
+            metadata["user"] = getattr(ctx.user, "id", str(ctx.user))
+        if ctx.idempotency_key is not None:
+            metadata["idempotency_key"] = ctx.idempotency_key
+        new_events = []
+        for index, event in enumerate(produced):
+            if not isinstance(event, Event):
+                raise InternalError(
+                    f"the rule of {rule.command!r} produced {type(event).__name__}, not an Event"
+                )
+            event_metadata = dict(metadata)
+            if type(event).schema_version != 1:
+                event_metadata["schema_version"] = type(event).schema_version
+            new_events.append(
+                NewEvent(
+                    type=type(event).type_name(),
+                    data=event.model_dump(mode="json"),
+                    metadata=event_metadata,
+                    id=event_id(ctx.idempotency_key, rule.command, index)
+                    if ctx.idempotency_key is not None
+                    else uuid.uuid4(),
+                )
+            )
+        return new_events
+
+    async def _wait_applied(self, rule: RuleSheet, position: int, ctx: Context) -> None:
+        wait = ctx.remaining if ctx.remaining is not None else self.reply_timeout
+        try:
+            await self.projector.wait_for(position, max(wait - 0.05, 0.01))
+        except TimeoutError:
+            raise TimeoutError(
+                f"{rule.command!r} WAS stored (position {position}) but the models did not "
+                "apply it before the deadline; retry with the same idempotency key, "
+                "not without one",
+                details={"stored": True, "position": position},
+            ) from None
+
+    async def _respond(
+        self, rule: RuleSheet, request: Any, produced: list[Event], stream: str, position: int
+    ) -> Any:
+        if rule.respond is None:
+            return {
+                "stream": stream,
+                "position": position,
+                "events": [type(event).type_name() for event in produced],
+            }
+        return await _maybe(rule.respond(request, self.projector.models, produced))
+
+
+_NOT_SEEN: Any = object()
+
+
+async def _maybe(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value

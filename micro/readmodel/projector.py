@@ -1,0 +1,232 @@
+"""The projector: applies every stored event, in order, to a service's models.
+
+It subscribes from its checkpoint (the position of the last event applied), catches up,
+then follows live. Commands and views wait on it: a command's reply goes out only once the
+events it appended are applied here, and a view asked for ``min_position`` waits for it.
+
+A reducer that raises stops the projector (fail-stop): the models are left exactly as they
+were before the failing event, the failure is logged loudly, reported by ``health()``, and
+every command or view waiting on the models gets an ``UnavailableError`` saying why. A
+silent skip would leave models quietly wrong forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import heapq
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from micro.errors import TimeoutError, UnavailableError
+from micro.eventstore.base import EventStore, RecordedEvent
+from micro.readmodel.event import AppliedEvent, EventTypes
+from micro.readmodel.model import Models
+
+__all__ = ["Projector", "Reducer", "SeenCommand"]
+
+_log = structlog.get_logger("micro.projector")
+
+Reducer = Callable[[AppliedEvent, Models], None]
+
+_KEYS_REMEMBERED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class SeenCommand:
+    """What the projector knows of a command that carried an idempotency key."""
+
+    stream: str
+    position: int
+    command: str
+
+
+class Projector:
+    """Keeps a set of models up to date with the event store."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        models: Models,
+        reducers: dict[str, list[Reducer]],
+        types: EventTypes,
+        *,
+        name: str = "models",
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.reducers = reducers
+        self.types = types
+        self.name = name
+        self.position = 0
+        """Position of the last event applied (0: none)."""
+        self.versions: dict[str, int] = {}
+        """Version of each stream as the models know it."""
+        self.seen_keys: OrderedDict[str, SeenCommand] = OrderedDict()
+        self.failure: str | None = None
+        self.applied = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._counter = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+        self._gate = asyncio.Lock()
+
+    # -- running ------------------------------------------------------------------------
+
+    async def start(self, timeout: float | None = None) -> None:
+        """Subscribe from the checkpoint and return once caught up with the store."""
+        target = await self.store.last_position()
+        self._task = asyncio.create_task(self._follow(), name=f"projector:{self.name}")
+        started = time.monotonic()
+        await self.wait_for(target, timeout)
+        _log.info(
+            "models caught up",
+            models=self.models.names(),
+            position=self.position,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _follow(self) -> None:
+        subscription = self.store.subscribe(self.position + 1)
+        try:
+            async for event in subscription:
+                if self._gate.locked():
+                    async with self._gate:  # a rebuild swaps models: wait for it
+                        pass
+                if not self.apply(event):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._fail(f"event subscription failed: {error}")
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.aclose()  # type: ignore[attr-defined]
+
+    def apply(self, event: RecordedEvent) -> bool:
+        """Apply one event; False when a reducer failed (the projector stops)."""
+        if event.position <= self.position:
+            return True  # already applied (a resumed subscription may repeat one)
+        reducers = self.reducers.get(event.type)
+        if reducers:
+            try:
+                applied = AppliedEvent(
+                    event.type,
+                    self.types.decode(event.type, event.data, event.metadata),
+                    event.stream,
+                    event.version,
+                    event.position,
+                    event.metadata,
+                )
+                for reducer in reducers:
+                    reducer(applied, self.models)
+            except Exception as error:
+                _log.exception(
+                    "reducer failed: models stopped",
+                    event_type=event.type,
+                    stream=event.stream,
+                    position=event.position,
+                )
+                self._fail(
+                    f"reducer for {event.type} failed at position {event.position} "
+                    f"(stream {event.stream!r}): {type(error).__name__}: {error}"
+                )
+                return False
+        self.versions[event.stream] = event.version
+        key = event.metadata.get("idempotency_key")
+        if isinstance(key, str):
+            self.seen_keys[key] = SeenCommand(
+                event.stream, event.position, str(event.metadata.get("command", ""))
+            )
+            if len(self.seen_keys) > _KEYS_REMEMBERED:
+                self.seen_keys.popitem(last=False)
+        self.position = event.position
+        self.applied += 1
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self.position:
+            _, _, future = heapq.heappop(waiters)
+            if not future.done():
+                future.set_result(None)
+        return True
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        error = self._failure_error()
+        for _, _, future in self._waiters:
+            if not future.done():
+                future.set_exception(error)
+        self._waiters.clear()
+
+    def _failure_error(self) -> UnavailableError:
+        return UnavailableError(
+            f"models {', '.join(self.models.names())} are stopped: {self.failure}",
+            retryable=False,
+        )
+
+    # -- waiting ------------------------------------------------------------------------
+
+    async def wait_for(self, position: int, timeout: float | None) -> None:
+        """Return once ``position`` is applied; ``TimeoutError`` after ``timeout`` seconds."""
+        if self.failure is not None:
+            raise self._failure_error()
+        if position <= self.position:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (position, next(self._counter), future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except builtins.TimeoutError:
+            raise TimeoutError(
+                f"models did not reach position {position} within {timeout}s "
+                f"(they are at {self.position})",
+                details={"position": position, "applied": self.position},
+            ) from None
+
+    async def catch_up(self, timeout: float | None) -> None:
+        """Wait until every event stored so far is applied."""
+        await self.wait_for(await self.store.last_position(), timeout)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "failed" if self.failure else "ok",
+            "position": self.position,
+            "applied": self.applied,
+            "reason": self.failure,
+        }
+
+    # -- rebuilding ---------------------------------------------------------------------
+
+    async def rebuild(self, names: list[str], fresh: Models) -> int:
+        """Replay everything into ``fresh`` models, then swap the named ones in.
+
+        The live models keep serving while the copy replays; only the final catch-up and
+        the swap hold new events (and so the commands waiting on them) back briefly.
+        """
+        shadow = Projector(self.store, fresh, self.reducers, self.types, name=f"{self.name}*")
+        async for event in self.store.read_all(1):
+            if event.position > self.position or not shadow.apply(event):
+                break
+        if shadow.failure:
+            raise UnavailableError(f"rebuild failed: {shadow.failure}", retryable=False)
+        async with self._gate:
+            async for event in self.store.read_all(shadow.position + 1):
+                if event.position > self.position:
+                    break
+                if not shadow.apply(event):
+                    raise UnavailableError(f"rebuild failed: {shadow.failure}", retryable=False)
+            for name in names:
+                self.models.replace(fresh[name])
+        return shadow.applied

@@ -1,0 +1,54 @@
+"""Record how a transfer went (sent by the transfer process, not by people)."""
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from micro import RuleViolation
+from micro.readmodel import Event
+
+
+class Request(BaseModel):
+    id: str
+    outcome: Literal["debited", "completed", "failed"]
+    reason: str = ""
+
+
+class TransferDebited(Event):
+    id: str
+
+
+class TransferCompleted(Event):
+    id: str
+
+
+class TransferFailed(Event):
+    id: str
+    reason: str
+
+
+_NEXT = {"requested": {"debited", "failed"}, "debited": {"completed", "failed"}}
+
+
+def stream(request: Request) -> str:
+    return f"transfer-{request.id}"
+
+
+def validation(request: Request, models) -> None:
+    transfer = models.transfer.get(request.id)
+    if transfer is None:
+        raise RuleViolation(f"transfer {request.id} does not exist")
+    if request.outcome not in _NEXT.get(transfer.status, set()):
+        raise RuleViolation(f"transfer {request.id} is {transfer.status}, not {request.outcome}")
+
+
+def events(request: Request, models) -> list[Event]:
+    if request.outcome == "debited":
+        return [TransferDebited(id=request.id)]
+    if request.outcome == "completed":
+        return [TransferCompleted(id=request.id)]
+    return [TransferFailed(id=request.id, reason=request.reason)]
+
+
+def respond(request: Request, models, events) -> dict:
+    return models.transfer.require(request.id).model_dump()

@@ -1,0 +1,38 @@
+"""Take money out of an account; a balance never goes below zero."""
+
+from pydantic import BaseModel, Field
+
+from micro import RuleViolation
+from micro.readmodel import Event
+
+
+class Request(BaseModel):
+    id: str
+    amount: int = Field(gt=0, le=1_000_000_000)
+
+
+class Withdrawn(Event):
+    id: str
+    amount: int
+
+
+def stream(request: Request) -> str:
+    return f"account-{request.id}"
+
+
+def validation(request: Request, models) -> None:
+    account = models.account.get(request.id)
+    if account is None:
+        raise RuleViolation(f"account {request.id} does not exist")
+    if account.balance < request.amount:
+        raise RuleViolation(
+            f"insufficient funds: balance {account.balance}, asked {request.amount}"
+        )
+
+
+def events(request: Request, models) -> list[Event]:
+    return [Withdrawn(id=request.id, amount=request.amount)]
+
+
+def respond(request: Request, models, events) -> dict:
+    return {"id": request.id, "balance": models.account.require(request.id).balance}
