@@ -712,8 +712,10 @@ class FakeEventStoreDB:
         server, self._server = self._server, None
         if server is None:
             return
-        self._log.close()
+        # Abort the calls first, so clients see the server go away (UNAVAILABLE), as when a
+        # node dies; then release any handler thread still waiting for events.
         server.stop(grace=None).wait(timeout=5)
+        self._log.close()
 
     def __enter__(self) -> Self:
         return self.start()

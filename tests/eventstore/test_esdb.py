@@ -161,8 +161,9 @@ class TestUnavailableServer:
         try:
             await _take(subscription, 1)
             fake.stop()
-            with pytest.raises(EventStoreUnavailableError):
+            with pytest.raises(EventStoreUnavailableError) as raised:
                 await _take(subscription, 1)
+            assert raised.value.__cause__ is not None
         finally:
             await subscription.aclose()
 
