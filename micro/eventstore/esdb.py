@@ -12,10 +12,11 @@ How the contract maps onto the server:
                          ours start above 0; both increase with the log
     expected_version     ``current_version``: an int, or StreamState NO_STREAM / EXISTS / ANY
 
-System events (those of ``$``-streams, and ``$``-types) never appear in ``read_all`` or
-``subscribe``. With a ``namespace`` every stream is stored as ``<namespace>.<stream>`` (user
-stream names cannot hold a dot) and only that namespace's events are read: how tests share one
-server, and how several deployments could.
+System events (those of ``$``-streams, and ``$``-types such as links) never appear in
+``read``, ``read_all`` or ``subscribe``; appending a ``$``-type is refused. With a
+``namespace`` every stream is stored as ``<namespace>.<stream>`` (user stream names cannot hold
+a dot) and only that namespace's events are read: how tests share one server, and how several
+deployments could.
 
 A server refuses to read ``$all`` from a commit position where no event starts, and contract
 positions are ``commit + 1``: ``read_all`` and ``subscribe`` first find a valid position at or
