@@ -379,6 +379,32 @@ class Micro:
         self.commander.add_view(name, view)
         return self
 
+    def on_event(
+        self,
+        event_type: Any,
+        handler: Callable[..., Any] | None = None,
+        *,
+        group: str | None = None,
+    ) -> Any:
+        """Run ``handler(event)`` for every stored event of ``event_type`` (at least once).
+
+        Usage, as a decorator or a call::
+
+            @micro.on_event("TransferRequested")
+            async def carry_out(event): ...
+        """
+        self.modules.want(["app_stream"])
+        handlers = self.modules.get("app_stream")
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            handlers.on(event_type, fn, group=group)
+            return fn
+
+        if handler is None:
+            return register
+        register(handler)
+        return self
+
     def add_procedure(self, *, load: list[str], start: Callable[..., Any]) -> Self:
         """Run ``start(**modules)`` once the named modules are loaded and started."""
         if not callable(start):
@@ -401,6 +427,8 @@ class Micro:
         }
         if "commander" in self.modules.instances:
             status["models"] = self.modules.instances["commander"].health()
+        if "app_stream" in self.modules.instances:
+            status["event_handlers"] = self.modules.instances["app_stream"].health()
         return status
 
     # -- life cycle --------------------------------------------------------------------

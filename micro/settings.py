@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     command_retries: int = Field(default=3, ge=0, le=100)
     """Times a command is decided again after losing an optimistic-concurrency race."""
 
+    snapshot_every_events: int = Field(default=1000, ge=1)
+    """Save a snapshot of the models after this many new events (with the snapshooter)."""
+
+    snapshot_every_seconds: float = Field(default=60.0, gt=0)
+    """...or after this many seconds, when anything changed."""
+
     app_dir: Path | None = None
     """Folder holding the app's rules/, reducers/ and models/ (default: the app's own)."""
 

@@ -44,7 +44,7 @@ __all__ = ["Commander", "SnapshotSource", "app_dir"]
 class SnapshotSource(Protocol):
     """What the commander needs of a snapshooter."""
 
-    async def restore(self, models: Models) -> int: ...
+    async def restore(self, projector: Projector) -> int: ...
 
 
 def app_dir(depth: int = 2) -> Path:
@@ -75,6 +75,25 @@ class Commander:
         self.pipeline: CommandPipeline | None = None
         self._model_dirs: set[Path] = set()
         self._owns_store = False
+        micro.add(
+            f"rebuild {micro.settings.service}",
+            self._rebuild_command,
+            description="Replay all events into fresh models and swap them in.",
+        )
+
+    async def _rebuild_command(self, payload: Any) -> dict[str, Any]:
+        names = payload.get("models") if isinstance(payload, dict) else None
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            from micro.errors import ValidationError
+
+            raise ValidationError(
+                "models must be a list of model names",
+                details={"fields": [{"field": "models", "reason": "not a list of strings"}]},
+            )
+        applied = await self.rebuild(names)
+        return {"models": names or self.models.names(), "events": applied}
 
     # -- declaring ----------------------------------------------------------------------
 
@@ -183,11 +202,11 @@ class Commander:
                 await projector.wait_for(ctx.min_position, ctx.remaining or 5.0)
             elif projector.failure is not None:
                 await projector.wait_for(projector.position + 1, 0)  # raises the failure
-            query = payload
+            query = payload if payload is not None else {}
             if adapter is not None:
                 from micro.bus.endpoint import Endpoint
 
-                query = Endpoint(name=name, handler=view, request_adapter=adapter).parse(payload)
+                query = Endpoint(name=name, handler=view, request_adapter=adapter).parse(query)
             result = view(query, projector.models)
             if inspect.isawaitable(result):
                 result = await result
@@ -215,7 +234,7 @@ class Commander:
             self.store, self.models, self.reducers, self.types, name=settings.service
         )
         if self.snapshots is not None:
-            self.projector.position = await self.snapshots.restore(self.models)
+            await self.snapshots.restore(self.projector)
         await self.projector.start()
         self.pipeline = CommandPipeline(
             self.store,

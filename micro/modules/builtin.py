@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from micro.command.app_stream import EventHandlers
 from micro.command.commander import Commander
 from micro.modules.loader import ModuleLoader
+from micro.readmodel.snapshots import Snapshooter
 
 if TYPE_CHECKING:
     from micro.app import Micro
@@ -65,4 +67,39 @@ def register_builtin_modules(loader: ModuleLoader) -> None:
     loader.register("ruler", lambda _m, deps: Ruler(deps["commander"]), requires=["commander"])
     loader.register(
         "reducer", lambda _m, deps: ReducerRegistry(deps["commander"]), requires=["commander"]
+    )
+    _register_event_sourcing(loader)
+
+
+def _snapshooter(micro: Micro, deps: dict[str, Any]) -> Snapshooter:
+    commander: Commander = deps["commander"]
+    snapshooter = Snapshooter(
+        _Lazy(micro),
+        namespace=micro.settings.namespace,
+        service=micro.settings.service,
+        every_events=micro.settings.snapshot_every_events,
+        every_seconds=micro.settings.snapshot_every_seconds,
+    )
+    commander.snapshots = snapshooter  # restored before the models catch up
+    return snapshooter
+
+
+class _Lazy:
+    """The Micro's NATS client, looked up when first used (modules exist before connect)."""
+
+    def __init__(self, micro: Micro) -> None:
+        self.micro = micro
+
+    def jetstream(self) -> Any:
+        if self.micro.client is None:
+            raise RuntimeError("not connected")
+        return self.micro.client.jetstream()
+
+
+def _register_event_sourcing(loader: ModuleLoader) -> None:
+    loader.register("snapshooter", _snapshooter, requires=["commander"])
+    loader.register(
+        "app_stream",
+        lambda micro, deps: EventHandlers(micro, deps["commander"]),
+        requires=["commander"],
     )

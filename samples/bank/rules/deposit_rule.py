@@ -20,9 +20,15 @@ def stream(request: Request) -> str:
     return f"account-{request.id}"
 
 
+MAX_BALANCE = 1_000_000_000
+
+
 def validation(request: Request, models) -> None:
-    if request.id not in models.account:
+    account = models.account.get(request.id)
+    if account is None:
         raise RuleViolation(f"account {request.id} does not exist")
+    if account.balance + request.amount > MAX_BALANCE:
+        raise RuleViolation(f"account {request.id} would exceed the limit of {MAX_BALANCE}")
 
 
 def events(request: Request, models) -> list[Event]:

@@ -1,0 +1,231 @@
+"""Event handlers (the ``app_stream`` module): side effects and process managers.
+
+    @micro.on_event("TransferRequested")
+    async def carry_out(event):
+        await micro.act("withdraw", {...}, idempotency_key=f"{event.data.id}-debit")
+
+Handlers of one group share a durable checkpoint in a JetStream key-value bucket, so after
+a restart a group resumes after the last event it handled. Delivery is at least once: an
+instance that crashes between handling an event and storing the checkpoint handles that
+event again, and two instances of a group may race on one event. Handlers therefore make
+their effects idempotent; commands sent with an idempotency key derived from the event
+(as above) make a repeat a no-op. The checkpoint is advanced by compare-and-set, so
+instances of a group never move it backwards and skip events another instance finished.
+
+A handler that keeps failing (``attempts`` tries with backoff) stops its group loudly:
+``health()`` reports it and nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from micro.bus.context import Context, current_context, new_id
+from micro.errors import ConfigError
+from micro.readmodel.event import AppliedEvent, Event
+
+if TYPE_CHECKING:
+    from micro.app import Micro
+    from micro.command.commander import Commander
+
+__all__ = ["EventHandlers"]
+
+_log = structlog.get_logger("micro.app_stream")
+
+Handler = Callable[[AppliedEvent], Any]
+
+
+@dataclass
+class _Group:
+    name: str
+    handlers: dict[str, list[Handler]] = field(default_factory=dict)
+    position: int = 0
+    handled: int = 0
+    failure: str | None = None
+    task: asyncio.Task[None] | None = None
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class EventHandlers:
+    """Runs ``on_event`` handlers with a durable checkpoint per group."""
+
+    def __init__(self, micro: Micro, commander: Commander, *, attempts: int = 5) -> None:
+        self.micro = micro
+        self.commander = commander
+        self.attempts = attempts
+        self.groups: dict[str, _Group] = {}
+        self._kv: KeyValue | None = None
+
+    def on(
+        self, event_type: type[Event] | str, handler: Handler, *, group: str | None = None
+    ) -> None:
+        if isinstance(event_type, type) and issubclass(event_type, Event):
+            name = event_type.type_name()
+            self.commander.types.add(event_type)
+        elif isinstance(event_type, str) and event_type:
+            name = event_type
+        else:
+            raise ConfigError(f"on_event takes an Event class or a type name, not {event_type!r}")
+        if not callable(handler):
+            raise ConfigError(f"the handler for {name} is not callable")
+        try:
+            inspect.signature(handler).bind(None)
+        except TypeError:
+            raise ConfigError(
+                f"the handler for {name} must take one argument (the event)"
+            ) from None
+        group_name = group or self.micro.settings.service
+        if not group_name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"handler group {group_name!r}: letters, digits, '-' and '_' only")
+        self.groups.setdefault(group_name, _Group(group_name)).handlers.setdefault(name, []).append(
+            handler
+        )
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            client = self.micro.client
+            if client is None:
+                raise RuntimeError("not connected")
+            jetstream = client.jetstream()
+            bucket = f"{self.micro.settings.namespace}_checkpoints"
+            try:
+                self._kv = await jetstream.key_value(bucket)
+            except BucketNotFoundError:
+                self._kv = await jetstream.create_key_value(bucket=bucket, history=1)
+        return self._kv
+
+    async def _checkpoint(self, group: _Group) -> tuple[int, int]:
+        """(position, revision) of the group's checkpoint; (0, 0) if none yet."""
+        kv = await self._bucket()
+        try:
+            entry = await kv.get(f"group.{group.name}")
+        except KeyNotFoundError:
+            return 0, 0
+        return int(orjson.loads(entry.value or b"0")), int(entry.revision or 0)
+
+    async def _advance(self, group: _Group, position: int, revision: int) -> int:
+        kv = await self._bucket()
+        key = f"group.{group.name}"
+        value = orjson.dumps(position)
+        try:
+            if revision == 0:
+                return int(await kv.create(key, value))
+            return int(await kv.update(key, value, last=revision))
+        except KeyWrongLastSequenceError:
+            # Another instance moved it: keep the furthest point, never go back.
+            current, current_revision = await self._checkpoint(group)
+            if current < position:
+                return await self._advance(group, position, current_revision)
+            return current_revision
+        except Exception as error:
+            if revision == 0:
+                current, current_revision = await self._checkpoint(group)
+                if current < position:
+                    return await self._advance(group, position, current_revision)
+                return current_revision
+            raise error
+
+    async def start(self) -> None:
+        for group in self.groups.values():
+            group.position, _ = await self._checkpoint(group)
+            group.task = asyncio.create_task(self._run(group), name=f"on_event:{group.name}")
+
+    async def stop(self) -> None:
+        for group in self.groups.values():
+            if group.task is not None:
+                group.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await group.task
+                group.task = None
+
+    async def _run(self, group: _Group) -> None:
+        store = self.commander.store
+        if store is None:
+            raise RuntimeError("the commander has no event store")
+        subscription = store.subscribe(group.position + 1)
+        try:
+            async for event in subscription:
+                handlers = group.handlers.get(event.type)
+                if handlers:
+                    position, revision = await self._checkpoint(group)
+                    if position < event.position:
+                        applied = AppliedEvent(
+                            event.type,
+                            self.commander.types.decode(event.type, event.data, event.metadata),
+                            event.stream,
+                            event.version,
+                            event.position,
+                            event.metadata,
+                        )
+                        if not await self._handle(group, handlers, applied):
+                            return
+                        await self._advance(group, event.position, revision)
+                        group.handled += 1
+                group.position = event.position
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            group.failure = f"event handler group stopped: {error}"
+            _log.exception("event handler group stopped", group=group.name)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.aclose()  # type: ignore[attr-defined]
+
+    async def _handle(self, group: _Group, handlers: list[Handler], event: AppliedEvent) -> bool:
+        trace = str(event.metadata.get("correlation_id") or new_id())
+        ctx = Context(
+            service=self.micro.settings.service,
+            command=f"on {event.type}",
+            trace_id=trace,
+            span_id=new_id(),
+            meta=dict(event.metadata.get("meta") or {}),
+            _caller=self.micro._caller,
+        )
+        for handler in handlers:
+            for attempt in range(self.attempts):
+                token = current_context.set(ctx)
+                try:
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+                    break
+                except Exception as error:
+                    if attempt + 1 == self.attempts:
+                        group.failure = (
+                            f"handler {getattr(handler, '__name__', handler)!r} failed on "
+                            f"{event.type} at position {event.position}: {error}"
+                        )
+                        _log.exception("event handler failed: group stopped", group=group.name)
+                        return False
+                    _log.warning(
+                        "event handler failed, retrying",
+                        group=group.name,
+                        event_type=event.type,
+                        attempt=attempt + 1,
+                        error=str(error),
+                    )
+                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+                finally:
+                    current_context.reset(token)
+        return True
+
+    def health(self) -> dict[str, Any]:
+        return {
+            name: {
+                "status": "failed" if g.failure else "ok",
+                "position": g.position,
+                "handled": g.handled,
+                "reason": g.failure,
+            }
+            for name, g in self.groups.items()
+        }

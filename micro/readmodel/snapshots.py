@@ -1,0 +1,183 @@
+"""The snapshooter: models plus checkpoint saved to a JetStream object store.
+
+Every ``snapshot_every_events`` applied events (or ``snapshot_every_seconds``, whichever comes
+first, when anything changed) the models are dumped together with the projector's position
+and stream versions. A restart loads the newest snapshot that is valid (same format, same
+model shapes) and replays only the events after it. A corrupt or incompatible snapshot is
+skipped with a warning; with none left, the models replay from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from nats.js.errors import NotFoundError as NatsNotFoundError
+from nats.js.object_store import ObjectStore
+
+if TYPE_CHECKING:
+    from micro.readmodel.projector import Projector
+
+__all__ = ["SNAPSHOT_FORMAT", "Snapshooter"]
+
+_log = structlog.get_logger("micro.snapshots")
+SNAPSHOT_FORMAT = 1
+_KEEP = 3
+
+
+class Snapshooter:
+    """Saves and restores one service's models (the ``snapshooter`` module)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        namespace: str,
+        service: str,
+        every_events: int = 1000,
+        every_seconds: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.bucket = f"{namespace}_snapshots"
+        self.service = service
+        self.every_events = every_events
+        self.every_seconds = every_seconds
+        self.projector: Projector | None = None
+        self.saved_position = 0
+        self.saves = 0
+        self._store: ObjectStore | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _objects(self) -> ObjectStore:
+        if self._store is None:
+            jetstream = self.client.jetstream()
+            try:
+                self._store = await jetstream.object_store(self.bucket)
+            except NatsNotFoundError:
+                self._store = await jetstream.create_object_store(self.bucket)
+        return self._store
+
+    def _name(self, position: int) -> str:
+        return f"{self.service}.{position:020d}"
+
+    async def _names(self) -> list[str]:
+        store = await self._objects()
+        try:
+            infos = await store.list()
+        except NatsNotFoundError:
+            return []
+        prefix = f"{self.service}."
+        return sorted(
+            (info.name for info in infos if info.name.startswith(prefix) and not info.deleted),
+            reverse=True,
+        )
+
+    # -- restoring ----------------------------------------------------------------------
+
+    async def restore(self, projector: Projector) -> int:
+        """Load the newest valid snapshot into the projector's models; its position."""
+        self.projector = projector
+        store = await self._objects()
+        for name in await self._names():
+            try:
+                result = await store.get(name)
+                snapshot = orjson.loads(result.data or b"")
+                position = self._load(snapshot, projector)
+            except Exception as error:
+                _log.warning("snapshot skipped", snapshot=name, reason=str(error)[:300])
+                for model in projector.models:
+                    model.reset()
+                projector.versions.clear()
+                continue
+            self.saved_position = position
+            _log.info("snapshot loaded", snapshot=name, position=position)
+            return position
+        return 0
+
+    def _load(self, snapshot: Any, projector: Projector) -> int:
+        if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError("unknown snapshot format")
+        if snapshot.get("service") != self.service:
+            raise ValueError("snapshot of another service")
+        stored = snapshot.get("models")
+        if not isinstance(stored, dict) or set(stored) != set(projector.models.names()):
+            raise ValueError("the snapshot's models are not this service's models")
+        for model in projector.models:
+            entry = stored[model.name]
+            if entry.get("fingerprint") != model.schema_fingerprint():
+                raise ValueError(f"model {model.name} changed shape since the snapshot")
+            model.load(entry["records"])
+        versions = snapshot.get("versions")
+        position = snapshot.get("position")
+        if not isinstance(versions, dict) or not isinstance(position, int) or position < 0:
+            raise ValueError("snapshot has no valid checkpoint")
+        projector.versions.clear()
+        projector.versions.update({str(k): int(v) for k, v in versions.items()})
+        projector.position = position
+        return position
+
+    # -- saving -------------------------------------------------------------------------
+
+    def _dump(self, projector: Projector) -> tuple[int, bytes]:
+        # No await in here: the projector applies events between awaits only, so this dump
+        # is one consistent cut of all models at one position.
+        snapshot = {
+            "format": SNAPSHOT_FORMAT,
+            "service": self.service,
+            "position": projector.position,
+            "versions": projector.versions,
+            "saved_at": time.time(),
+            "models": {
+                model.name: {"fingerprint": model.schema_fingerprint(), "records": model.dump()}
+                for model in projector.models
+            },
+        }
+        return projector.position, orjson.dumps(snapshot)
+
+    async def save(self) -> int:
+        """Save a snapshot now; returns its position."""
+        if self.projector is None:
+            raise RuntimeError("the snapshooter is not attached to a projector")
+        position, data = self._dump(self.projector)
+        store = await self._objects()
+        await store.put(self._name(position), data)
+        self.saved_position = position
+        self.saves += 1
+        for old in (await self._names())[_KEEP:]:
+            with contextlib.suppress(Exception):
+                await store.delete(old)
+        _log.info("snapshot saved", position=position, bytes=len(data))
+        return position
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="snapshooter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.every_seconds))
+            projector = self.projector
+            if projector is None or projector.failure is not None:
+                continue
+            behind = projector.position - self.saved_position
+            due = behind >= self.every_events or (
+                behind > 0 and time.monotonic() - last >= self.every_seconds
+            )
+            if not due:
+                continue
+            try:
+                await self.save()
+            except Exception as error:
+                _log.warning("snapshot save failed", reason=str(error))
+            last = time.monotonic()
