@@ -153,6 +153,64 @@ def act(
     sys.stdout.write(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+@app.command()
+def rebuild(
+    models: Annotated[
+        list[str] | None, typer.Argument(help="Models to rebuild (all if none).")
+    ] = None,
+    service: Annotated[str, typer.Option(help="The service whose models to rebuild.")] = ...,  # type: ignore[assignment]
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the replay.")] = 600.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Replay every event into fresh models and swap them in (one instance of SERVICE)."""
+    settings = load_settings(embedded=False, service="cli", log_level="warning")
+
+    async def call() -> Any:
+        async with Micro(settings) as micro:
+            return await micro.act(
+                f"rebuild {service}", {"models": models or None}, timeout=timeout
+            )
+
+    with _err.status(f"rebuilding {', '.join(models or ['all models'])} of {service}..."):
+        result = run_async(call(), verbose=verbose)
+    typer.echo(f"rebuilt {', '.join(result['models'])} from {result['events']} events")
+
+
+@app.command()
+def dev(
+    target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
+) -> None:
+    """Run a service with readable logs, restarting it when a Python file in its folder changes."""
+    import subprocess
+    import time
+
+    path = _target_file(target).resolve()
+    folder = path.parent
+
+    def snapshot() -> dict[Path, float]:
+        return {file: file.stat().st_mtime for file in folder.rglob("*.py")}
+
+    env = {**os.environ, "MICRO_LOG_FORMAT": "console", "MICRO_LOG_LEVEL": "debug"}
+    while True:
+        seen = snapshot()
+        child = subprocess.Popen([sys.executable, "-m", "micro.cli", "run", str(path)], env=env)
+        try:
+            while child.poll() is None and snapshot() == seen:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            child.terminate()
+            child.wait()
+            raise typer.Exit(0) from None
+        if child.poll() is None:
+            _err.print("[yellow]change detected: restarting[/]")
+            child.terminate()
+            child.wait()
+        else:
+            _err.print(f"[red]exited with {child.returncode}; waiting for a change[/]")
+            while snapshot() == seen:
+                time.sleep(0.5)
+
+
 def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
     # Sub-commands live in their own modules; one that fails to import must not take the
     # whole CLI down with it.
@@ -163,6 +221,7 @@ def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
 
 _mount("micro._cli_events", "events_app", "events", "Look at the event store.")
 _mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
+_mount("micro._cli_config", "config_app", "config", "The config server: get, set, ls, watch.")
 
 
 def main(argv: list[str] | None = None) -> None:
