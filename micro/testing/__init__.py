@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from micro._nats_server import NatsServer, NatsServerError
+from micro.testing.cluster import NatsCluster
 
-__all__ = ["NatsServer", "NatsServerError"]
+__all__ = ["NatsCluster", "NatsServer", "NatsServerError"]
