@@ -104,14 +104,14 @@ class NatsCluster:
                     connect_timeout=2,
                     max_reconnect_attempts=0,
                 )
-            except Exception as error:  # noqa: BLE001 - retried until the deadline
+            except Exception as error:
                 last_error = error
                 await asyncio.sleep(0.1)
                 continue
             try:
                 await client.jetstream().account_info()
                 return
-            except Exception as error:  # noqa: BLE001 - no meta leader yet
+            except Exception as error:
                 last_error = error
                 await asyncio.sleep(0.1)
             finally:
