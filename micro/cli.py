@@ -177,6 +177,53 @@ def rebuild(
 
 
 @app.command()
+def permissions(
+    target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
+) -> None:
+    """Print the NATS permissions the service needs (a nats-server authorization block).
+
+    The app is imported but not started. Give each service its own NATS user with exactly
+    these permissions: it can then serve only its own commands.
+    """
+    from micro.bus.subjects import command_subject, service_subscriptions
+
+    path = _target_file(target).resolve()
+    sys.path.insert(0, str(path.parent))
+    namespace_vars = runpy.run_path(str(path), run_name="micro_permissions")
+    service = namespace_vars.get("micro")
+    if not isinstance(service, Micro):
+        fail(f"{path} defines no Micro named 'micro'")
+    settings = service.settings
+    namespace = settings.namespace
+    subscribe = sorted(
+        {command_subject(namespace, name) for name in service.endpoints}
+        | set(service_subscriptions(settings.service, "*"))
+        | {f"{namespace}.emit.>", "_INBOX.>"}
+    )
+    publish = [
+        f"{namespace}.cmd.>",
+        f"{namespace}.emit.>",
+        f"{namespace}.ev.>",
+        "$JS.API.>",
+        "$JS.ACK.>",
+        "$JS.FC.>",
+        "$SRV.>",
+        "$O.>",
+        "$KV.>",
+        "_INBOX.>",
+    ]
+    block = {
+        "service": settings.service,
+        "permissions": {
+            "publish": {"allow": publish},
+            "subscribe": {"allow": subscribe},
+            "allow_responses": True,
+        },
+    }
+    sys.stdout.write(orjson.dumps(block, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
 def dev(
     target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
 ) -> None:
