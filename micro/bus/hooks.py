@@ -2,12 +2,17 @@
 
 Server side, in order: ``on_request(payload, ctx)`` observes, ``pre_handler(payload, ctx)``
 may reject by raising (a guard such as authentication), the handler (wrapped by its own
-middleware) runs, ``on_response(reply, ctx)`` may return a new reply, ``on_error(error,
-ctx)`` observes failures. Client side: ``on_act(name, payload, ctx)`` before a call and
-``on_act_finished(name, outcome, seconds)`` after it (``outcome`` is the reply or the error).
-Service: ``on_start(micro)`` once serving, ``on_stop(micro)`` when stopping.
+middleware) runs, ``on_response(reply, ctx)`` may return a new reply (``None`` keeps it),
+``on_error(error, ctx)`` observes failures, rejections included. Client side:
+``on_act(name, payload, ctx)`` before a call (``ctx`` is the request being served, or
+``None``; raising stops the call) and ``on_act_finished(name, outcome, seconds)`` after it
+(``outcome`` is the reply or the error). Service: ``on_start(micro)`` once serving (raising
+fails ``open()`` and closes the Micro), ``on_stop(micro)`` when stopping.
 
-A hook that raises turns into a typed error reply; the service keeps serving.
+A server-side hook that raises turns into a typed error reply (a ``MicroError`` as itself,
+anything else as ``InternalError``); the service keeps serving. Observers (``on_error``,
+``on_act_finished``, ``on_stop``) that raise are logged and change nothing. Hooks may be
+sync or async; their signatures are checked when they are registered.
 """
 
 from __future__ import annotations
