@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -110,6 +110,89 @@ class Settings(BaseSettings):
     production: bool = False
     """Refuse development shortcuts (generated keys and the like)."""
 
+    log_levels: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """Level per logger, overriding ``log_level`` for it and the loggers below it.
+
+    ``MICRO_LOG_LEVELS`` is ``micro.bus=debug,micro.auth=warning`` or a JSON object.
+    """
+
+    # -- auth module ---------------------------------------------------------------------
+
+    auth_commands: bool = True
+    """Serve the auth commands (signup, login, ...) here; False in services that only
+    check tokens issued by another service (they still follow the auth models)."""
+
+    auth_algorithm: Literal["HS256", "HS384", "HS512", "EdDSA", "ES256", "RS256"] = "HS256"
+    """The only JWT algorithm signed and accepted (pinned: ``alg`` in a token is not trusted)."""
+
+    auth_secret: SecretStr | None = None
+    """Shared secret for the HS* algorithms (at least 32 bytes)."""
+
+    auth_private_key: SecretStr | None = None
+    """PEM private key (or a path to one) for EdDSA/ES256/RS256: only issuers need it."""
+
+    auth_public_key: str | None = None
+    """PEM public key (or a path to one): enough to verify tokens, not to sign them."""
+
+    auth_issuer: str = "micro"
+    """The ``iss`` claim written and required."""
+
+    auth_token_ttl: float = Field(default=900.0, gt=0)
+    """Seconds a token is valid; ``auth refresh`` issues a new one."""
+
+    auth_session_ttl: float = Field(default=30 * 86400.0, gt=0)
+    """Seconds a login session lives without a refresh."""
+
+    auth_service_token_ttl: float = Field(default=300.0, gt=0)
+    """Seconds a service token (a service acting as itself) is valid."""
+
+    auth_leeway: float = Field(default=5.0, ge=0, le=300)
+    """Clock skew tolerated when checking ``exp``/``iat``, in seconds."""
+
+    auth_secret_claims_key: SecretStr | None = None
+    """Base64 of 32 random bytes: the AES-GCM key of secret claims (services only)."""
+
+    auth_lockout_attempts: int = Field(default=5, ge=1, le=1000)
+    """Failed logins in a row before a login is locked."""
+
+    auth_lockout_seconds: float = Field(default=60.0, gt=0)
+    """Length of the first lockout."""
+
+    auth_lockout_factor: float = Field(default=2.0, ge=1)
+    """Each further lockout lasts this many times longer..."""
+
+    auth_lockout_max_seconds: float = Field(default=3600.0, gt=0)
+    """...up to this many seconds."""
+
+    auth_password_min_length: int = Field(default=12, ge=8, le=128)
+    """Shortest password accepted at signup or change."""
+
+    auth_password_max_length: int = Field(default=256, ge=16, le=1024)
+    """Longest password accepted, in UTF-8 bytes (bounded before hashing)."""
+
+    auth_hash_time_cost: int = Field(default=3, ge=1)
+    """argon2id passes (RFC 9106 second recommendation: 3)."""
+
+    auth_hash_memory_kib: int = Field(default=65536, ge=8)
+    """argon2id memory in KiB (64 MiB by default)."""
+
+    auth_hash_parallelism: int = Field(default=4, ge=1)
+    """argon2id lanes."""
+
+    auth_hash_concurrency: int = Field(default=4, ge=1)
+    """Hashes computed at once per instance: bounds the memory a login flood can take."""
+
+    auth_admin_login: str | None = None
+    """Login of the first admin, created at start when it does not exist yet."""
+
+    auth_admin_password: SecretStr | None = None
+    """Password of that first admin (it must pass the strength rules)."""
+
+    # -- config module -------------------------------------------------------------------
+
+    config_history: int = Field(default=16, ge=1, le=64)
+    """Values kept per config key in the KV bucket."""
+
     @field_validator("service")
     @classmethod
     def _check_service(cls, value: str) -> str:
@@ -147,6 +230,32 @@ class Settings(BaseSettings):
             if key.startswith("micro."):
                 raise ValueError(f"metadata key {key!r}: keys starting with 'micro.' are reserved")
         return value
+
+    @field_validator("log_levels", mode="before")
+    @classmethod
+    def _check_log_levels(cls, value: Any) -> Any:
+        if isinstance(value, str | bytes):
+            text = value.decode() if isinstance(value, bytes) else value
+            if text.strip().startswith("{"):
+                try:
+                    value = orjson.loads(text)
+                except orjson.JSONDecodeError as error:
+                    raise ValueError(f"log_levels is not a JSON object: {error}") from None
+            else:
+                pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+                if any(len(pair) != 2 for pair in pairs):
+                    raise ValueError("log_levels is 'logger=level,...' or a JSON object")
+                value = {name.strip(): level.strip() for name, level in pairs}
+        if not isinstance(value, dict):
+            raise ValueError("log_levels maps logger names to levels")
+        levels = {}
+        for name, level in value.items():
+            if not isinstance(name, str) or not isinstance(level, str):
+                raise ValueError("log_levels maps logger names to levels")
+            if level.lower() not in {"debug", "info", "warning", "error", "critical"}:
+                raise ValueError(f"log_levels: {level!r} for {name!r} is not a level")
+            levels[name] = level.lower()
+        return levels
 
     @field_validator("log_level")
     @classmethod
