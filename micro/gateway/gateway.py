@@ -1,0 +1,783 @@
+"""The HTTP gateway: every command and view found in discovery, served over HTTP.
+
+    async with Micro(service="gateway") as micro:
+        gateway = Gateway(micro, GatewaySettings(port=8080), routes=[
+            Route("POST", "/accounts/{id}/deposit", "deposit"),
+        ])
+        await gateway.serve()          # until SIGINT/SIGTERM
+
+What it serves:
+
+- ``POST <prefix>/<service>/<command>`` for every command, ``GET`` with query parameters for
+  every view, plus the explicit routes; each request is validated against the schema its
+  service published before it is sent. The table follows services as they come and go (a
+  look at discovery every ``refresh_interval`` seconds, and at once on an unknown path).
+- ``Authorization: Bearer <token>`` travels to the service as ``meta["token"]``;
+  ``Idempotency-Key`` as the idempotency key. A command's reply carries the position of its
+  last event in ``X-Micro-Position``; a view called with ``?min_position=`` waits for it.
+- ``Accept: text/event-stream`` on a command streams its intermediate messages (SSE).
+- ``GET <prefix>/events``: the live event feed over SSE (see ``micro.gateway.feed``).
+- ``/openapi.json``, ``/docs``, ``/healthz``, ``/readyz``, ``/metrics``, and optionally a
+  web console from a folder of static files at ``/``.
+
+Errors are JSON bodies ``{"error": {"code", "message", ...}}`` with the HTTP status of the
+error (``MicroError.status``); a 5xx other than 503/504 says only "internal error" and its
+trace id, never what went wrong inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount
+from starlette.routing import Route as StarletteRoute
+from starlette.staticfiles import StaticFiles
+
+from micro.app import Micro
+from micro.discovery import ServiceRecord
+from micro.errors import (
+    BadRequestError,
+    MicroError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    RemoteError,
+    UnauthorizedError,
+    UnavailableError,
+    ValidationError,
+)
+from micro.eventstore.base import EventStore
+from micro.gateway.feed import EventFeed, FeedOverflow, public_event
+from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
+from micro.gateway.openapi import build_openapi
+from micro.gateway.payloads import coerce, validate
+from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
+from micro.gateway.settings import GatewaySettings
+
+__all__ = ["Gateway"]
+
+_log = structlog.get_logger("micro.gateway")
+
+STATIC = Path(__file__).parent / "static"
+POSITION_HEADER = "X-Micro-Position"
+_MISS_REFRESH_GAP = 0.5
+_KEEPALIVE = 15.0
+_RESERVED_QUERY = frozenset({"min_position", "access_token"})
+
+
+class _MethodNotAllowedError(MicroError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class _UnsupportedMediaError(MicroError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class _TooManyRequestsError(MicroError):
+    code = "too_many_requests"
+    status = 429
+    default_retryable = True
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type="application/json",
+    )
+
+
+def http_status(error: MicroError) -> int:
+    """The HTTP status of an error: its own, or for an unknown code the status it came with."""
+    if isinstance(error, RemoteError):
+        status = error.remote_status
+        return status if isinstance(status, int) and 400 <= status <= 599 else 500
+    return error.status if 400 <= error.status <= 599 else 500
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: whoever runs the gateway owns the signals."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+class Gateway:
+    """An HTTP front door for the services of one namespace.
+
+    ``micro`` is the connected Micro the gateway calls through (``await micro.open()`` first,
+    or use ``serve``, which opens it). ``routes`` adds explicit routes, ``schemas`` supplies
+    request schemas for commands whose services publish none, ``event_store`` feeds
+    ``<prefix>/events`` (without one the feed answers 503), and ``console`` is a folder of
+    static files served at ``/`` (its ``index.html``) and ``/static/``.
+    """
+
+    def __init__(
+        self,
+        micro: Micro,
+        settings: GatewaySettings | None = None,
+        *,
+        routes: Sequence[Route] = (),
+        schemas: Mapping[str, dict[str, Any]] | None = None,
+        event_store: EventStore | None = None,
+        console: Path | None = None,
+        title: str = "micro gateway",
+    ) -> None:
+        self.micro = micro
+        self.settings = settings or GatewaySettings()
+        self.routes = list(routes)
+        self.schemas = dict(schemas or {})
+        self.title = title
+        self.console = console
+        self.metrics = GatewayMetrics()
+        self.table = RouteTable()
+        self.records: list[ServiceRecord] = []
+        self.feed = (
+            EventFeed(event_store, hidden_prefixes=self.settings.hidden_stream_prefixes)
+            if event_store is not None
+            else None
+        )
+        self._refreshed_at = 0.0
+        self._refresh_lock = asyncio.Lock()
+        self._in_flight = 0
+        self._closing = asyncio.Event()
+        self._refresher: asyncio.Task[None] | None = None
+        self._server: _Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+        self._openapi: tuple[int, bytes] | None = None
+        self._background: set[asyncio.Future[None]] = set()
+        self.app = self._build_app()
+
+    # -- the ASGI application ------------------------------------------------------------
+
+    def _build_app(self) -> Starlette:
+        prefix = self.settings.prefix
+        routes: list[StarletteRoute | Mount] = [
+            StarletteRoute("/healthz", self._healthz, methods=["GET"]),
+            StarletteRoute("/readyz", self._readyz, methods=["GET"]),
+            StarletteRoute("/metrics", self._metrics, methods=["GET"]),
+            StarletteRoute("/openapi.json", self._openapi_json, methods=["GET"]),
+            StarletteRoute("/docs", self._docs, methods=["GET"]),
+            StarletteRoute(f"{prefix}/services", self._services, methods=["GET"]),
+            StarletteRoute(f"{prefix}/events", self._events, methods=["GET"]),
+            Mount("/_gateway", app=StaticFiles(directory=STATIC), name="gateway-static"),
+        ]
+        if self.console is not None:
+            routes.append(StarletteRoute("/", self._console, methods=["GET"]))
+            routes.append(Mount("/static", app=StaticFiles(directory=self.console), name="console"))
+        routes.append(
+            StarletteRoute(
+                "/{path:path}",
+                self._dispatch,
+                methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+            )
+        )
+        middleware = []
+        if self.settings.cors_origins:
+            middleware.append(
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=self.settings.cors_origins,
+                    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                    allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                    expose_headers=[POSITION_HEADER, "Retry-After"],
+                )
+            )
+        app = Starlette(
+            routes=routes,
+            middleware=middleware,
+            exception_handlers={
+                HTTPException: self._http_exception,
+                Exception: self._unexpected,
+            },
+        )
+        app.add_middleware(MetricsMiddleware, metrics=self.metrics)
+        return app
+
+    def error_response(self, error: MicroError) -> Response:
+        """The JSON error response for ``error``; never a 200."""
+        status = http_status(error)
+        body: dict[str, Any] = {
+            "code": error.code,
+            "message": error.message,
+            "details": error.details,
+            "retryable": error.retryable,
+            "trace_id": error.trace_id,
+        }
+        if isinstance(error, RemoteError):
+            body["code"] = error.remote_code
+        headers: dict[str, str] = {}
+        if status >= 500 and status not in (503, 504):
+            # Internals stay inside: the trace id is enough to find them in the logs.
+            _log.error(
+                "internal error behind the gateway",
+                code=body["code"],
+                message=error.message,
+                trace_id=error.trace_id,
+            )
+            body = {
+                "code": "internal",
+                "message": "internal error",
+                "details": {},
+                "retryable": False,
+                "trace_id": error.trace_id,
+            }
+            status = 500
+        elif status >= 500:
+            body["details"] = {}
+        if status in (429, 503):
+            headers["Retry-After"] = str(self.settings.retry_after)
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="micro"'
+        self.metrics.errors.labels(body["code"], str(status)).inc()
+        return _json({"error": body}, status, headers)
+
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return self.error_response(NotFoundError(f"no route {request.url.path}"))
+        if exc.status_code == 405:
+            error = _MethodNotAllowedError(f"{request.method} is not allowed here")
+            return self.error_response(error)
+        return self.error_response(BadRequestError(str(exc.detail)))
+
+    async def _unexpected(self, request: Request, exc: Exception) -> Response:
+        _log.error("gateway failure", path=request.url.path, error=repr(exc))
+        return self.error_response(MicroError("gateway failure"))
+
+    # -- discovery -----------------------------------------------------------------------
+
+    async def refresh(self) -> RouteTable:
+        """Look at discovery now and swap in the route table it gives."""
+        async with self._refresh_lock:
+            records = await self.micro.services()
+            table = RouteTable.build(
+                records, prefix=self.settings.prefix, routes=self.routes, schemas=self.schemas
+            )
+            changed = {(o.method, o.path) for o in table.operations} != {
+                (o.method, o.path) for o in self.table.operations
+            }
+            self.records = records
+            self.table = table
+            self._refreshed_at = time.monotonic()
+            self.metrics.routes.set(len(table.operations))
+            if changed:
+                self._openapi = None
+                _log.info(
+                    "routes",
+                    services=sorted({r.service for r in records}),
+                    routes=len(table.operations),
+                )
+            return table
+
+    async def _refresh_on_miss(self) -> None:
+        # A miss looks again at once, but a stream of bad paths must not become a stream
+        # of discovery requests.
+        if time.monotonic() - self._refreshed_at >= _MISS_REFRESH_GAP:
+            with contextlib.suppress(MicroError):
+                await self.refresh()
+
+    async def _refresh_forever(self) -> None:
+        while not self._closing.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.settings.refresh_interval)
+            if self._closing.is_set():
+                return
+            try:
+                await self.refresh()
+            except Exception as error:
+                _log.warning("discovery refresh failed", error=str(error))
+
+    # -- fixed routes --------------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/healthz"
+        return _json({"status": "ok"})
+
+    def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` answers: connected, and every required service discovered."""
+        client = self.micro.client
+        connected = bool(client is not None and client.is_connected)
+        seen = {record.service for record in self.records}
+        missing = sorted(set(self.settings.required_services) - seen)
+        return {
+            "ready": connected and not missing,
+            "nats": "connected" if connected else "disconnected",
+            "services": sorted(seen),
+            "missing": missing,
+            "routes": len(self.table.operations),
+        }
+
+    async def _readyz(self, request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/readyz"
+        state = self.readiness()
+        if state["missing"] and state["nats"] == "connected":
+            await self._refresh_on_miss()
+            state = self.readiness()
+        if state["ready"]:
+            return _json(state)
+        return _json(state, 503, {"Retry-After": str(self.settings.retry_after)})
+
+    async def _metrics(self, request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/metrics"
+        return Response(
+            self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of the current route table."""
+        return build_openapi(
+            self.table.operations,
+            title=self.title,
+            version=self.micro.settings.version,
+            description="Commands are POST, views GET; errors are "
+            '`{"error": {"code", "message", "details"}}`. Live events: GET '
+            f"{self.settings.prefix}/events (Server-Sent Events).",
+        )
+
+    async def _openapi_json(self, request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/openapi.json"
+        if not self.table.operations:
+            await self._refresh_on_miss()
+        if self._openapi is None or self._openapi[0] != id(self.table):
+            self._openapi = (id(self.table), orjson.dumps(self.openapi()))
+        return Response(self._openapi[1], media_type="application/json")
+
+    async def _docs(self, request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/docs"
+        return FileResponse(STATIC / "docs.html", media_type="text/html")
+
+    async def _console(self, request: Request) -> Response:
+        request.scope[ROUTE_KEY] = "/"
+        assert self.console is not None
+        return FileResponse(self.console / "index.html", media_type="text/html")
+
+    async def _services(self, request: Request) -> Response:
+        """The services in discovery with their endpoints and routes (for the console)."""
+        request.scope[ROUTE_KEY] = f"{self.settings.prefix}/services"
+        if request.query_params.get("refresh") or not self.records:
+            await self._refresh_on_miss()
+        services: dict[str, dict[str, Any]] = {}
+        for record in self.records:
+            entry = services.setdefault(
+                record.service,
+                {
+                    "service": record.service,
+                    "version": record.version,
+                    "description": record.description,
+                    "instances": 0,
+                    "endpoints": [],
+                },
+            )
+            entry["instances"] += 1
+            if entry["endpoints"]:
+                continue
+            for endpoint in record.endpoints:
+                entry["endpoints"].append(
+                    {
+                        "name": endpoint.name,
+                        "kind": endpoint.kind,
+                        "description": endpoint.metadata.get("micro.description", ""),
+                        "request_schema": self.schemas.get(endpoint.name)
+                        or endpoint.request_schema,
+                        "reply_schema": endpoint.reply_schema,
+                        "routes": [
+                            {"method": o.method, "path": o.path}
+                            for o in self.table.by_command(endpoint.name)
+                        ],
+                    }
+                )
+        return _json({"services": [services[name] for name in sorted(services)]})
+
+    # -- the caller ----------------------------------------------------------------------
+
+    def _meta(self, request: Request, *, query_token: bool = False) -> dict[str, Any]:
+        header = request.headers.get("authorization")
+        token: str | None = None
+        if header is not None:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip() or " " in value.strip():
+                raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
+            token = value.strip()
+        elif query_token:
+            # EventSource cannot send headers: the feed also takes ?access_token=.
+            token = request.query_params.get("access_token") or None
+        return {"token": token} if token else {}
+
+    async def _read_body(self, request: Request) -> Any:
+        length = request.headers.get("content-length")
+        limit = self.settings.max_body
+        if length is not None:
+            if not length.isdigit():
+                raise BadRequestError("Content-Length is not a number")
+            if int(length) > limit:
+                raise PayloadTooLargeError(
+                    f"the body is {length} bytes; the limit is {limit}",
+                    details={"limit": limit, "size": int(length)},
+                )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"the body is over the limit of {limit} bytes", details={"limit": limit}
+                )
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if not data.strip():
+            return {}
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json" and not (
+            kind.startswith("application/") and kind.endswith("+json")
+        ):
+            raise _UnsupportedMediaError(
+                f"the body must be application/json, not {kind or 'untyped'}",
+                details={"content_type": kind},
+            )
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise BadRequestError(
+                f"the body is not valid JSON: {error}",
+                details={"fields": [{"field": "body", "reason": str(error)}]},
+            ) from None
+
+    def _payload(
+        self, request: Request, operation: Operation, parameters: dict[str, str], body: Any
+    ) -> Any:
+        schema = operation.request_schema
+        if operation.method == "GET" or operation.method == "DELETE":
+            values: dict[str, list[str]] = {}
+            for key, value in request.query_params.multi_items():
+                if key not in _RESERVED_QUERY:
+                    values.setdefault(key, []).append(value)
+            payload: Any = coerce(values, schema)
+        else:
+            payload = body
+        if parameters:
+            if not isinstance(payload, dict):
+                raise ValidationError(
+                    "the body must be a JSON object on a route with path parameters",
+                    details={"fields": [{"field": "payload", "reason": "not an object"}]},
+                )
+            payload = {**payload, **coerce({k: [v] for k, v in parameters.items()}, schema)}
+        validate(operation.command, schema, payload)
+        return payload
+
+    async def _min_position(self, request: Request) -> int | None:
+        text = request.query_params.get("min_position")
+        if text is None:
+            return None
+        if not text.isdigit() or len(text) > 18:
+            raise ValidationError(
+                "min_position must be a non-negative integer",
+                details={"fields": [{"field": "min_position", "reason": "not an integer"}]},
+            )
+        position = int(text)
+        feed = self.feed
+        if feed is not None and position > feed.position:
+            # A position the store has not reached cannot come from a reply: waiting for it
+            # would only end in a timeout.
+            newest = await feed.store.last_position()
+            if position > newest:
+                raise ValidationError(
+                    f"min_position {position} is ahead of the newest event ({newest})",
+                    details={"fields": [{"field": "min_position", "reason": "not reached"}]},
+                )
+        return position
+
+    async def _dispatch(self, request: Request) -> Response:
+        try:
+            return await self._call(request)
+        except MicroError as error:
+            if isinstance(error, UnavailableError | OverloadedError) or error.code == (
+                "service_not_found"
+            ):
+                task = asyncio.ensure_future(self._refresh_on_miss())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            return self.error_response(error)
+
+    async def _call(self, request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        path = request.url.path
+        found = self.table.match(method, path)
+        if found is None:
+            await self._refresh_on_miss()
+            found = self.table.match(method, path)
+        if found is None:
+            raise NotFoundError(f"no route {method} {path}", details={"path": path})
+        if isinstance(found, MethodNotAllowed):
+            error = _MethodNotAllowedError(
+                f"{method} is not allowed on {path}; allowed: {', '.join(found.allowed)}",
+                details={"allowed": found.allowed},
+            )
+            response = self.error_response(error)
+            response.headers["Allow"] = ", ".join(found.allowed)
+            return response
+        operation, parameters = found
+        request.scope[ROUTE_KEY] = operation.path
+        meta = self._meta(request)
+        body = await self._read_body(request) if method not in ("GET", "DELETE") else None
+        payload = self._payload(request, operation, parameters, body)
+        min_position = await self._min_position(request) if operation.kind == "view" else None
+        if self._in_flight >= self.settings.max_in_flight:
+            raise _TooManyRequestsError(
+                f"the gateway is forwarding {self._in_flight} calls already; retry shortly"
+            )
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await self._stream(operation, payload, meta)
+        self._in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            reply = await self.micro.request(
+                operation.command,
+                payload,
+                timeout=self.settings.request_timeout,
+                meta=meta or None,
+                idempotency_key=request.headers.get("idempotency-key") or None,
+                min_position=min_position,
+            )
+        finally:
+            self._in_flight -= 1
+            self.metrics.in_flight.dec()
+        headers = {POSITION_HEADER: str(reply.position)} if reply.position is not None else {}
+        return _json(reply.value, 200, headers)
+
+    # -- streams -------------------------------------------------------------------------
+
+    async def _stream(self, operation: Operation, payload: Any, meta: dict[str, Any]) -> Response:
+        """A call's intermediate messages then its reply, as SSE events ``message``,
+        ``result`` (or ``error``). An error before the first message is a plain error
+        response with its own status, so a failing call is never a 200."""
+        messages = self.micro.act_stream(
+            operation.command, payload, timeout=self.settings.request_timeout, meta=meta or None
+        )
+        iterator = aiter(messages)
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            return self.error_response(MicroError("the stream ended without a reply"))
+        # The final reply comes last: which one that is shows only when the next is asked.
+        self._in_flight += 1
+
+        async def body() -> AsyncIterator[bytes]:
+            pending = first
+            try:
+                while True:
+                    try:
+                        following = await anext(iterator)
+                    except StopAsyncIteration:
+                        yield _sse("result", pending)
+                        return
+                    except MicroError as error:
+                        yield _sse("message", pending)
+                        yield _sse("error", {"status": http_status(error), **error.to_wire()})
+                        return
+                    yield _sse("message", pending)
+                    pending = following
+            finally:
+                self._in_flight -= 1
+                with contextlib.suppress(Exception):
+                    await iterator.aclose()  # type: ignore[attr-defined]
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    async def _viewer(self, request: Request) -> dict[str, Any]:
+        """Who is asking for the feed; ``UnauthorizedError`` unless a valid token came."""
+        meta = self._meta(request, query_token=True)
+        if "token" not in meta:
+            raise UnauthorizedError("the event feed needs a bearer token")
+        command = self.settings.verify_command
+        if command is None:
+            return {"token": "accepted"}
+        try:
+            who = await self.micro.act(
+                command, {}, meta=meta, timeout=self.settings.request_timeout
+            )
+        except (UnauthorizedError, ValidationError, BadRequestError):
+            raise UnauthorizedError("the token is not valid") from None
+        return who if isinstance(who, dict) else {"user": who}
+
+    async def _events(self, request: Request) -> Response:
+        request.scope[ROUTE_KEY] = f"{self.settings.prefix}/events"
+        try:
+            await self._viewer(request)
+            feed = self.feed
+            if feed is None or feed.failure is not None:
+                raise UnavailableError("the event feed is not available on this gateway")
+            start = request.headers.get("last-event-id") or request.query_params.get(
+                "from_position"
+            )
+            from_position: int | None = None
+            if start is not None:
+                if not start.isdigit() or len(start) > 18:
+                    raise ValidationError(
+                        "from_position (or Last-Event-ID) must be a non-negative integer",
+                        details={"fields": [{"field": "from_position", "reason": "not integer"}]},
+                    )
+                # Last-Event-ID names the last event seen; resume after it.
+                from_position = int(start) + (1 if "last-event-id" in request.headers else 0)
+        except MicroError as error:
+            return self.error_response(error)
+        closing = self._closing
+
+        async def body() -> AsyncIterator[bytes]:
+            yield f": feed at position {feed.position}\nretry: 2000\n\n".encode()
+            events = aiter(feed.events(from_position))
+            waiting: asyncio.Task[Any] | None = None
+            stop = asyncio.ensure_future(closing.wait())
+            try:
+                while True:
+                    if waiting is None:
+                        waiting = asyncio.ensure_future(anext(events))
+                    done, _ = await asyncio.wait(
+                        {waiting, stop}, timeout=_KEEPALIVE, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if stop in done:
+                        return
+                    if waiting not in done:
+                        yield b": keepalive\n\n"
+                        continue
+                    try:
+                        event = waiting.result()
+                    except (StopAsyncIteration, FeedOverflow):
+                        return
+                    waiting = None
+                    yield _sse("event", public_event(event), event_id=str(event.position))
+            finally:
+                stop.cancel()
+                if waiting is not None:
+                    waiting.cancel()
+                    with contextlib.suppress(BaseException):
+                        await waiting
+                with contextlib.suppress(Exception):
+                    await events.aclose()  # type: ignore[attr-defined]
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Where the gateway listens (the real port once started with port 0)."""
+        port = self.settings.port
+        if self._socket is not None:
+            port = self._socket.getsockname()[1]
+        host = self.settings.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    async def start(self) -> None:
+        """Open the micro if needed, build the route table, start the feed and listen."""
+        if not self.micro.serving:
+            await self.micro.open()
+        self._closing.clear()
+        try:
+            await self.refresh()
+        except MicroError as error:
+            _log.warning("first look at discovery failed", error=str(error))
+        if self.feed is not None:
+            await self.feed.start()
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-refresh")
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.host, self.settings.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._socket = sock
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=3,
+            server_header=False,
+        )
+        self._server = _Server(config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="gateway")
+        ready = asyncio.ensure_future(self._server.ready.wait())
+        await asyncio.wait({ready, self._serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            await self.stop()
+            raise UnavailableError(f"the gateway could not start on {self.url}")
+        _log.info("gateway listening", url=self.url)
+
+    async def stop(self) -> None:
+        """Stop listening: end the event streams, finish requests in flight, close."""
+        self._closing.set()
+        if self.feed is not None:
+            await self.feed.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._serving is not None:
+            with contextlib.suppress(Exception):
+                await self._serving
+            self._serving = None
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    async def serve(self) -> None:
+        """Serve until SIGINT/SIGTERM, then stop the gateway and close the micro."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
+                    installed.append(sig)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.stop()
+            await self.micro.close()
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _sse(event: str, data: Any, *, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
