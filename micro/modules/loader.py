@@ -139,11 +139,18 @@ class ModuleLoader:
         return deps
 
     async def start(self) -> None:
-        """Create and start every wanted singleton, dependencies first."""
-        for name in self.order(self.wanted):
-            if self.specs[name].scope != "singleton" or name in self.started:
-                continue
-            instance = self.get(name)
+        """Create every wanted singleton, then start them, dependencies first."""
+        names = [
+            name
+            for name in self.order(self.wanted)
+            if self.specs[name].scope == "singleton" and name not in self.started
+        ]
+        # All created before any starts: a factory may wire its module into one it requires
+        # (the snapshooter into the commander), which must happen before that one starts.
+        for name in names:
+            self.get(name)
+        for name in names:
+            instance = self.instances[name]
             await _maybe_call(instance, "start")
             self.started.append(name)
             _log.debug("module started", module=name)
