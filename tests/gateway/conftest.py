@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -60,6 +61,10 @@ def build_service(settings: Settings) -> Micro:
             await ctx.send({"step": number})
         return 3
 
+    async def slow(request: dict) -> str:
+        await asyncio.sleep(float(request.get("seconds", 1)))
+        return "done"
+
     def register(person: Person) -> dict:
         return person.model_dump()
 
@@ -70,6 +75,7 @@ def build_service(settings: Settings) -> Micro:
     micro.add("refuse", refuse)
     micro.add("count", count)
     micro.add("register person", register)
+    micro.add("slow", slow)
     return micro
 
 
