@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from micro.command.app_stream import EventHandlers
 from micro.command.commander import Commander
+from micro.modules.auth import register_auth
 from micro.modules.loader import ModuleLoader
 from micro.readmodel.snapshots import Snapshooter
 
@@ -69,6 +70,7 @@ def register_builtin_modules(loader: ModuleLoader) -> None:
         "reducer", lambda _m, deps: ReducerRegistry(deps["commander"]), requires=["commander"]
     )
     _register_event_sourcing(loader)
+    register_auth(loader)
 
 
 def _snapshooter(micro: Micro, deps: dict[str, Any]) -> Snapshooter:

@@ -1,0 +1,49 @@
+"""Take a role from a user (admins only); the last admin keeps the admin role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from micro import RuleViolation
+from micro.modules.auth import user_id_for
+from micro.modules.auth import user_stream as stream_of
+from micro.readmodel import Event
+
+roles = ["admin"]
+
+
+class Request(BaseModel):
+    login: str = Field(min_length=1, max_length=256)
+    role: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")
+
+
+class RoleRevoked(Event):
+    user_id: str
+    role: str
+
+
+def stream(request: Request) -> str:
+    return stream_of(user_id_for(request.login))
+
+
+def validation(request: Request, models: Any) -> None:
+    user = models.auth_user.get(user_id_for(request.login))
+    if user is None:
+        raise RuleViolation(f"no user with the login {request.login!r}")
+    if request.role not in user.roles:
+        raise RuleViolation(f"{user.login} does not have the role {request.role!r}")
+    if request.role == "admin":
+        admins = [other for other in models.auth_user.all() if "admin" in other.roles]
+        if len(admins) <= 1:
+            raise RuleViolation("the last admin cannot lose the admin role")
+
+
+def events(request: Request, models: Any) -> list[Event]:
+    return [RoleRevoked(user_id=user_id_for(request.login), role=request.role)]
+
+
+def respond(request: Request, models: Any, events: list[Event]) -> dict[str, Any]:
+    user = models.auth_user.require(user_id_for(request.login))
+    return {"login": user.login, "roles": sorted(user.roles)}
