@@ -41,7 +41,7 @@ from micro.errors import (
 from micro.eventstore.base import NO_STREAM, EventStore, ExpectedVersion, NewEvent
 from micro.eventstore.base import validate_stream_name as _check_stream
 from micro.readmodel.event import Event
-from micro.readmodel.projector import Projector
+from micro.readmodel.projector import Projector, SeenCommand
 
 __all__ = ["CommandPipeline", "Guard", "event_id"]
 
@@ -96,7 +96,7 @@ class CommandPipeline:
         self.reply_timeout = reply_timeout
         self.guards = guards if guards is not None else []
         self._locks = _StreamLocks()
-        self._replies: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._replies: OrderedDict[str, _Reply] = OrderedDict()
 
     def handler(self, rule: RuleSheet) -> Callable[[Any, Context], Awaitable[Any]]:
         """An endpoint handler running ``rule``'s command."""
@@ -139,44 +139,69 @@ class CommandPipeline:
             ) from None
         key = ctx.idempotency_key
         if key is not None:
-            repeated = await self._repeated(rule, request, key, ctx)
-            if repeated is not _NOT_SEEN:
-                return repeated
+            done = self._done(rule, key)
+            if done is None:
+                # Another instance (or this one before a restart) may have done it: the
+                # events carry the key, and the projector knows every key it applied.
+                await self.projector.catch_up(ctx.remaining or self.reply_timeout)
+                done = self._done(rule, key)
+            if done is not None:
+                return await self._repeat(rule, request, done, ctx)
         async with self._locks.hold(stream):
-            produced, position = await self._decide_and_append(rule, request, stream, ctx)
-            await self._wait_applied(rule, position, ctx)
+            appended = None
+            # A twin of this request may have run while this one waited for the lock.
+            if key is None or self._done(rule, key) is None:
+                appended = await self._decide_and_append(rule, request, stream, ctx)
+                if appended is not None:
+                    await self._wait_applied(rule, appended[1], ctx)
+        if appended is None:
+            done = self._done(rule, key) if key is not None else None
+            if done is None:  # pragma: no cover - only a keyed command is found done
+                raise InternalError(f"{rule.command!r} was neither done nor appended")
+            return await self._repeat(rule, request, done, ctx)
+        produced, position = appended
         ctx.position = position
         reply = await self._respond(rule, request, produced, stream, position)
         if key is not None:
-            self._replies[key] = (reply, position)
+            self._replies[key] = _Reply(rule.command, reply, position)
             if len(self._replies) > _REPLIES_REMEMBERED:
                 self._replies.popitem(last=False)
         return reply
 
-    async def _repeated(self, rule: RuleSheet, request: Any, key: str, ctx: Context) -> Any:
-        """The reply to a command already done under ``key``, or ``_NOT_SEEN``."""
-        remembered = self._replies.get(key)
-        if remembered is not None:
-            ctx.position = remembered[1]
-            return remembered[0]
-        # Another instance (or this one before a restart) may have done it: the events
-        # carry the key, and the projector knows every key it applied.
-        await self.projector.catch_up(ctx.remaining or self.reply_timeout)
-        seen = self.projector.seen_keys.get(key)
-        if seen is None:
-            return _NOT_SEEN
-        if seen.command and seen.command != rule.command:
+    def _done(self, rule: RuleSheet, key: str) -> _Reply | SeenCommand | None:
+        """What is known of a command already done under ``key``, if it was."""
+        done: _Reply | SeenCommand | None = self._replies.get(key)
+        if done is None:
+            done = self.projector.seen_keys.get(key)
+        if done is not None and done.command and done.command != rule.command:
             raise ValidationError(
-                f"idempotency key {key!r} was already used for {seen.command!r}",
+                f"idempotency key {key!r} was already used for {done.command!r}",
                 details={"fields": [{"field": "idempotency_key", "reason": "reused"}]},
             )
-        ctx.position = seen.position
-        return await self._respond(rule, request, [], seen.stream, seen.position)
+        return done
+
+    async def _repeat(
+        self, rule: RuleSheet, request: Any, done: _Reply | SeenCommand, ctx: Context
+    ) -> Any:
+        """The reply to a command already done: remembered, or made again from its events."""
+        ctx.position = done.position
+        if isinstance(done, _Reply):
+            return done.reply
+        stored = await self.store.read(done.stream, done.version, done.count)
+        types = self.projector.types
+        produced = [
+            decoded
+            for event in stored
+            if isinstance(decoded := types.decode(event.type, event.data, event.metadata), Event)
+        ]
+        return await self._respond(rule, request, produced, done.stream, done.position)
 
     async def _decide_and_append(
         self, rule: RuleSheet, request: Any, stream: str, ctx: Context
-    ) -> tuple[list[Event], int]:
+    ) -> tuple[list[Event], int] | None:
+        """Decide and append; ``None`` when the keyed command turns out to be done already."""
         models = self.projector.models
+        key = ctx.idempotency_key
         for attempt in range(self.max_retries + 1):
             if self.projector.failure is not None:
                 await self.projector.wait_for(self.projector.position + 1, 0)  # raises
@@ -193,8 +218,11 @@ class CommandPipeline:
             except ConcurrencyError:
                 if attempt == self.max_retries:
                     raise
-                # Someone else wrote the stream first: learn what they wrote, decide again.
+                # Someone else wrote the stream first: learn what they wrote, decide again,
+                # unless it was this very command (a retry served by another instance).
                 await self.projector.catch_up(ctx.remaining or self.reply_timeout)
+                if key is not None and key in self.projector.seen_keys:
+                    return None
                 continue
             return list(produced), result.position
         raise AssertionError("unreachable")  # pragma: no cover
@@ -261,7 +289,13 @@ class CommandPipeline:
         return await _maybe(rule.respond(request, self.projector.models, produced))
 
 
-_NOT_SEEN: Any = object()
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A reply this instance sent for a keyed command, to send again on a retry."""
+
+    command: str
+    reply: Any
+    position: int
 
 
 async def _maybe(value: Any) -> Any:

@@ -45,7 +45,12 @@ class SeenCommand:
 
     stream: str
     position: int
+    """Position of the command's last event (the one its reply carried)."""
     command: str
+    version: int = 0
+    """Version of the command's first event in its stream."""
+    count: int = 1
+    """How many events the command appended."""
 
 
 class Projector:
@@ -148,11 +153,7 @@ class Projector:
         self.versions[event.stream] = event.version
         key = event.metadata.get("idempotency_key")
         if isinstance(key, str):
-            self.seen_keys[key] = SeenCommand(
-                event.stream, event.position, str(event.metadata.get("command", ""))
-            )
-            if len(self.seen_keys) > _KEYS_REMEMBERED:
-                self.seen_keys.popitem(last=False)
+            self._see(key, event)
         self.position = event.position
         self.applied += 1
         waiters = self._waiters
@@ -161,6 +162,24 @@ class Projector:
             if not future.done():
                 future.set_result(None)
         return True
+
+    def _see(self, key: str, event: RecordedEvent) -> None:
+        seen = self.seen_keys.get(key)
+        if (
+            seen is not None
+            and seen.stream == event.stream
+            and seen.version + seen.count == event.version
+        ):
+            # the next event of the same command: one append stores them all in a row
+            self.seen_keys[key] = SeenCommand(
+                seen.stream, event.position, seen.command, seen.version, seen.count + 1
+            )
+            return
+        self.seen_keys[key] = SeenCommand(
+            event.stream, event.position, str(event.metadata.get("command", "")), event.version
+        )
+        if len(self.seen_keys) > _KEYS_REMEMBERED:
+            self.seen_keys.popitem(last=False)
 
     def _fail(self, reason: str) -> None:
         self.failure = reason
