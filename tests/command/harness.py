@@ -1,0 +1,163 @@
+"""Helpers for the command-cycle tests: the sample apps, a controllable store, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import runpy
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from micro import ConcurrencyError, Context, Micro, Settings
+from micro.eventstore.base import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
+from micro.eventstore.memory import MemoryEventStore
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+TALLY = HERE / "apps" / "tally"
+BANK = ROOT / "samples" / "bank"
+
+
+def tally_service(
+    settings: Settings,
+    store: Any = None,
+    *,
+    commands: Sequence[str] = ("add", "mark"),
+    app_dir: Path = TALLY,
+    **overrides: Any,
+) -> Micro:
+    """The tally test app in this process; ``store=None`` uses the configured store."""
+    micro = Micro(settings, service="tally", app_dir=app_dir, **overrides)
+    for command in commands:
+        micro.commander.add_command(command)
+    micro.add_view("tally", view_tally)
+    if store is not None:
+        micro.commander.store = store
+    return micro
+
+
+def view_tally(query: dict[str, Any], models: Any) -> dict[str, Any]:
+    return models.tally.require(query["id"]).model_dump()
+
+
+def bank_service(store: Any = None) -> Micro:
+    """A fresh instance of samples/bank (settings from the environment)."""
+    namespace = runpy.run_path(str(BANK / "app.py"), run_name="bank_sample")
+    micro: Micro = namespace["micro"]
+    if store is not None:
+        micro.commander.store = store
+    return micro
+
+
+def context(command: str, **fields: Any) -> Context:
+    """A request context for running a pipeline directly (no bus in between)."""
+    return Context(service="tally", command=command, trace_id="t" * 16, span_id="s" * 16, **fields)
+
+
+async def run_command(micro: Micro, command: str, payload: Any, **fields: Any) -> Any:
+    """Run ``command`` through ``micro``'s pipeline directly: an instance not on the bus."""
+    ctx = context(command, **fields)
+    pipeline = micro.commander.pipeline
+    assert pipeline is not None, "start the commander first"
+    return await pipeline.run(micro.commander.rules[command], payload, ctx), ctx.position
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it holds; ``AssertionError`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+class TestStore(MemoryEventStore):
+    """A memory store that can hold back live delivery, yields like real I/O, and counts.
+
+    ``hold()`` stops subscriptions from delivering (a projector that lags); ``release()``
+    lets them go on. Reads yield to the event loop every ``yield_every`` events, so a long
+    replay interleaves with requests the way a networked store does.
+    """
+
+    __test__ = False
+
+    def __init__(self, *, yield_every: int = 50) -> None:
+        super().__init__()
+        self.yield_every = yield_every
+        self.appends: list[tuple[str, ExpectedVersion]] = []
+        self.conflicts = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self.blocked_appends: dict[str, asyncio.Event] = {}
+        """Appends to these streams wait until their event is set."""
+        self.waiting: set[str] = set()
+        """Streams with an append waiting in ``blocked_appends``."""
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY
+    ) -> AppendResult:
+        await asyncio.sleep(0)  # a real store answers later: others run meanwhile
+        gate = self.blocked_appends.get(stream)
+        if gate is not None:
+            self.waiting.add(stream)
+            await gate.wait()
+            self.waiting.discard(stream)
+        self.appends.append((stream, expected_version))
+        try:
+            return await super().append(stream, events, expected_version)
+        except ConcurrencyError:
+            self.conflicts += 1
+            raise
+
+    async def read_all(
+        self, from_position: int = 0, limit: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        count = 0
+        async for event in super().read_all(from_position, limit):
+            count += 1
+            if count % self.yield_every == 0:
+                await asyncio.sleep(0)
+            yield event
+
+    async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+        count = 0
+        async for event in super().subscribe(from_position):
+            await self._open.wait()
+            count += 1
+            if count % self.yield_every == 0:
+                await asyncio.sleep(0)
+            yield event
+
+    async def events(self) -> list[RecordedEvent]:
+        return [event async for event in super().read_all()]
+
+
+async def fill(store: Any, stream: str, events: list[NewEvent], batch: int = 100) -> None:
+    """Append ``events`` to ``stream`` in batches, straight into the store."""
+    version = await store.stream_version(stream)
+    for start in range(0, len(events), batch):
+        result = await store.append(
+            stream, events[start : start + batch], NO_STREAM if version is None else version
+        )
+        version = result.version
