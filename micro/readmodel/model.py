@@ -37,6 +37,9 @@ __all__ = ["Model", "Models"]
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
+Journal = list[tuple["Model[Any]", Any, "dict[str, Any] | None"]]
+"""Writes since a point: (model, key, the record before the write or None)."""
+
 
 class _IntKeys(MutableMapping[int, Any]):
     """The raw table (string ids, as tinydb stores them) seen with int ids, in place."""
@@ -117,6 +120,7 @@ class Model(Generic[RecordT]):
         self._table = self._db.table(name, cache_size=0)
         self._ids: dict[Any, int] = {}
         self._index: dict[str, dict[Any, set[Any]]] = {index: {} for index in self.indexes}
+        self._journal: Journal | None = None
         self.reset()
 
     # -- reading ------------------------------------------------------------------------
@@ -187,9 +191,13 @@ class Model(Generic[RecordT]):
         key = document[self.key]
         doc_id = self._ids.get(key)
         if doc_id is None:
+            if self._journal is not None:
+                self._journal.append((self, key, None))
             self._ids[key] = self._table.insert(document)
         else:
             old = self._table.get(doc_id=doc_id)
+            if self._journal is not None:
+                self._journal.append((self, key, dict(old) if old is not None else None))
             self._unindex(key, old)
             self._table.update(document, doc_ids=[doc_id])
         self._add_index(key, document)
@@ -212,7 +220,10 @@ class Model(Generic[RecordT]):
         doc_id = self._ids.pop(key, None)
         if doc_id is None:
             return
-        self._unindex(key, self._table.get(doc_id=doc_id))
+        old = self._table.get(doc_id=doc_id)
+        if self._journal is not None:
+            self._journal.append((self, key, dict(old) if old is not None else None))
+        self._unindex(key, old)
         self._table.remove(doc_ids=[doc_id])
 
     def _add_index(self, key: Any, document: Mapping[str, Any]) -> None:
@@ -227,14 +238,29 @@ class Model(Generic[RecordT]):
 
     # -- life cycle ---------------------------------------------------------------------
 
+    def _restore(self, key: Any, document: dict[str, Any] | None) -> None:
+        """Put back one record as it was (``None``: it did not exist)."""
+        journal, self._journal = self._journal, None
+        try:
+            if document is None:
+                self.remove(key)
+            else:
+                self.put(document)
+        finally:
+            self._journal = journal
+
     def reset(self) -> None:
         """Empty the model and load its seed."""
         self._table.truncate()
         self._ids.clear()
         for index in self._index.values():
             index.clear()
-        for record in self.seed() if self.seed else []:
-            self.put(record)
+        journal, self._journal = self._journal, None
+        try:
+            for record in self.seed() if self.seed else []:
+                self.put(record)
+        finally:
+            self._journal = journal
 
     def dump(self) -> list[dict[str, Any]]:
         """Every record as JSON data (for snapshots)."""
@@ -246,8 +272,12 @@ class Model(Generic[RecordT]):
         self._ids.clear()
         for index in self._index.values():
             index.clear()
-        for document in documents:
-            self.put(document)
+        journal, self._journal = self._journal, None  # a load is never undone record by record
+        try:
+            for document in documents:
+                self.put(document)
+        finally:
+            self._journal = journal
 
     def fresh(self) -> Model[RecordT]:
         """An empty copy with the same definition (for rebuilds)."""
@@ -276,14 +306,38 @@ class Models:
 
     def __init__(self, models: dict[str, Model[Any]] | None = None) -> None:
         self._models: dict[str, Model[Any]] = dict(models or {})
+        self._journal: Journal | None = None
 
     def add(self, model: Model[Any]) -> None:
         if model.name in self._models:
             raise ConfigError(f"model {model.name!r} is defined twice")
         self._models[model.name] = model
+        model._journal = self._journal
 
     def replace(self, model: Model[Any]) -> None:
         self._models[model.name] = model
+        model._journal = self._journal
+
+    def record_changes(self) -> Journal:
+        """From now on every write is noted in the returned journal, so it can be undone.
+
+        The projector clears it before each event and, when a reducer fails, undoes what
+        the failed event changed (``undo``): the models stay as they were before it.
+        """
+        if self._journal is None:
+            self._journal = []
+            for model in self._models.values():
+                model._journal = self._journal
+        return self._journal
+
+    def undo(self) -> None:
+        """Put back every record changed since the journal was last cleared."""
+        journal = self._journal
+        if journal is None:
+            return
+        for model, key, document in reversed(journal):
+            model._restore(key, document)
+        journal.clear()
 
     def __getattr__(self, name: str) -> Model[Any]:
         try:

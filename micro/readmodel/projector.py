@@ -79,6 +79,7 @@ class Projector:
         self.applied = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
+        self._journal = models.record_changes()
         self._task: asyncio.Task[None] | None = None
         self._gate = asyncio.Lock()
 
@@ -127,6 +128,7 @@ class Projector:
             return True  # already applied (a resumed subscription may repeat one)
         reducers = self.reducers.get(event.type)
         if reducers:
+            self._journal.clear()
             try:
                 applied = AppliedEvent(
                     event.type,
@@ -139,6 +141,7 @@ class Projector:
                 for reducer in reducers:
                     reducer(applied, self.models)
             except Exception as error:
+                self.models.undo()  # what the failed event half did must not stay
                 _log.exception(
                     "reducer failed: models stopped",
                     event_type=event.type,
