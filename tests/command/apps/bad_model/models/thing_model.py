@@ -1,0 +1,8 @@
+from pydantic import BaseModel
+
+
+class Thing(BaseModel):
+    id: str
+
+
+# forgot: record = Thing

@@ -1,0 +1,1 @@
+reducers = {42: print}

@@ -1,0 +1,2 @@
+def on_something(event, models) -> None:
+    pass

@@ -1,0 +1,16 @@
+from pydantic import BaseModel
+
+
+class Request(BaseModel):
+    id: str
+
+
+auth = "maybe"
+
+
+def stream(request) -> str:
+    return "x"
+
+
+def events(request, models) -> list:
+    return []

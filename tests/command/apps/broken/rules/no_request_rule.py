@@ -1,0 +1,9 @@
+"""No Request schema."""
+
+
+def stream(request) -> str:
+    return "x"
+
+
+def events(request, models) -> list:
+    return []
