@@ -282,7 +282,11 @@ class Gateway:
         async with self._refresh_lock:
             records = await self.micro.services()
             table = RouteTable.build(
-                records, prefix=self.settings.prefix, routes=self.routes, schemas=self.schemas
+                records,
+                prefix=self.settings.prefix,
+                routes=self.routes,
+                schemas=self.schemas,
+                exclude=self.settings.exclude,
             )
             changed = {(o.method, o.path) for o in table.operations} != {
                 (o.method, o.path) for o in self.table.operations
@@ -403,6 +407,8 @@ class Gateway:
             if entry["endpoints"]:
                 continue
             for endpoint in record.endpoints:
+                if not self.table.by_command(endpoint.name):
+                    continue  # excluded from HTTP
                 entry["endpoints"].append(
                     {
                         "name": endpoint.name,

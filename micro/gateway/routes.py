@@ -13,6 +13,7 @@ sees one consistent table.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -126,14 +127,17 @@ class RouteTable:
         prefix: str,
         routes: Iterable[Route] = (),
         schemas: Mapping[str, dict[str, Any]] | None = None,
+        exclude: Iterable[str] = (),
     ) -> RouteTable:
         """The table for the services in ``records`` (several instances of one service count
         once) and the explicit ``routes`` whose command is served by one of them."""
         schemas = schemas or {}
+        hidden = list(exclude)
         endpoints: dict[str, tuple[str, Any]] = {}
         for record in sorted(records, key=lambda record: (record.service, record.id)):
             for endpoint in record.endpoints:
-                endpoints.setdefault(endpoint.name, (record.service, endpoint))
+                if not any(fnmatch.fnmatchcase(endpoint.name, pattern) for pattern in hidden):
+                    endpoints.setdefault(endpoint.name, (record.service, endpoint))
         operations: list[Operation] = []
         taken: set[tuple[str, str]] = set()
 

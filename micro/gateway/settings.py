@@ -60,10 +60,19 @@ class GatewaySettings(BaseSettings):
     )
     """Streams the event feed never shows (credentials live there)."""
 
+    exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Commands never served over HTTP, by name or shell-style pattern (``rebuild *``)."""
+
     retry_after: int = Field(default=1, ge=1)
     """Seconds announced in ``Retry-After`` on 429 and 503."""
 
-    @field_validator("cors_origins", "required_services", "hidden_stream_prefixes", mode="before")
+    @field_validator(
+        "cors_origins",
+        "required_services",
+        "hidden_stream_prefixes",
+        "exclude",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)

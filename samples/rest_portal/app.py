@@ -111,6 +111,7 @@ async def run(stop: asyncio.Event | None = None) -> None:
         GatewaySettings(
             required_services=[service.settings.service for service in services],
             verify_command="auth whoami" if len(services) == 2 else None,
+            exclude=["rebuild *"],  # operators rebuild models from the CLI, not the web
         ),
         routes=ROUTES,
         schemas=SCHEMAS,

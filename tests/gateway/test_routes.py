@@ -70,3 +70,12 @@ async def test_services_listing_shows_endpoints_schemas_and_routes(stack: Stack)
     assert greet["kind"] == "command"
     assert greet["request_schema"]["properties"]["name"]["type"] == "string"
     assert {"method": "POST", "path": "/greetings/{name}"} in greet["routes"]
+
+
+async def test_excluded_commands_are_not_served_over_http(stack: Stack) -> None:
+    stack.gateway.settings.exclude = ["expl*", "slow"]
+    await stack.gateway.refresh()
+    assert (await stack.client.post("/api/demo/explode", json={})).status_code == 404
+    assert (await stack.client.post("/api/demo/slow", json={})).status_code == 404
+    listing = (await stack.client.get("/api/services")).json()["services"][0]["endpoints"]
+    assert "explode" not in {endpoint["name"] for endpoint in listing}
