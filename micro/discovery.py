@@ -170,17 +170,28 @@ def _endpoint_stats(data: Any) -> tuple[str, EndpointStatsRecord] | None:
     return data["subject"], record
 
 
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _started(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def _service(info: dict[str, Any], stats: dict[str, Any] | None) -> ServiceRecord | None:
     endpoint_stats: dict[str, EndpointStatsRecord] = {}
     started = None
     if stats is not None:
-        for item in stats.get("endpoints") or []:
+        for item in _items(stats.get("endpoints")):
             parsed = _endpoint_stats(item)
             if parsed is not None:
                 endpoint_stats[parsed[0]] = parsed[1]
-        started = stats.get("started")
+        started = _started(stats.get("started"))
     metadata = _strings(info.get("metadata"))
-    endpoints = [_endpoint(item, endpoint_stats) for item in info.get("endpoints") or []]
+    endpoints = [_endpoint(item, endpoint_stats) for item in _items(info.get("endpoints"))]
     try:
         return ServiceRecord(
             service=info["name"],
@@ -193,7 +204,7 @@ def _service(info: dict[str, Any], stats: dict[str, Any] | None) -> ServiceRecor
             started=started,
         )
     except (KeyError, pydantic.ValidationError):
-        return None
+        return None  # not an ADR-32 answer: someone else's service, or a broken one
 
 
 # -- asking --------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 import asyncio
 import time
 
+import nats
+import orjson
 import pytest
 from pydantic import BaseModel
 
 from micro import DiscoveryTimeoutError, Micro, Settings, ValidationError
 from micro.bus.subjects import command_subject
 from micro.discovery import ServiceRecord
+from micro.testing import NatsServer
 
 
 class Order(BaseModel):
@@ -149,3 +152,55 @@ async def test_discover_refuses_nonsense_backoff_settings(
 async def test_discovery_needs_a_connected_micro(micro_settings: Settings) -> None:
     with pytest.raises(RuntimeError, match="not connected"):
         await Micro(micro_settings).services()
+
+
+async def test_malformed_answers_from_other_responders_are_skipped(
+    nats_server: NatsServer, micro_settings: Settings
+) -> None:
+    namespace = {"micro.namespace": micro_settings.namespace}
+    junk = [
+        b"not json",
+        b"[1, 2]",
+        orjson.dumps({"type": "io.nats.micro.v1.info_response", "name": "no-id"}),
+        orjson.dumps(
+            {
+                "type": "io.nats.micro.v1.info_response",
+                "name": "odd",
+                "id": "odd-1",
+                "version": "1.0.0",
+                "metadata": namespace,
+                "endpoints": 5,
+            }
+        ),
+        orjson.dumps(
+            {
+                "type": "io.nats.micro.v1.info_response",
+                "name": "odder",
+                "id": "odder-1",
+                "version": "1.0.0",
+                "metadata": namespace,
+                "endpoints": [7, {"name": "e", "metadata": {"micro.request_schema": "{bad"}}],
+            }
+        ),
+    ]
+    rogue = await nats.connect(nats_server.url)
+
+    async def answer(msg) -> None:
+        for body in junk:
+            await rogue.publish(msg.reply, body)
+
+    await rogue.subscribe("$SRV.INFO", cb=answer)
+    await rogue.flush()
+    try:
+        async with (
+            Micro(micro_settings, service="fine").add("a", lambda: 1),
+            Micro(micro_settings, service="caller") as caller,
+        ):
+            records = {record.service: record for record in await caller.services()}
+    finally:
+        await rogue.close()
+    assert set(records) == {"fine", "odd", "odder"}
+    assert records["odd"].endpoints == []
+    [endpoint] = records["odder"].endpoints
+    assert endpoint.name == "e"
+    assert endpoint.request_schema is None
