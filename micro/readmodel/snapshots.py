@@ -1,8 +1,9 @@
 """The snapshooter: models plus checkpoint saved to a JetStream object store.
 
 Every ``snapshot_every_events`` applied events (or ``snapshot_every_seconds``, whichever comes
-first, when anything changed) the models are dumped together with the projector's position
-and stream versions. A restart loads the newest snapshot that is valid (same format, same
+first, when anything changed) the models are dumped together with the projector's position,
+stream versions and the idempotency keys it applied (so a retry after a restart still finds
+its key). A restart loads the newest snapshot that is valid (same format, same
 model shapes) and replays only the events after it. A corrupt or incompatible snapshot is
 skipped with a warning; with none left, the models replay from the start.
 """
@@ -19,13 +20,16 @@ import structlog
 from nats.js.errors import NotFoundError as NatsNotFoundError
 from nats.js.object_store import ObjectStore
 
+from micro.readmodel.projector import SeenCommand
+
 if TYPE_CHECKING:
     from micro.readmodel.projector import Projector
 
 __all__ = ["SNAPSHOT_FORMAT", "Snapshooter"]
 
 _log = structlog.get_logger("micro.snapshots")
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+"""2: with the idempotency keys the models applied (1 had none: replaying rebuilds them)."""
 _KEEP = 3
 
 
@@ -92,6 +96,7 @@ class Snapshooter:
                 for model in projector.models:
                     model.reset()
                 projector.versions.clear()
+                projector.seen_keys.clear()
                 continue
             self.saved_position = position
             _log.info("snapshot loaded", snapshot=name, position=position)
@@ -115,8 +120,16 @@ class Snapshooter:
         position = snapshot.get("position")
         if not isinstance(versions, dict) or not isinstance(position, int) or position < 0:
             raise ValueError("snapshot has no valid checkpoint")
+        keys = snapshot.get("keys")
+        if not isinstance(keys, list):
+            raise ValueError("snapshot has no idempotency keys")
         projector.versions.clear()
         projector.versions.update({str(k): int(v) for k, v in versions.items()})
+        projector.seen_keys.clear()
+        for key, stream, seen_position, command, version, count in keys:
+            projector.seen_keys[str(key)] = SeenCommand(
+                str(stream), int(seen_position), str(command), int(version), int(count)
+            )
         projector.position = position
         return position
 
@@ -130,6 +143,11 @@ class Snapshooter:
             "service": self.service,
             "position": projector.position,
             "versions": projector.versions,
+            # Retries of commands before the snapshot must still find their keys after it.
+            "keys": [
+                [key, seen.stream, seen.position, seen.command, seen.version, seen.count]
+                for key, seen in projector.seen_keys.items()
+            ],
             "saved_at": time.time(),
             "models": {
                 model.name: {"fingerprint": model.schema_fingerprint(), "records": model.dump()}
