@@ -1,0 +1,218 @@
+"""The snapshooter: models plus checkpoint in a JetStream object store; restarts replay the tail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import orjson
+import pytest
+import structlog
+from pydantic import BaseModel
+
+from micro.eventstore.base import ANY, NewEvent
+from micro.eventstore.memory import MemoryEventStore
+from micro.readmodel import AppliedEvent, Model, Models
+from micro.readmodel.event import EventTypes
+from micro.readmodel.projector import Projector
+from micro.readmodel.snapshots import Snapshooter
+from micro.testing import NatsServer
+
+
+class Tally(BaseModel):
+    id: str
+    total: int = 0
+
+
+class TallyWithLabel(BaseModel):
+    id: str
+    total: int = 0
+    label: str = ""
+
+
+def on_added(event: AppliedEvent, models: Models) -> None:
+    tally = models.tally.get(event.data["id"]) or Tally(id=event.data["id"])
+    models.tally.put({"id": tally.id, "total": tally.total + event.data["amount"]})
+
+
+def projector_of(store: MemoryEventStore, record: type[BaseModel] = Tally) -> Projector:
+    return Projector(
+        store, Models({"tally": Model("tally", record)}), {"Added": [on_added]}, EventTypes()
+    )
+
+
+async def add(store: MemoryEventStore, count: int, *, key: str | None = None) -> None:
+    for index in range(count):
+        metadata = {"idempotency_key": f"{key}-{index}", "command": "add"} if key else {}
+        await store.append(
+            f"tally-{index % 7}",
+            [NewEvent("Added", {"id": f"t{index % 7}", "amount": index}, metadata)],
+            ANY,
+        )
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[nats.NATS]:
+    connection = await nats.connect(nats_server.url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def snapshooter(client: nats.NATS, micro_namespace: str) -> Snapshooter:
+    return Snapshooter(client, namespace=micro_namespace, service="tally")
+
+
+async def started(projector: Projector, snapshooter: Snapshooter) -> Projector:
+    await snapshooter.restore(projector)
+    await projector.start(timeout=10)
+    return projector
+
+
+async def test_a_restart_loads_the_snapshot_and_replays_only_the_tail(
+    client: nats.NATS, micro_namespace: str, snapshooter: Snapshooter
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 120)
+    before = await started(projector_of(store), snapshooter)
+    assert await snapshooter.save() == 120
+    await before.stop()
+    await add(store, 9)
+
+    again = Snapshooter(client, namespace=micro_namespace, service="tally")
+    after = await started(projector_of(store), again)
+    full = await started(
+        projector_of(store), Snapshooter(client, namespace=micro_namespace, service="other")
+    )
+    try:
+        assert after.applied == 9
+        assert after.position == full.position == 129
+        assert after.models.tally.dump() == full.models.tally.dump()
+        assert after.versions == full.versions
+        assert full.applied == 129
+    finally:
+        await after.stop()
+        await full.stop()
+
+
+async def test_idempotency_keys_survive_a_snapshot(
+    snapshooter: Snapshooter, client, micro_namespace
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 20, key="k")
+    before = await started(projector_of(store), snapshooter)
+    await snapshooter.save()
+    await before.stop()
+    after = await started(
+        projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
+    )
+    await after.stop()
+    assert after.applied == 0
+    assert after.seen_keys == before.seen_keys
+    assert after.seen_keys["k-3"].position == 4
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [b"not json at all", b'{"format": 99}', b"[]", b'{"format": 1, "service": "tally"}'],
+)
+async def test_a_corrupt_snapshot_is_skipped_with_a_warning_and_all_is_replayed(
+    snapshooter: Snapshooter, corruption: bytes
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 30)
+    objects = await snapshooter._objects()
+    await objects.put(snapshooter._name(30), corruption)
+    with structlog.testing.capture_logs() as logs:
+        projector = await started(projector_of(store), snapshooter)
+    await projector.stop()
+    assert projector.applied == 30
+    assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
+        "snapshot skipped"
+    ]
+
+
+async def test_a_corrupt_newest_snapshot_falls_back_to_an_older_valid_one(
+    client, micro_namespace, snapshooter: Snapshooter
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 30)
+    first = await started(projector_of(store), snapshooter)
+    await snapshooter.save()
+    await first.stop()
+    await add(store, 10)
+    objects = await snapshooter._objects()
+    await objects.put(
+        snapshooter._name(40), b'{"format": 1, "service": "tally", "models": {"tally": []}}'
+    )
+    with structlog.testing.capture_logs() as logs:
+        projector = await started(
+            projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
+        )
+    full = await started(
+        projector_of(store), Snapshooter(client, namespace=micro_namespace, service="other")
+    )
+    await projector.stop()
+    await full.stop()
+    assert projector.applied == 10
+    assert projector.models.tally.dump() == full.models.tally.dump()
+    assert any(line["event"] == "snapshot skipped" for line in logs)
+
+
+async def test_a_snapshot_of_models_of_another_shape_is_ignored(
+    client, micro_namespace, snapshooter: Snapshooter
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 25)
+    old = await started(projector_of(store), snapshooter)
+    await snapshooter.save()
+    await old.stop()
+    with structlog.testing.capture_logs() as logs:
+        changed = await started(
+            projector_of(store, TallyWithLabel),
+            Snapshooter(client, namespace=micro_namespace, service="tally"),
+        )
+    await changed.stop()
+    assert changed.applied == 25  # a full replay into the new shape
+    (warning,) = [line for line in logs if line["log_level"] == "warning"]
+    assert "changed shape" in warning["reason"]
+
+
+async def test_only_the_newest_snapshots_are_kept(snapshooter: Snapshooter) -> None:
+    store = MemoryEventStore()
+    projector = await started(projector_of(store), snapshooter)
+    for _ in range(5):
+        await add(store, 3)
+        await projector.catch_up(5)
+        await snapshooter.save()
+    await projector.stop()
+    assert await snapshooter._names() == [snapshooter._name(p) for p in (15, 12, 9)]
+
+
+async def test_a_snapshot_is_saved_every_n_events(client, micro_namespace) -> None:
+    snapshooter = Snapshooter(
+        client, namespace=micro_namespace, service="tally", every_events=50, every_seconds=0.02
+    )
+    store = MemoryEventStore()
+    projector = await started(projector_of(store), snapshooter)
+    await snapshooter.start()
+    try:
+        await add(store, 49)
+        await projector.catch_up(5)
+        await add(store, 1)
+        deadline = asyncio.get_running_loop().time() + 5
+        while snapshooter.saves == 0:
+            assert asyncio.get_running_loop().time() < deadline, "no snapshot saved"
+            await asyncio.sleep(0.01)
+    finally:
+        await snapshooter.stop()
+        await projector.stop()
+    assert snapshooter.saved_position >= 50
+    snapshot = orjson.loads(
+        (
+            await (await snapshooter._objects()).get(snapshooter._name(snapshooter.saved_position))
+        ).data
+    )
+    assert snapshot["position"] == snapshooter.saved_position
+    assert set(snapshot["models"]) == {"tally"}
