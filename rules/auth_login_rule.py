@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from micro import ValidationError
 from micro.modules.auth import current_auth, user_id_for
 from micro.modules.auth import user_stream as stream_of
 from micro.modules.auth.passwords import MAX_PASSWORD_CHARS
@@ -38,6 +39,16 @@ class LoginFailed(Event):
     failures: int
     lockouts: int
     locked_until: datetime | None = None
+
+
+def pre_validation(request: Request) -> None:
+    limit = current_auth().settings.auth_password_max_length
+    if len(request.password.get_secret_value().encode("utf-8", "surrogatepass")) > limit:
+        # No stored password can be this long: refused before any hashing, nothing stored.
+        raise ValidationError(
+            f"password: must be at most {limit} bytes",
+            details={"fields": [{"field": "password", "reason": "too long", "type": "too_long"}]},
+        )
 
 
 def stream(request: Request) -> str:

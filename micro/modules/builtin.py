@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from micro.command.app_stream import EventHandlers
 from micro.command.commander import Commander
 from micro.modules.auth import register_auth
+from micro.modules.error import ErrorModule  # imported now: FatalError joins the error codes
 from micro.modules.loader import ModuleLoader
 from micro.readmodel.snapshots import Snapshooter
 
@@ -71,6 +72,7 @@ def register_builtin_modules(loader: ModuleLoader) -> None:
     )
     _register_event_sourcing(loader)
     register_auth(loader)
+    _register_operations(loader)
 
 
 def _snapshooter(micro: Micro, deps: dict[str, Any]) -> Snapshooter:
@@ -105,3 +107,23 @@ def _register_event_sourcing(loader: ModuleLoader) -> None:
         lambda micro, deps: EventHandlers(micro, deps["commander"]),
         requires=["commander"],
     )
+
+
+def _register_operations(loader: ModuleLoader) -> None:
+    # config pulls in jsonschema: imported only by services that use it.
+    def error(micro: Micro, _deps: dict[str, Any]) -> ErrorModule:
+        return ErrorModule(micro)
+
+    def logger(micro: Micro, _deps: dict[str, Any]) -> Any:
+        from micro.modules.logger import LoggerModule
+
+        return LoggerModule(micro)
+
+    def config(micro: Micro, _deps: dict[str, Any]) -> Any:
+        from micro.modules.config import ConfigClient
+
+        return ConfigClient(micro)
+
+    loader.register("error", error)
+    loader.register("logger", logger)
+    loader.register("config", config)
