@@ -260,10 +260,14 @@ class Auth:
         """
 
         def wrap(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-            endpoint = Endpoint.build("auth required", function)
+            Endpoint.build("auth required", function)  # a handler of the wrong shape fails now
+            endpoints: dict[str, Endpoint] = {}  # by command name, so errors name the command
 
             async def guarded(payload: Any, ctx: Context) -> Any:
                 await self.authenticate(ctx, mode="required", roles=roles)
+                endpoint = endpoints.get(ctx.command)
+                if endpoint is None:
+                    endpoint = endpoints[ctx.command] = Endpoint.build(ctx.command, function)
                 return await call_handler(endpoint, payload, ctx)
 
             guarded.__name__ = getattr(function, "__name__", "guarded")
