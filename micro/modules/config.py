@@ -291,11 +291,20 @@ class ConfigStore:
         return keys
 
     async def watch(
-        self, service: str | None = None, *, include_current: bool = False
+        self,
+        service: str | None = None,
+        *,
+        include_current: bool = False,
+        on_ready: Callable[[], Any] | None = None,
     ) -> AsyncIterator[ConfigChange]:
-        """Changes to the global keys and ``service``'s own, as they happen."""
+        """Changes to the global keys and ``service``'s own, as they happen.
+
+        ``on_ready()`` is called once the watch is subscribed: no change after it is missed.
+        """
         kv = await self.open()
         watcher = await kv.watch(">")
+        if on_ready is not None:
+            on_ready()
         caught_up = False
         try:
             async for entry in watcher:
