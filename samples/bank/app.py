@@ -12,6 +12,8 @@ from micro import Micro, RuleViolation
 from micro.readmodel import AppliedEvent
 
 micro = Micro(service="bank")
+micro.modules.want(["auth"])  # every command needs a login; sign-up and login are served here
+auth = micro.modules.get("auth")
 for command in ("open account", "deposit", "withdraw", "transfer", "settle transfer"):
     micro.commander.add_command(command)
 
@@ -44,6 +46,7 @@ async def carry_out_transfer(event: AppliedEvent) -> None:
             "settle transfer",
             {"id": transfer.id, "outcome": outcome, "reason": reason},
             idempotency_key=f"{key}-{outcome}",
+            meta=auth.service_meta(),  # the process acts as the bank itself
         )
 
     try:
@@ -51,6 +54,7 @@ async def carry_out_transfer(event: AppliedEvent) -> None:
             "withdraw",
             {"id": transfer.source, "amount": transfer.amount},
             idempotency_key=f"{key}-debit",
+            meta=auth.service_meta(),  # the process acts as the bank itself
         )
     except RuleViolation as refused:
         await settle("failed", str(refused))
@@ -61,6 +65,7 @@ async def carry_out_transfer(event: AppliedEvent) -> None:
             "deposit",
             {"id": transfer.target, "amount": transfer.amount},
             idempotency_key=f"{key}-credit",
+            meta=auth.service_meta(),  # the process acts as the bank itself
         )
     except RuleViolation as refused:
         # Compensate: the money goes back where it came from.
@@ -68,6 +73,7 @@ async def carry_out_transfer(event: AppliedEvent) -> None:
             "deposit",
             {"id": transfer.source, "amount": transfer.amount},
             idempotency_key=f"{key}-refund",
+            meta=auth.service_meta(),  # the process acts as the bank itself
         )
         await settle("failed", str(refused))
         return

@@ -5,6 +5,8 @@ from pydantic import BaseModel, Field
 from micro import RuleViolation
 from micro.readmodel import Event
 
+auth = "required"  # a logged-in user (or the transfer process, as the service)
+
 
 class Request(BaseModel):
     id: str

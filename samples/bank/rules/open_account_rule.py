@@ -5,6 +5,8 @@ from pydantic import BaseModel, Field
 from micro import RuleViolation
 from micro.readmodel import Event
 
+auth = "required"  # only a logged-in user
+
 
 class Request(BaseModel):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")

@@ -7,6 +7,8 @@ from pydantic import BaseModel
 from micro import RuleViolation
 from micro.readmodel import Event
 
+roles = ["service"]  # only the transfer process (with its service token) settles
+
 
 class Request(BaseModel):
     id: str
