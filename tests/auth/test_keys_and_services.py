@@ -146,3 +146,17 @@ async def test_a_service_with_another_secret_refuses_the_tokens(
         with pytest.raises(UnauthorizedError) as refused:
             await client.act("door", meta={"token": token})
     assert refused.value.details["reason"] == "signature"
+
+
+def test_the_sheets_are_found_in_the_wheel_layout_first_then_the_repository(tmp_path) -> None:
+    from micro.modules.auth.module import sheets_dir
+
+    package = tmp_path / "site-packages" / "micro"
+    (package / "_sheets" / "rules").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="sheets are missing"):
+        sheets_dir(package)
+    (package / "_sheets" / "rules" / "auth_login_rule.py").write_text("")
+    assert sheets_dir(package) == package / "_sheets"
+    repository = sheets_dir()
+    assert (repository / "rules" / "auth_signup_rule.py").is_file()
+    assert (repository / "models" / "auth_user_model.py").is_file()

@@ -78,9 +78,13 @@ def current_auth() -> Auth:
     return auth
 
 
-def sheets_dir() -> Path:
-    """The folder holding the auth sheets: inside the installed wheel, or the repository."""
-    package = Path(_micro_package.__file__).resolve().parent
+def sheets_dir(package: Path | None = None) -> Path:
+    """The folder holding the auth sheets: inside the installed wheel, or the repository.
+
+    The wheel carries them as ``micro/_sheets/`` (hatch ``force-include``); a source
+    checkout (or an editable install) has them in the repository's top-level folders.
+    """
+    package = package or Path(_micro_package.__file__).resolve().parent
     for base in (package / "_sheets", package.parent):
         if (base / "rules" / "auth_login_rule.py").is_file():
             return base
