@@ -717,7 +717,9 @@ class Gateway:
             await self.feed.start()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-refresh")
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets
+        # that say they are TCP, and with Nagle on, keep-alive replies wait 40 ms for an ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.settings.host, self.settings.port))
         sock.listen(1024)
