@@ -73,8 +73,10 @@ def test_key_lookups_and_writes_stay_constant_time_as_the_model_grows() -> None:
             model.get(str(number))
         return time.perf_counter() - started
 
-    small, large = timed(1_000), timed(40_000)
-    assert large < small * 4  # O(n) would be 40x
+    # the best of three: a busy machine only ever makes a round slower
+    small = min(timed(1_000) for _ in range(3))
+    large = min(timed(40_000) for _ in range(3))
+    assert large < small * 8  # the same work on a model 40x larger; O(n) would be ~40x
 
 
 def test_a_bad_definition_is_a_config_error() -> None:
