@@ -160,3 +160,18 @@ def test_the_sheets_are_found_in_the_wheel_layout_first_then_the_repository(tmp_
     repository = sheets_dir()
     assert (repository / "rules" / "auth_signup_rule.py").is_file()
     assert (repository / "models" / "auth_user_model.py").is_file()
+
+
+async def test_only_one_service_of_a_process_serves_the_auth_commands(
+    make_service, auth_settings, store
+) -> None:
+    first, second = make_service("auth"), make_service("bank")
+    second.add("balance", second.modules.get("auth").required(lambda payload, ctx: ctx.user.login))
+    async with first, second, Micro(auth_settings, service="client") as client:
+        assert "auth login" not in second.endpoints
+        await sign_up(client)
+        token = await log_in(client)  # one session: nobody else handled the login
+        assert await client.act("balance", meta={"token": token}) == "ann"
+        assert (await client.act("auth whoami", meta={"token": token}))["login"] == "ann"
+    started = [e async for e in store.read_all() if e.type == "SessionStarted"]
+    assert len(started) == 1

@@ -70,6 +70,10 @@ ClaimsProvider = Callable[[Any], dict[str, Any]]
 _current: contextvars.ContextVar[Auth | None] = contextvars.ContextVar("micro_auth", default=None)
 
 
+_serving: dict[tuple[str, str], Auth] = {}
+"""The Auth serving the auth commands, per (NATS URL, namespace), in this process."""
+
+
 def current_auth() -> Auth:
     """The auth module of the service running the current command (for the auth sheets)."""
     auth = _current.get()
@@ -138,8 +142,42 @@ class Auth:
     async def start(self) -> None:
         """Load the keys (refusing to start without one in production), seed the admin."""
         self._tokens = Tokens(load_keys(self.settings), self.settings)
+        if self.serves_commands:
+            self._claim_commands()
         if self.serves_commands and self.settings.auth_admin_login:
             await self._seed_admin()
+
+    async def stop(self) -> None:
+        key = self._serving_key()
+        if _serving.get(key) is self:
+            del _serving[key]
+
+    def _serving_key(self) -> tuple[str, str]:
+        return (self.settings.nats_url or "", self.settings.namespace)
+
+    def _claim_commands(self) -> None:
+        """Serve the auth commands unless another Micro of this process already does.
+
+        Two services serving them would both handle each request (each in its own queue
+        group): two sessions per login, the caller holding the one the other replaced.
+        Within one process (several services beside a gateway) the first one started
+        keeps them and the others only check tokens; across processes, set
+        ``auth_commands=False`` on every service but one.
+        """
+        key = self._serving_key()
+        owner = _serving.get(key)
+        if owner is None or owner is self:
+            _serving[key] = self
+            return
+        self.serves_commands = False
+        for name in (*COMMANDS, "auth whoami"):
+            self.micro.endpoints.pop(name, None)  # not subscribed yet: serving starts later
+        _log.warning(
+            "auth: the auth commands are already served in this process; "
+            "this service only checks tokens",
+            service=self.settings.service,
+            served_by=owner.settings.service,
+        )
 
     @property
     def tokens(self) -> Tokens:
