@@ -29,7 +29,7 @@ from micro.command.sheets import (
     load_reducer_sheet,
     load_rule_sheet,
 )
-from micro.errors import ConfigError, UnavailableError
+from micro.errors import ConfigError, UnavailableError, ValidationError
 from micro.eventstore.base import EventStore
 from micro.readmodel.event import Event, EventTypes
 from micro.readmodel.model import Model, Models
@@ -86,11 +86,16 @@ class Commander:
         if names is not None and (
             not isinstance(names, list) or not all(isinstance(n, str) for n in names)
         ):
-            from micro.errors import ValidationError
-
             raise ValidationError(
                 "models must be a list of model names",
                 details={"fields": [{"field": "models", "reason": "not a list of strings"}]},
+            )
+        unknown = [name for name in names or [] if name not in self.models]
+        if unknown:
+            # the caller's mistake, not the service's configuration: a 400, not a 500
+            raise ValidationError(
+                f"unknown model(s) {', '.join(unknown)}; models: {', '.join(self.models.names())}",
+                details={"fields": [{"field": "models", "reason": "unknown model"}]},
             )
         applied = await self.rebuild(names)
         return {"models": names or self.models.names(), "events": applied}
