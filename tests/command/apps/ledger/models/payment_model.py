@@ -1,0 +1,10 @@
+from pydantic import BaseModel
+
+
+class Payment(BaseModel):
+    id: str
+    amount: int
+    currency: str
+
+
+record = Payment
