@@ -1,5 +1,8 @@
 """The REST portal: the auth and bank services and the HTTP gateway, in one process.
 
+(When the bank loads the auth module itself, as it does now, it serves sign-up and login
+and no separate auth service is started.)
+
 Run it with ``micro run samples/rest_portal`` (no NATS_URL needed: the embedded broker
 starts), then open the URL it prints. ``MICRO_GATEWAY_PORT`` changes the port (8080),
 ``MICRO_GATEWAY_HOST`` the address (127.0.0.1).
@@ -121,14 +124,19 @@ async def run(stop: asyncio.Event | None = None) -> None:
     front = Micro(service="gateway")
     await front.open()  # first: it starts the embedded broker when one is needed
     store = await open_store(front)
-    services = [service for service in (load_auth(), load_bank()) if service is not None]
+    bank = load_bank()
+    # The bank serves sign-up and login itself when it loads the auth module: a second
+    # service serving the same commands would run each of them twice.
+    auth = None if "auth login" in bank.endpoints else load_auth()
+    services = [service for service in (auth, bank) if service is not None]
+    serves_auth = any("auth whoami" in service.endpoints for service in services)
     for service in services:
         service.commander.store = store
     gateway = Gateway(
         front,
         GatewaySettings(
             required_services=[service.settings.service for service in services],
-            verify_command="auth whoami" if len(services) == 2 else None,
+            verify_command="auth whoami" if serves_auth else None,
             exclude=["rebuild *"],  # operators rebuild models from the CLI, not the web
         ),
         routes=ROUTES,

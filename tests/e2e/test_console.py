@@ -11,6 +11,28 @@ from playwright.sync_api import Page, expect
 PASSWORD = "correct-horse-battery-staple-42"
 
 
+def _sign_up(portal: Portal, login: str) -> None:
+    response = httpx.post(
+        f"{portal.url}/auth/signup",
+        json={
+            "name": "Grace Hopper",
+            "login": login,
+            "password": PASSWORD,
+            "password_confirmation": PASSWORD,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+def _token(portal: Portal, login: str) -> str:
+    response = httpx.post(
+        f"{portal.url}/auth/login", json={"login": login, "password": PASSWORD}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
 def test_sign_up_log_in_open_an_account_and_watch_a_deposit_arrive_live(
     portal: Portal, browser_page: Page
 ) -> None:
@@ -47,7 +69,12 @@ def test_sign_up_log_in_open_an_account_and_watch_a_deposit_arrive_live(
     expect(events.locator("li[data-type=AccountOpened]").first).to_contain_text(account)
 
     # A deposit made by someone else (straight through the API) shows up without a reload.
-    response = httpx.post(f"{portal.url}/accounts/{account}/deposit", json={"amount": 5})
+    token = _token(portal, login)
+    response = httpx.post(
+        f"{portal.url}/accounts/{account}/deposit",
+        json={"amount": 5},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert response.status_code == 200
     expect(page.get_by_test_id(f"balance-{account}")).to_have_text("130")
     expect(events.locator("li[data-type=Deposited]")).to_have_count(2)
@@ -59,7 +86,12 @@ def test_the_command_form_shows_field_errors_and_replies(
     portal: Portal, browser_page: Page
 ) -> None:
     page = browser_page
+    login = f"grace{uuid.uuid4().hex[:6]}"
+    _sign_up(portal, login)
+    token = _token(portal, login)
+    page.add_init_script(f"sessionStorage.setItem('micro.token', {token!r})")
     page.goto(portal.url)
+    expect(page.get_by_test_id("who")).to_contain_text(login)
     page.locator("[data-service=bank] li[data-endpoint='open account']").click()
     form = page.get_by_test_id("call-form")
     form.locator("[name=id]").fill("bad id with spaces")
