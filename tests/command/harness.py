@@ -56,6 +56,32 @@ def bank_service(store: Any = None) -> Micro:
     return micro
 
 
+BANK_ENVIRONMENT = {
+    "MICRO_AUTH_SECRET": "a-secret-every-bank-instance-of-a-test-shares-0123456789",
+    # test-only password hashing costs (the defaults take ~100 ms a hash)
+    "MICRO_AUTH_HASH_TIME_COST": "1",
+    "MICRO_AUTH_HASH_MEMORY_KIB": "8",
+    "MICRO_AUTH_HASH_PARALLELISM": "1",
+    "MICRO_LOG_LEVEL": "warning",
+}
+PASSWORD = "Correct-Horse-42-battery"
+
+
+async def customer(client: Micro, login: str = "ann") -> dict[str, Any]:
+    """Sign a customer up and log in; the meta that carries the token."""
+    await client.act(
+        "auth signup",
+        {
+            "name": login.title(),
+            "login": login,
+            "password": PASSWORD,
+            "password_confirmation": PASSWORD,
+        },
+    )
+    reply = await client.act("auth login", {"login": login, "password": PASSWORD, "device": "test"})
+    return {"token": reply["token"]}
+
+
 def context(command: str, **fields: Any) -> Context:
     """A request context for running a pipeline directly (no bus in between)."""
     return Context(service="tally", command=command, trace_id="t" * 16, span_id="s" * 16, **fields)
