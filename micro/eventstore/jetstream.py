@@ -1,0 +1,954 @@
+"""The event store on NATS JetStream: one stream, one subject per event stream.
+
+Layout, for namespace ``micro``::
+
+    JetStream stream  MICRO_EVENTS   (file storage, subjects micro.ev.>)
+    event subject     micro.ev.<stream>
+    global position   the JetStream stream sequence
+    message body      {"id", "type", "version", "data", "metadata"} as JSON
+    headers           Nats-Msg-Id (event id), Nats-Expected-Last-Subject-Sequence,
+                      and the atomic batch headers for multi-event appends (ADR-50)
+
+JetStream has no per-subject counter, so each event carries its version in the body and
+optimistic concurrency rides on ``Nats-Expected-Last-Subject-Sequence``: the store keeps
+``stream -> (version, last sequence)`` in a local cache, so the usual append is one round
+trip; a refusal refreshes the entry from the server and only becomes a
+``ConcurrencyError`` when the real version differs from the expected one.
+
+Retries are idempotent. ``Nats-Msg-Id`` is the event id, so the server drops a duplicate
+inside its duplicate window. Two server behaviours need help, both seen on nats-server 2.15:
+
+* a retried single publish whose expected-sequence header is now stale is refused with
+  err 10071 ("wrong last sequence") rather than deduplicated;
+* a retried atomic batch is refused with err 10201 ("batch contains duplicate message id").
+
+In both cases the store looks at what the subject holds and, when it finds the very events
+being appended, returns the original result instead of an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import time
+import uuid
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nats
+import orjson
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError, NoRespondersError
+
+from micro.errors import (
+    ConcurrencyError,
+    ConfigError,
+    ConflictError,
+    EventStoreUnavailableError,
+    InternalError,
+    MicroError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from micro.eventstore._encoding import check_unique_ids, dumps, recorded_at
+from micro.eventstore.base import (
+    ANY,
+    EXISTS,
+    NO_STREAM,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    validate_append,
+    validate_stream_name,
+)
+
+__all__ = ["JetStreamEventStore"]
+
+_log = structlog.get_logger("micro.eventstore")
+
+MAX_EVENTS_PER_APPEND: Final = 1000
+"""The server's limit on messages in one atomic batch."""
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_-]+$")
+_NANOS = 1_000_000_000
+_MAX_ATTEMPTS = 25  # appends refused because another writer moved the stream first
+_CACHE_SIZE = 50_000
+_READ_PAGE = 1000  # messages per batched direct get
+_PULL_BATCH = 1000  # messages per pull request while replaying
+_HEARTBEAT = 5.0  # seconds between server heartbeats on an idle subscription
+
+# JetStream API error codes the store reacts to.
+_WRONG_LAST_SEQUENCE = {10071, 10164}
+_BATCH_DUPLICATE_ID = 10201
+_STREAM_NOT_FOUND = 10059
+_STREAM_NAME_IN_USE = 10058
+_NO_MESSAGE_FOUND = 10037
+_PAYLOAD_TOO_LARGE = 10054
+
+
+class _Subjects:
+    """Every subject and name the store uses, built in this one place."""
+
+    def __init__(self, namespace: str) -> None:
+        self.stream = f"{namespace.upper()}_EVENTS"
+        self.prefix = f"{namespace}.ev."
+        self.filter = f"{namespace}.ev.>"
+        api = "$JS.API"
+        self.stream_info = f"{api}.STREAM.INFO.{self.stream}"
+        self.stream_create = f"{api}.STREAM.CREATE.{self.stream}"
+        self.message_get = f"{api}.STREAM.MSG.GET.{self.stream}"
+        self.direct_get = f"{api}.DIRECT.GET.{self.stream}"
+        self._consumer = f"{api}.CONSUMER"
+
+    def event(self, stream: str) -> str:
+        return self.prefix + stream
+
+    def consumer_create(self, name: str) -> str:
+        return f"{self._consumer}.CREATE.{self.stream}.{name}"
+
+    def consumer_delete(self, name: str) -> str:
+        return f"{self._consumer}.DELETE.{self.stream}.{name}"
+
+    def consumer_next(self, name: str) -> str:
+        return f"{self._consumer}.MSG.NEXT.{self.stream}.{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """What the store knows of a stream's last event."""
+
+    version: int | None
+    sequence: int
+    last_id: uuid.UUID | None = None
+
+
+_EMPTY = _Head(version=None, sequence=0)
+
+
+class _ApiError(Exception):
+    """A JetStream API error reply, before translation into a ``MicroError``."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        self.code = int(error.get("code") or 0)
+        self.err_code = int(error.get("err_code") or 0)
+        self.description = str(error.get("description") or "JetStream error")
+        super().__init__(f"{self.description} (err_code {self.err_code})")
+
+
+def _unavailable(what: str, error: BaseException) -> EventStoreUnavailableError:
+    reason = str(error) or type(error).__name__
+    return EventStoreUnavailableError(f"event store unavailable: {what}: {reason}")
+
+
+def _translate(what: str, error: _ApiError) -> MicroError:
+    if error.code == 503:
+        return _unavailable(what, error)
+    if error.err_code == _PAYLOAD_TOO_LARGE:
+        return PayloadTooLargeError(f"{what}: {error.description}")
+    return InternalError(f"{what}: JetStream refused: {error}", details={"err": error.err_code})
+
+
+def _envelope(event: NewEvent, version: int, data: bytes, metadata: bytes) -> bytes:
+    # The data and metadata were encoded (and checked) once; only the version changes
+    # between attempts, so the body is assembled from bytes.
+    return b"".join(
+        (
+            b'{"id":"',
+            str(event.id).encode(),
+            b'","type":',
+            orjson.dumps(event.type),
+            b',"version":',
+            str(version).encode(),
+            b',"data":',
+            data,
+            b',"metadata":',
+            metadata,
+            b"}",
+        )
+    )
+
+
+class JetStreamEventStore(EventStore):
+    """Events in one JetStream stream, global position = stream sequence.
+
+    Given a ``client`` (a service's shared nats-py connection) the store uses it and leaves
+    it open on ``close``; given a ``url`` it connects itself and closes what it opened.
+
+    Usage::
+
+        async with JetStreamEventStore(url="nats://127.0.0.1:4222") as store:
+            await store.append("account-1", [NewEvent("AccountOpened", {})], NO_STREAM)
+    """
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        url: str | None = None,
+        namespace: str = "micro",
+        replicas: int = 1,
+        duplicate_window: float = 120.0,
+        max_event_bytes: int | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if client is None and not url:
+            raise ConfigError("JetStreamEventStore needs a nats-py client or a url")
+        if not _NAMESPACE.match(namespace):
+            raise ConfigError(f"namespace {namespace!r} may use only letters, digits, - and _")
+        if not 1 <= replicas <= 5:
+            raise ConfigError(f"replicas must be between 1 and 5, not {replicas}")
+        if duplicate_window <= 0:
+            raise ConfigError("duplicate_window must be a positive number of seconds")
+        if max_event_bytes is not None and max_event_bytes <= 0:
+            raise ConfigError("max_event_bytes must be positive")
+        self._client = client
+        self._url = url
+        self._owns_client = client is None
+        self._subjects = _Subjects(namespace)
+        self._replicas = replicas
+        self._duplicate_window = duplicate_window
+        self._max_event_bytes = max_event_bytes
+        self._timeout = timeout
+        self._heads: OrderedDict[str, _Head] = OrderedDict()
+        # One lock per stream while someone appends to it: appends to one stream from this
+        # process queue up instead of racing each other through refusals.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._replies: _ReplyRouter | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        if self._client is None or not self._started:
+            raise ConfigError("the event store is not started: call start() or use async with")
+        return self._client
+
+    @property
+    def stream_name(self) -> str:
+        """Name of the JetStream stream holding the events."""
+        return self._subjects.stream
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._client is None:
+                self._client = await _connect(self._url or "")
+            try:
+                await self._ensure_stream(self._client)
+                self._replies = _ReplyRouter(self._client)
+                await self._replies.start()
+            except BaseException:
+                if self._owns_client:
+                    await self._client.close()
+                    self._client = None
+                raise
+            self._started = True
+
+    async def close(self) -> None:
+        async with self._start_lock:
+            if not self._started:
+                return
+            self._started = False
+            if self._replies is not None:
+                await self._replies.close()
+                self._replies = None
+            if self._owns_client and self._client is not None:
+                with contextlib.suppress(NatsError, OSError):
+                    await self._client.close()
+                self._client = None
+
+    def _stream_config(self) -> dict[str, Any]:
+        return {
+            "name": self._subjects.stream,
+            "description": "micro events",
+            "subjects": [self._subjects.filter],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": self._replicas,
+            "discard": "old",
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_age": 0,
+            "max_msgs_per_subject": -1,
+            "max_msg_size": -1,
+            "duplicate_window": int(self._duplicate_window * _NANOS),
+            "allow_atomic": True,
+            "allow_direct": True,
+            # Events are history: nothing may remove them one by one or in bulk.
+            "deny_delete": True,
+            "deny_purge": True,
+        }
+
+    async def _ensure_stream(self, client: Client) -> None:
+        what = f"stream {self._subjects.stream}"
+        try:
+            info = await self._api(client, self._subjects.stream_info, b"")
+        except _ApiError as error:
+            if error.err_code != _STREAM_NOT_FOUND:
+                raise _translate(what, error) from error
+            try:
+                info = await self._api(
+                    client, self._subjects.stream_create, orjson.dumps(self._stream_config())
+                )
+            except _ApiError as create_error:
+                if create_error.err_code != _STREAM_NAME_IN_USE:
+                    raise _translate(f"creating {what}", create_error) from create_error
+                # Another process created it first: check what it made.
+                info = await self._api(client, self._subjects.stream_info, b"")
+            else:
+                _log.info("created event stream", stream=self._subjects.stream)
+        self._check_config(info.get("config") or {})
+
+    def _check_config(self, found: dict[str, Any]) -> None:
+        """Refuse a stream whose configuration could lose, reorder or mix up events."""
+        wanted = self._stream_config()
+        problems = []
+
+        def differs(key: str, ok: bool) -> None:
+            if not ok:
+                problems.append(f"{key} is {found.get(key)!r}, needs {wanted[key]!r}")
+
+        differs("subjects", found.get("subjects") == wanted["subjects"])
+        differs("storage", found.get("storage") == "file")
+        differs("retention", found.get("retention") == "limits")
+        differs("num_replicas", int(found.get("num_replicas") or 1) == self._replicas)
+        differs("allow_atomic", bool(found.get("allow_atomic")))
+        differs("allow_direct", bool(found.get("allow_direct")))
+        differs("duplicate_window", found.get("duplicate_window") == wanted["duplicate_window"])
+        for limit in ("max_msgs", "max_bytes", "max_msgs_per_subject"):
+            differs(limit, int(found.get(limit) or -1) <= 0)
+        differs("max_age", not found.get("max_age"))
+        if found.get("sealed"):
+            problems.append("the stream is sealed")
+        if problems:
+            raise ConfigError(
+                f"JetStream stream {self._subjects.stream} exists with an incompatible "
+                f"configuration: {'; '.join(problems)}. Fix it with `nats stream edit`, "
+                "or use another namespace; micro never changes an existing stream itself.",
+                details={"stream": self._subjects.stream, "problems": problems},
+            )
+
+    # -- low-level requests ----------------------------------------------------------------
+
+    async def _api(self, client: Client, subject: str, payload: bytes) -> dict[str, Any]:
+        """One JetStream API request; ``_ApiError`` for an error reply."""
+        try:
+            reply = await client.request(subject, payload, timeout=self._timeout)
+        except NoRespondersError as error:
+            raise EventStoreUnavailableError(
+                "event store unavailable: JetStream does not answer (is it enabled?)"
+            ) from error
+        except (TimeoutError, NatsError, OSError) as error:
+            raise _unavailable(subject, error) from error
+        response: dict[str, Any] = orjson.loads(reply.data)
+        if isinstance(response.get("error"), dict):
+            raise _ApiError(response["error"])
+        return response
+
+    def _limit(self) -> tuple[int, str]:
+        """The largest event body accepted, and what sets it."""
+        server = self.client.max_payload
+        if self._max_event_bytes is not None and self._max_event_bytes < server:
+            return self._max_event_bytes, "max_event_bytes"
+        return server, "the NATS server's max_payload"
+
+    # -- appending -------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion = ANY,
+    ) -> AppendResult:
+        validate_append(stream, events, expected_version)
+        check_unique_ids(events)
+        if len(events) > MAX_EVENTS_PER_APPEND:
+            raise ValidationError(
+                f"one append holds at most {MAX_EVENTS_PER_APPEND} events, not {len(events)}",
+                details={"fields": [{"field": "events", "reason": "too many"}]},
+            )
+        encoded = self._encode(events)
+        lock = self._locks.get(stream)
+        if lock is None:
+            lock = self._locks[stream] = asyncio.Lock()
+        async with lock:
+            return await self._append_locked(stream, events, encoded, expected_version)
+
+    def _encode(self, events: Sequence[NewEvent]) -> list[tuple[bytes, bytes]]:
+        """Each event's data and metadata as JSON, checked against the size limit."""
+        at = recorded_at()
+        limit, source = self._limit()
+        encoded = []
+        for index, event in enumerate(events):
+            data = dumps(event.data, field=f"events[{index}].data")
+            metadata = dumps(
+                {**event.metadata, "recorded_at": at}, field=f"events[{index}].metadata"
+            )
+            # Envelope, headers and the version's digits: a generous fixed allowance.
+            size = len(data) + len(metadata) + len(event.type) + 400
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"events[{index}] is about {size} bytes, over the limit of {limit} bytes "
+                    f"set by {source}",
+                    details={"limit": limit, "size": size, "index": index},
+                )
+            encoded.append((data, metadata))
+        return encoded
+
+    async def _append_locked(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        encoded: list[tuple[bytes, bytes]],
+        expected: ExpectedVersion,
+    ) -> AppendResult:
+        head = self._heads.get(stream)
+        fresh = False
+        if head is None:
+            # A new stream needs no look-up: the server checks "no message yet" for us.
+            if expected is NO_STREAM:
+                head = _EMPTY
+            else:
+                head, fresh = await self._fetch_head(stream), True
+        for _ in range(_MAX_ATTEMPTS):
+            if not _matches(expected, head.version):
+                if not fresh:
+                    head, fresh = await self._fetch_head(stream), True
+                    continue
+                return await self._original_or_conflict(stream, events, expected, head)
+            first_version = 0 if head.version is None else head.version + 1
+            try:
+                sequence, duplicate = await self._publish(
+                    stream, events, encoded, first_version, head.sequence
+                )
+            except _ApiError as error:
+                if error.err_code in _WRONG_LAST_SEQUENCE:
+                    # Someone else appended, or this is a retry of our own earlier append
+                    # (the stale-header refusal of nats-server 2.15): look before deciding.
+                    head, fresh = await self._fetch_head(stream), True
+                    if head.last_id == events[-1].id:
+                        return AppendResult(version=head.version or 0, position=head.sequence)
+                    continue
+                if error.err_code == _BATCH_DUPLICATE_ID:
+                    head = await self._fetch_head(stream)
+                    return await self._original_or_conflict(stream, events, expected, head)
+                raise _translate(f"appending to {stream!r}", error) from error
+            if duplicate:
+                # The server recognised the event id: answer with the original event.
+                original = await self._event_at(sequence)
+                return AppendResult(version=original.version, position=sequence)
+            version = first_version + len(events) - 1
+            self._remember(stream, _Head(version, sequence, events[-1].id))
+            return AppendResult(version=version, position=sequence)
+        raise ConcurrencyError(
+            f"stream {stream!r}: still contended after {_MAX_ATTEMPTS} attempts",
+            details={"stream": stream, "expected": str(expected), "actual": head.version},
+        )
+
+    async def _publish(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        encoded: list[tuple[bytes, bytes]],
+        first_version: int,
+        last_sequence: int,
+    ) -> tuple[int, bool]:
+        """Publish the events after ``last_sequence``; (sequence of the last, duplicate)."""
+        client = self.client
+        subject = self._subjects.event(stream)
+        expected_header = str(last_sequence)
+        last = len(events) - 1
+        batch_id = uuid.uuid4().hex if last else ""
+        try:
+            for index, (event, (data, metadata)) in enumerate(zip(events, encoded, strict=True)):
+                body = _envelope(event, first_version + index, data, metadata)
+                headers = {"Nats-Msg-Id": str(event.id)}
+                if index == 0:
+                    headers["Nats-Expected-Last-Subject-Sequence"] = expected_header
+                if batch_id:
+                    # ADR-50 atomic batch: all messages are stored at the commit or none is.
+                    headers["Nats-Batch-Id"] = batch_id
+                    headers["Nats-Batch-Sequence"] = str(index + 1)
+                if index < last:
+                    # Messages on one connection arrive in order, so only the commit needs a
+                    # reply: a whole batch costs one round trip.
+                    await client.publish(subject, body, headers=headers)
+                    continue
+                if batch_id:
+                    headers["Nats-Batch-Commit"] = "1"
+                reply = await client.request(subject, body, timeout=self._timeout, headers=headers)
+        except MaxPayloadError as error:
+            limit, source = self._limit()
+            raise PayloadTooLargeError(
+                f"an event of {stream!r} is over the limit of {limit} bytes set by {source}",
+                details={"limit": limit},
+            ) from error
+        except NoRespondersError as error:
+            raise EventStoreUnavailableError(
+                f"event store unavailable: no JetStream stream stores {subject!r}"
+            ) from error
+        except (TimeoutError, NatsError, OSError) as error:
+            # The append may or may not be stored. Forget what we knew of the stream; a
+            # retry with the same events is safe, it returns the original result.
+            self._heads.pop(stream, None)
+            raise _unavailable(
+                f"no acknowledgement for the append to {stream!r} (retrying it is safe)", error
+            ) from error
+        ack: dict[str, Any] = orjson.loads(reply.data)
+        if isinstance(ack.get("error"), dict):
+            raise _ApiError(ack["error"])
+        return int(ack["seq"]), bool(ack.get("duplicate"))
+
+    def _remember(self, stream: str, head: _Head) -> None:
+        self._heads[stream] = head
+        self._heads.move_to_end(stream)
+        if len(self._heads) > _CACHE_SIZE:
+            self._heads.popitem(last=False)
+
+    async def _fetch_head(self, stream: str) -> _Head:
+        """The stream's last event as the stream leader sees it (not a replica)."""
+        request = orjson.dumps({"last_by_subj": self._subjects.event(stream)})
+        try:
+            response = await self._api(self.client, self._subjects.message_get, request)
+        except _ApiError as error:
+            if error.err_code == _NO_MESSAGE_FOUND:
+                self._heads.pop(stream, None)
+                return _EMPTY
+            raise _translate(f"reading the head of {stream!r}", error) from error
+        message = response["message"]
+        envelope = orjson.loads(base64.b64decode(message["data"]))
+        head = _Head(envelope["version"], int(message["seq"]), uuid.UUID(envelope["id"]))
+        self._remember(stream, head)
+        return head
+
+    async def _event_at(self, sequence: int) -> RecordedEvent:
+        try:
+            response = await self._api(
+                self.client, self._subjects.message_get, orjson.dumps({"seq": sequence})
+            )
+        except _ApiError as error:
+            raise _translate(f"reading event {sequence}", error) from error
+        message = response["message"]
+        return self._decode(message["subject"], sequence, base64.b64decode(message["data"]))
+
+    async def _original_or_conflict(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected: ExpectedVersion,
+        head: _Head,
+    ) -> AppendResult:
+        """The result of the append that already stored these events, else the conflict."""
+        if head.last_id == events[-1].id and head.version is not None:
+            return AppendResult(version=head.version, position=head.sequence)
+        # An earlier append of these events landed right after the version it expected.
+        start = expected + 1 if isinstance(expected, int) else 0
+        stored = await self.read(stream, from_version=start)
+        ids = [event.id for event in stored]
+        if events[0].id in ids:
+            first = ids.index(events[0].id)
+            found = stored[first : first + len(events)]
+            if [event.id for event in found] == [event.id for event in events]:
+                return AppendResult(version=found[-1].version, position=found[-1].position)
+            raise ConflictError(
+                f"stream {stream!r}: some of these event ids are already stored, "
+                "but not as this same append",
+                details={"stream": stream},
+            )
+        raise ConcurrencyError.for_stream(stream, expected, head.version)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _decode(self, subject: str, position: int, body: bytes) -> RecordedEvent:
+        envelope = orjson.loads(body)
+        return RecordedEvent(
+            id=uuid.UUID(envelope["id"]),
+            type=envelope["type"],
+            stream=subject[len(self._subjects.prefix) :],
+            version=envelope["version"],
+            position=position,
+            data=envelope["data"],
+            metadata=envelope["metadata"],
+        )
+
+    async def read(
+        self,
+        stream: str,
+        from_version: int = 0,
+        limit: int | None = None,
+        *,
+        backwards: bool = False,
+    ) -> list[RecordedEvent]:
+        validate_stream_name(stream)
+        if limit is not None and limit <= 0:
+            return []
+        # Forward reads stop once they hold enough; backward ones need everything up to
+        # the start (JetStream has no "previous message of this subject").
+        enough = None
+        if not backwards and limit is not None:
+            enough = from_version + limit
+        elif backwards and from_version > 0:
+            enough = from_version + 1
+        events = await self._read_subject(stream, enough)
+        if backwards:
+            end = from_version + 1 if from_version > 0 else len(events)
+            chosen = events[:end][::-1]
+        else:
+            chosen = events[from_version:]
+        return chosen if limit is None else chosen[:limit]
+
+    async def _read_subject(self, stream: str, enough: int | None) -> list[RecordedEvent]:
+        """The stream's events from version 0, stopping at ``enough`` if given."""
+        assert self._replies is not None
+        subject = self._subjects.event(stream)
+        events: list[RecordedEvent] = []
+        sequence = 1
+        while True:
+            request = {"seq": sequence, "next_by_subj": subject, "batch": _READ_PAGE}
+            messages, more = await self._replies.direct_get(
+                self._subjects.direct_get, orjson.dumps(request), self._timeout
+            )
+            for message in messages:
+                position = int(message.header["Nats-Sequence"])
+                events.append(self._decode(subject, position, message.data))
+            if not more or not messages:
+                if events:  # the whole stream was read: its head is known for free
+                    last = events[-1]
+                    self._remember(stream, _Head(last.version, last.position, last.id))
+                return events
+            if enough is not None and len(events) >= enough:
+                return events
+            sequence = events[-1].position + 1
+
+    async def stream_version(self, stream: str) -> int | None:
+        validate_stream_name(stream)
+        return (await self._fetch_head(stream)).version
+
+    async def last_position(self) -> int:
+        try:
+            info = await self._api(self.client, self._subjects.stream_info, b"")
+        except _ApiError as error:
+            raise _translate("reading the stream state", error) from error
+        return int(info["state"]["last_seq"])
+
+    async def read_all(
+        self, from_position: int = 0, limit: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        end = await self.last_position()
+        start = max(from_position, 1)
+        if limit is not None:
+            end = min(end, start + limit - 1)
+        if start > end:
+            return
+        async with contextlib.aclosing(self._replay(start, end)) as events:
+            async for event in events:
+                yield event
+
+    async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+        async with contextlib.aclosing(self._replay(max(from_position, 1), None)) as events:
+            async for event in events:
+                yield event
+
+    async def _replay(self, start: int, end: int | None) -> AsyncGenerator[RecordedEvent, None]:
+        """Events from ``start`` through ``end`` (forever when None), through one consumer.
+
+        A single consumer serves history and live events alike, so there is no switch
+        between the two where an event could be missed or delivered twice.
+        """
+        puller = _Puller(self.client, self._subjects, start, end, self._timeout)
+        prefix = len(self._subjects.prefix)
+        loads = orjson.loads
+        new_uuid = uuid.UUID
+        try:
+            while True:
+                for subject, position, body in await puller.next_chunk():
+                    envelope = loads(body)
+                    yield RecordedEvent(
+                        new_uuid(envelope["id"]),
+                        envelope["type"],
+                        subject[prefix:],
+                        envelope["version"],
+                        position,
+                        envelope["data"],
+                        envelope["metadata"],
+                    )
+                    if position == end:
+                        return
+        finally:
+            await puller.close()
+
+
+def _matches(expected: ExpectedVersion, actual: int | None) -> bool:
+    if expected is ANY:
+        return True
+    if expected is NO_STREAM:
+        return actual is None
+    if expected is EXISTS:
+        return actual is not None
+    return actual == expected
+
+
+async def _connect(url: str) -> Client:
+    """A connection of the store's own, or ``EventStoreUnavailableError`` naming the URL."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=servers,
+                name="micro-eventstore",
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                pending_size=64 * 1024 * 1024,
+            ),
+            timeout=5,
+        )
+    except (TimeoutError, NatsError, OSError) as error:
+        raise _unavailable(f"cannot connect to NATS at {url}", error) from error
+
+
+@dataclass(slots=True)
+class _Reply:
+    header: dict[str, str]
+    data: bytes
+
+
+class _ReplyRouter:
+    """One inbox subscription for all batched direct gets: no subscription per read."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._prefix = client.new_inbox()
+        self._subscription: Subscription | None = None
+        self._waiting: dict[str, tuple[list[_Reply], asyncio.Future[bool]]] = {}
+        self._counter = 0
+
+    async def start(self) -> None:
+        self._subscription = await self._client.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(NatsError):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def _on_reply(self, message: Msg) -> None:
+        token = message.subject[len(self._prefix) + 1 :]
+        waiting = self._waiting.get(token)
+        if waiting is None:
+            return
+        replies, done = waiting
+        header = message.headers or {}
+        if message.data:
+            replies.append(_Reply(header, message.data))
+        elif not done.done():
+            # A status closes the batch: 204 EOB (more may follow), 404 nothing found.
+            status = header.get("Status", "")
+            more = status == "204" and header.get("Nats-Num-Pending", "0") != "0"
+            if status in ("204", "404"):
+                done.set_result(more)
+            else:
+                done.set_exception(
+                    EventStoreUnavailableError(
+                        f"event store read failed: {status} {header.get('Description', '')}"
+                    )
+                )
+
+    async def direct_get(
+        self, subject: str, request: bytes, timeout: float
+    ) -> tuple[list[_Reply], bool]:
+        """The messages of one batched direct get, and whether the server has more."""
+        self._counter += 1
+        token = str(self._counter)
+        replies: list[_Reply] = []
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = (replies, done)
+        try:
+            await self._client.publish(subject, request, reply=f"{self._prefix}.{token}")
+            more = await asyncio.wait_for(done, timeout)
+        except (TimeoutError, NatsError, OSError) as error:
+            raise _unavailable("reading events", error) from error
+        finally:
+            del self._waiting[token]
+        return replies, more
+
+
+class _Puller:
+    """An ephemeral pull consumer read in pipelined batches, recreated if it breaks.
+
+    Position, not delivery, is the truth: after any trouble (a gap in delivery sequence,
+    the consumer deleted, heartbeats gone quiet) a new consumer starts right after the last
+    event received, so nothing is skipped and nothing is repeated.
+    """
+
+    def __init__(
+        self, client: Client, subjects: _Subjects, start: int, end: int | None, timeout: float
+    ) -> None:
+        self._client = client
+        self._subjects = subjects
+        self._next = start
+        self._end = end
+        self._timeout = timeout
+        self._name = ""
+        self._inbox = ""
+        self._subscription: Subscription | None = None
+        self._buffer: list[tuple[str, int, bytes]] = []
+        self._requests: deque[int] = deque()  # messages still owed by each pull request
+        self._delivered = 0
+        self._broken = False
+        self._closed = False
+        self._wake = asyncio.Event()
+        self._heard_at = time.monotonic()
+
+    async def next_chunk(self) -> list[tuple[str, int, bytes]]:
+        """The events received since the last call, waiting for at least one."""
+        delay = 0.1
+        while True:
+            if self._subscription is None or self._broken:
+                try:
+                    await self._open()
+                    delay = 0.1
+                except EventStoreUnavailableError:
+                    if self._end is not None:
+                        raise  # a bounded read reports the outage; a subscription rides it out
+                    _log.warning("event subscription waiting for JetStream", retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+            if self._buffer:
+                chunk, self._buffer = self._buffer, []
+                await self._top_up()
+                return chunk
+            await self._top_up()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), _HEARTBEAT)
+            except TimeoutError:
+                if time.monotonic() - self._heard_at > 3 * _HEARTBEAT:
+                    self._broken = True  # the consumer or the server went away quietly
+
+    async def _top_up(self) -> None:
+        """Keep up to two pull requests open, so the server never waits for us."""
+        owed = sum(self._requests)
+        if len(self._requests) >= 2 or owed >= _PULL_BATCH // 2 or len(self._buffer) > _PULL_BATCH:
+            return
+        batch = _PULL_BATCH
+        if self._end is not None:
+            batch = min(batch, self._end - self._next + 1 - owed)
+            if batch <= 0:
+                return
+        request = {
+            "batch": batch,
+            "expires": int(6 * _HEARTBEAT * _NANOS),
+            "idle_heartbeat": int(_HEARTBEAT * _NANOS),
+        }
+        self._requests.append(batch)
+        try:
+            await self._client.publish(
+                self._subjects.consumer_next(self._name), orjson.dumps(request), reply=self._inbox
+            )
+        except (NatsError, OSError) as error:
+            self._broken = True
+            _log.warning("event subscription pull failed", error=str(error))
+
+    async def _open(self) -> None:
+        await self._drop_consumer()
+        self._name = "r" + uuid.uuid4().hex[:16]
+        self._inbox = self._client.new_inbox()
+        self._requests.clear()
+        self._delivered = 0
+        self._broken = False
+        self._heard_at = time.monotonic()
+        config = {
+            "name": self._name,
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": self._next,
+            "ack_policy": "none",
+            "replay_policy": "instant",
+            "filter_subject": self._subjects.filter,
+            "mem_storage": True,
+            "num_replicas": 1,
+            "max_waiting": 16,
+            "inactive_threshold": int(12 * _HEARTBEAT * _NANOS),
+        }
+        try:
+            self._subscription = await self._client.subscribe(
+                self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
+            )
+            reply = await self._client.request(
+                self._subjects.consumer_create(self._name),
+                orjson.dumps({"stream_name": self._subjects.stream, "config": config}),
+                timeout=self._timeout,
+            )
+        except (TimeoutError, NatsError, OSError) as error:
+            await self._drop_consumer()
+            raise _unavailable("creating a consumer", error) from error
+        response = orjson.loads(reply.data)
+        if isinstance(response.get("error"), dict):
+            await self._drop_consumer()
+            raise _translate("creating a consumer", _ApiError(response["error"]))
+
+    async def _on_message(self, message: Msg) -> None:
+        self._heard_at = time.monotonic()
+        if message.data:
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<delivery seq>.<ts>.<pending>
+            # (with domain and account hash in front in the newer 12-token form).
+            tokens = message.reply.split(".")
+            offset = 0 if len(tokens) == 9 else 2
+            position = int(tokens[5 + offset])
+            delivered = int(tokens[6 + offset])
+            if delivered != self._delivered + 1:
+                self._broken = True  # a delivery went missing: start again after the last
+                self._wake.set()
+                return
+            if position < self._next:
+                return  # already passed on (a restarted consumer may overlap)
+            self._delivered = delivered
+            self._next = position + 1
+            self._buffer.append((message.subject, position, message.data))
+            if self._requests:
+                self._requests[0] -= 1
+                if self._requests[0] <= 0:
+                    self._requests.popleft()
+            self._wake.set()
+            return
+        header = message.headers or {}
+        status = header.get("Status", "")
+        if status == "100":
+            return  # heartbeat: the consumer is alive
+        description = header.get("Description", "")
+        if status == "409" and ("Deleted" in description or "Leadership" in description):
+            self._broken = True
+        elif self._requests:
+            self._requests.popleft()  # 408 expired or 409 limits: that request is over
+        self._wake.set()
+
+    async def _drop_consumer(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+        if self._name:
+            name, self._name = self._name, ""
+            # Best effort: an ephemeral consumer also expires on its own when idle.
+            with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
+                await self._client.publish(self._subjects.consumer_delete(name), b"")
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop_consumer()
