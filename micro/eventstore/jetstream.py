@@ -39,6 +39,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import nats
 import orjson
@@ -87,6 +88,7 @@ _CACHE_SIZE = 50_000
 _READ_PAGE = 1000  # messages per batched direct get
 _PULL_BATCH = 1000  # messages per pull request while replaying
 _HEARTBEAT = 5.0  # seconds between server heartbeats on an idle subscription
+_WAKE = 0.5  # seconds an idle subscription waits before checking its connection
 
 # JetStream API error codes the store reacts to.
 _WRONG_LAST_SEQUENCE = {10071, 10164}
@@ -705,6 +707,14 @@ def _matches(expected: ExpectedVersion, actual: int | None) -> bool:
 async def _connect(url: str) -> Client:
     """A connection of the store's own, or ``EventStoreUnavailableError`` naming the URL."""
     servers = [part.strip() for part in url.split(",") if part.strip()]
+    # nats-py keeps retrying a first connection that fails; a TCP probe turns a wrong URL
+    # or a stopped server into an immediate, clear error instead.
+    refused = await _refusal(servers)
+    if refused is not None:
+        raise EventStoreUnavailableError(
+            f"event store unavailable: nothing accepts connections at {url}: {refused}",
+            details={"url": url},
+        ) from refused
     try:
         return await asyncio.wait_for(
             nats.connect(
@@ -720,6 +730,25 @@ async def _connect(url: str) -> Client:
         )
     except (TimeoutError, NatsError, OSError) as error:
         raise _unavailable(f"cannot connect to NATS at {url}", error) from error
+
+
+async def _refusal(servers: list[str]) -> OSError | None:
+    """None when some server accepts TCP connections, else why the last one did not."""
+    refused: OSError = ConnectionRefusedError("no server given")
+    for server in servers:
+        split = urlsplit(server if "://" in server else f"nats://{server}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(split.hostname or "127.0.0.1", split.port or 4222), 2
+            )
+        except (TimeoutError, OSError) as error:
+            refused = error if isinstance(error, OSError) else TimeoutError("no answer in 2s")
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+    return refused
 
 
 @dataclass(slots=True)
@@ -814,6 +843,7 @@ class _Puller:
         self._closed = False
         self._wake = asyncio.Event()
         self._heard_at = time.monotonic()
+        self._reconnects = 0
 
     async def next_chunk(self) -> list[tuple[str, int, bytes]]:
         """The events received since the last call, waiting for at least one."""
@@ -837,10 +867,14 @@ class _Puller:
             await self._top_up()
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), _HEARTBEAT)
+                await asyncio.wait_for(self._wake.wait(), _WAKE)
             except TimeoutError:
-                if time.monotonic() - self._heard_at > 3 * _HEARTBEAT:
-                    self._broken = True  # the consumer or the server went away quietly
+                # A reconnected client lost our consumer's pull requests (and, after a
+                # server restart, the in-memory consumer itself); a silent one is as bad.
+                reconnected = self._client.stats["reconnects"] != self._reconnects
+                quiet = time.monotonic() - self._heard_at > 3 * _HEARTBEAT
+                if reconnected or quiet:
+                    self._broken = True
 
     async def _top_up(self) -> None:
         """Keep up to two pull requests open, so the server never waits for us."""
@@ -874,6 +908,7 @@ class _Puller:
         self._delivered = 0
         self._broken = False
         self._heard_at = time.monotonic()
+        self._reconnects = self._client.stats["reconnects"]
         config = {
             "name": self._name,
             "deliver_policy": "by_start_sequence",

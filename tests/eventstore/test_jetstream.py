@@ -1,11 +1,35 @@
 from __future__ import annotations
 
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
 import pytest
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import StorageType, StreamConfig
 
 from micro._nats_server import NatsServer
-from micro.eventstore.base import EventStore
-from micro.eventstore.jetstream import JetStreamEventStore
-from micro.testing.eventstore_contract import EventStoreContract
+from micro.errors import (
+    ConcurrencyError,
+    ConfigError,
+    EventStoreUnavailableError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from micro.eventstore import open_event_store
+from micro.eventstore.base import ANY, NO_STREAM, EventStore, RecordedEvent
+from micro.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
+from micro.settings import Settings
+from micro.testing.eventstore_contract import EventStoreContract, new_event
+
+DEADLINE = 10.0
 
 
 class TestJetStreamEventStore(EventStoreContract):
@@ -18,3 +42,445 @@ class TestJetStreamEventStore(EventStoreContract):
         store = JetStreamEventStore(url=self.url, namespace=self.namespace)
         await store.start()
         return store
+
+
+class _AckLosingClient:
+    """A nats-py client whose next append request is stored by the server but whose
+    acknowledgement never arrives, as when a connection drops at the wrong moment.
+    It also counts the requests the store makes."""
+
+    def __init__(self, client: Client, namespace: str) -> None:
+        self._client = client
+        self._events = f"{namespace}.ev."
+        self.lose_next = False
+        self.requests: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def request(self, subject: str, payload: bytes = b"", **kwargs: Any) -> Any:
+        self.requests.append(subject)
+        reply = await self._client.request(subject, payload, **kwargs)
+        if self.lose_next and subject.startswith(self._events):
+            self.lose_next = False
+            raise NatsTimeoutError
+        return reply
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def store(
+    nats_server: NatsServer, micro_namespace: str
+) -> AsyncIterator[JetStreamEventStore]:
+    async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as store:
+        yield store
+
+
+@pytest.fixture
+async def lossy(client: Client, micro_namespace: str) -> _AckLosingClient:
+    return _AckLosingClient(client, micro_namespace)
+
+
+@pytest.fixture
+async def lossy_store(
+    lossy: _AckLosingClient, micro_namespace: str
+) -> AsyncIterator[JetStreamEventStore]:
+    store = JetStreamEventStore(lossy, namespace=micro_namespace)  # type: ignore[arg-type]
+    async with store:
+        yield store
+
+
+class TestRetries:
+    """The retry trap: a retried append must return its first result, never a conflict."""
+
+    async def test_nats_server_refuses_a_stale_retry_instead_of_deduplicating_it(
+        self, store: JetStreamEventStore, client: Client, micro_namespace: str
+    ) -> None:
+        # Why the store needs its own check: the server calls this retry a conflict.
+        subject = f"{micro_namespace}.ev.s"
+        headers = {"Nats-Msg-Id": "m-1", "Nats-Expected-Last-Subject-Sequence": "0"}
+        first = orjson.loads((await client.request(subject, b"{}", headers=headers)).data)
+        retry = orjson.loads((await client.request(subject, b"{}", headers=headers)).data)
+
+        assert first["seq"] == 1
+        assert retry["error"]["err_code"] == 10071
+
+    async def test_a_retry_after_a_lost_ack_with_no_stream_returns_the_original(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        events = [new_event()]
+        lossy.lose_next = True
+        with pytest.raises(EventStoreUnavailableError) as raised:
+            await lossy_store.append("s", events, expected_version=NO_STREAM)
+        assert raised.value.retryable
+
+        result = await lossy_store.append("s", events, expected_version=NO_STREAM)
+
+        [stored] = await lossy_store.read("s")
+        assert stored.id == events[0].id
+        assert (result.version, result.position) == (0, stored.position)
+
+    async def test_a_retry_after_a_lost_ack_with_a_version_returns_the_original(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        await lossy_store.append("s", [new_event()], expected_version=NO_STREAM)
+        events = [new_event()]
+        lossy.lose_next = True
+        with pytest.raises(EventStoreUnavailableError):
+            await lossy_store.append("s", events, expected_version=0)
+
+        result = await lossy_store.append("s", events, expected_version=0)
+
+        assert result.version == 1
+        assert [event.id for event in await lossy_store.read("s")][1:] == [events[0].id]
+
+    async def test_a_retry_after_a_lost_ack_with_any_returns_the_original(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        await lossy_store.append("s", [new_event()])
+        events = [new_event()]
+        lossy.lose_next = True
+        with pytest.raises(EventStoreUnavailableError):
+            await lossy_store.append("s", events)
+
+        result = await lossy_store.append("s", events)
+
+        assert result.version == 1
+        assert len(await lossy_store.read("s")) == 2
+
+    async def test_a_retried_batch_after_a_lost_ack_returns_the_original(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        events = [new_event(n=n) for n in range(3)]
+        lossy.lose_next = True
+        with pytest.raises(EventStoreUnavailableError):
+            await lossy_store.append("s", events, expected_version=NO_STREAM)
+
+        result = await lossy_store.append("s", events, expected_version=NO_STREAM)
+
+        assert result.version == 2
+        assert [event.id for event in await lossy_store.read("s")] == [e.id for e in events]
+
+    async def test_a_retried_batch_with_any_after_other_appends_returns_the_original(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        events = [new_event(n=n) for n in range(3)]
+        lossy.lose_next = True
+        with pytest.raises(EventStoreUnavailableError):
+            await lossy_store.append("s", events)
+        await lossy_store.append("s", [new_event()])
+
+        result = await lossy_store.append("s", events)
+
+        assert result.version == 2
+        assert len(await lossy_store.read("s")) == 4
+
+    async def test_a_retry_from_another_process_returns_the_original(
+        self, store: JetStreamEventStore, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        events = [new_event(), new_event()]
+        first = await store.append("s", events, expected_version=NO_STREAM)
+        await store.append("s", [new_event()], expected_version=1)
+
+        async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as other:
+            again = await other.append("s", events, expected_version=NO_STREAM)
+
+        assert again == first
+        assert len(await store.read("s")) == 3
+
+    async def test_a_real_conflict_after_a_lost_ack_is_still_a_conflict(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        lossy.lose_next = True
+        with pytest.raises(EventStoreUnavailableError):
+            await lossy_store.append("s", [new_event()], expected_version=NO_STREAM)
+
+        with pytest.raises(ConcurrencyError) as raised:
+            await lossy_store.append("s", [new_event()], expected_version=NO_STREAM)
+
+        assert raised.value.actual == 0
+
+
+class TestRoundTrips:
+    async def test_an_append_to_a_known_stream_is_one_request(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        await lossy_store.append("s", [new_event()], expected_version=NO_STREAM)
+        lossy.requests.clear()
+
+        await lossy_store.append("s", [new_event()], expected_version=0)
+        await lossy_store.append("s", [new_event(), new_event()], expected_version=1)
+        await lossy_store.append("s", [new_event()])
+
+        assert len(lossy.requests) == 3
+
+    async def test_a_stale_cache_is_refreshed_not_reported_as_a_conflict(
+        self, store: JetStreamEventStore, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        await store.append("s", [new_event()], expected_version=NO_STREAM)
+        async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as other:
+            await other.append("s", [new_event()], expected_version=0)
+
+        # This store still believes the stream is at version 0.
+        assert (await store.append("s", [new_event()], expected_version=1)).version == 2
+        async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as other:
+            await other.append("s", [new_event()])
+        assert (await store.append("s", [new_event()], expected_version=ANY)).version == 4
+        with pytest.raises(ConcurrencyError) as raised:
+            await store.append("s", [new_event()], expected_version=2)
+        assert raised.value.actual == 4
+
+
+class TestAtomicBatches:
+    async def test_racing_batches_from_two_stores_store_exactly_one_whole_batch(
+        self, store: JetStreamEventStore, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as other:
+            one = [new_event(writer=1, n=n) for n in range(20)]
+            two = [new_event(writer=2, n=n) for n in range(20)]
+            outcomes = await asyncio.gather(
+                store.append("s", one, expected_version=NO_STREAM),
+                other.append("s", two, expected_version=NO_STREAM),
+                return_exceptions=True,
+            )
+
+        assert sorted(type(outcome).__name__ for outcome in outcomes) == [
+            "AppendResult",
+            "ConcurrencyError",
+        ]
+        stored = await store.read("s")
+        assert len(stored) == 20
+        assert len({event.data["writer"] for event in stored}) == 1
+        positions = [event.position for event in stored]
+        assert positions == list(range(positions[0], positions[0] + 20))
+
+    async def test_a_batch_with_an_oversized_event_stores_nothing(
+        self, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        async with JetStreamEventStore(
+            url=nats_server.url, namespace=micro_namespace, max_event_bytes=2000
+        ) as store:
+            with pytest.raises(PayloadTooLargeError) as raised:
+                await store.append("s", [new_event(), new_event(blob="x" * 3000)])
+
+            assert "2000" in str(raised.value)
+            assert "max_event_bytes" in str(raised.value)
+            assert await store.last_position() == 0
+
+    async def test_an_event_over_the_server_max_payload_is_refused_naming_the_limit(
+        self, store: JetStreamEventStore
+    ) -> None:
+        limit = store.client.max_payload
+
+        with pytest.raises(PayloadTooLargeError) as raised:
+            await store.append("s", [new_event(blob="x" * limit)])
+
+        assert str(limit) in str(raised.value)
+        assert await store.last_position() == 0
+
+    async def test_the_largest_batch_is_stored_and_a_larger_one_refused(
+        self, store: JetStreamEventStore
+    ) -> None:
+        events = [new_event(n=n) for n in range(MAX_EVENTS_PER_APPEND)]
+        result = await store.append("s", events, expected_version=NO_STREAM)
+        assert result.version == MAX_EVENTS_PER_APPEND - 1
+
+        with pytest.raises(ValidationError):
+            await store.append("t", [new_event() for _ in range(MAX_EVENTS_PER_APPEND + 1)])
+        assert await store.stream_version("t") is None
+
+    async def test_a_subscriber_sees_a_batch_whole_and_in_order(
+        self, store: JetStreamEventStore
+    ) -> None:
+        async with aclosing(store.subscribe()) as subscription:
+            await store.append("s", [new_event(n=n) for n in range(50)])
+            async with asyncio.timeout(DEADLINE):
+                received = [await anext(subscription) for _ in range(50)]
+
+        assert [event.data["n"] for event in received] == list(range(50))
+        assert [event.version for event in received] == list(range(50))
+
+
+class TestStreamConfiguration:
+    async def test_the_store_creates_one_file_stream_for_the_namespace(
+        self, store: JetStreamEventStore, client: Client, micro_namespace: str
+    ) -> None:
+        await store.append("account-1", [new_event()])
+
+        info = await client.jetstream().stream_info(f"{micro_namespace.upper()}_EVENTS")
+        message = await client.jetstream().get_msg(info.config.name or "", seq=1)
+
+        assert info.config.subjects == [f"{micro_namespace}.ev.>"]
+        assert info.config.storage == StorageType.FILE
+        assert info.config.allow_atomic
+        assert info.config.deny_delete
+        assert info.config.duplicate_window == 120
+        assert message.subject == f"{micro_namespace}.ev.account-1"
+
+    async def test_a_second_store_accepts_the_stream_the_first_created(
+        self, store: JetStreamEventStore, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        await store.append("s", [new_event()])
+        async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as other:
+            assert await other.stream_version("s") == 0
+
+    @pytest.mark.parametrize(
+        ("change", "named"),
+        [
+            ({"storage": StorageType.MEMORY}, "storage"),
+            ({"subjects": ["elsewhere.>"]}, "subjects"),
+            ({"max_age": 3600.0}, "max_age"),
+            ({"duplicate_window": 5.0}, "duplicate_window"),
+            ({"allow_atomic": False}, "allow_atomic"),
+        ],
+        ids=["memory-storage", "other-subjects", "max-age", "duplicate-window", "no-atomic"],
+    )
+    async def test_an_incompatible_existing_stream_is_a_config_error(
+        self,
+        nats_server: NatsServer,
+        client: Client,
+        micro_namespace: str,
+        change: dict[str, Any],
+        named: str,
+    ) -> None:
+        config: dict[str, Any] = {
+            "name": f"{micro_namespace.upper()}_EVENTS",
+            "subjects": [f"{micro_namespace}.ev.>"],
+            "storage": StorageType.FILE,
+            "allow_atomic": True,
+            "allow_direct": True,
+            "duplicate_window": 120.0,
+            **change,
+        }
+        await client.jetstream().add_stream(StreamConfig(**config))
+
+        store = JetStreamEventStore(url=nats_server.url, namespace=micro_namespace)
+        with pytest.raises(ConfigError) as raised:
+            await store.start()
+
+        assert named in str(raised.value)
+        info = await client.jetstream().stream_info(config["name"])
+        assert info.config.storage == config["storage"]  # left as it was
+
+
+class TestConnection:
+    async def test_an_unreachable_server_is_a_retryable_unavailable_error(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        store = JetStreamEventStore(url=f"nats://127.0.0.1:{port}")
+
+        with pytest.raises(EventStoreUnavailableError) as raised:
+            await store.start()
+
+        assert raised.value.retryable
+        assert isinstance(raised.value.__cause__, Exception)
+
+    async def test_a_given_client_is_used_and_left_open(
+        self, client: Client, micro_namespace: str
+    ) -> None:
+        async with JetStreamEventStore(client, namespace=micro_namespace) as store:
+            await store.append("s", [new_event()])
+        assert client.is_connected
+
+    async def test_an_own_connection_is_closed_on_close(
+        self, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        store = JetStreamEventStore(url=nats_server.url, namespace=micro_namespace)
+        await store.start()
+        own = store.client
+        await store.close()
+        await store.close()  # idempotent
+        assert own.is_closed
+
+    def test_neither_client_nor_url_is_a_config_error(self) -> None:
+        with pytest.raises(ConfigError):
+            JetStreamEventStore()
+
+    async def test_open_event_store_builds_the_configured_backend(
+        self, client: Client, micro_settings: Settings
+    ) -> None:
+        async with open_event_store(micro_settings, client) as store:
+            assert isinstance(store, JetStreamEventStore)
+            assert store.stream_name == f"{micro_settings.namespace.upper()}_EVENTS"
+            await store.append("s", [new_event()])
+        memory = open_event_store(micro_settings.model_copy(update={"event_store": "memory"}))
+        assert type(memory).__name__ == "MemoryEventStore"
+        with pytest.raises(ConfigError):
+            open_event_store(micro_settings.model_copy(update={"event_store": "esdb"}))
+
+
+class TestCrash:
+    @pytest.mark.slow
+    async def test_every_acknowledged_event_survives_kill_9(self, tmp_path: Path) -> None:
+        server = NatsServer(store_dir=tmp_path / "nats").start()
+        try:
+            acknowledged: dict[uuid.UUID, int] = {}
+            async with (
+                JetStreamEventStore(url=server.url, namespace="crash") as store,
+                aclosing(store.subscribe()) as subscription,
+            ):
+                for n in range(150):
+                    events = [new_event(n=n)] if n % 5 else [new_event(n=n), new_event(n=n)]
+                    result = await store.append(f"s-{n % 7}", events)
+                    acknowledged[events[-1].id] = result.position
+                received = await _take(subscription, len(acknowledged) + 30)
+
+                server.kill()
+                server.restart()
+
+                # The same store, over its reconnected client, goes on appending and its
+                # subscription resumes right after the last event it delivered.
+                async with asyncio.timeout(DEADLINE):
+                    # nats-py offers no reconnect event on a client it did not create.
+                    client = store.client
+                    while not (client.stats["reconnects"] and client.is_connected):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                after = new_event("AfterRestart")
+                await store.append("s-after", [after])
+                [next_event] = await _take(subscription, 1)
+
+            async with JetStreamEventStore(url=server.url, namespace="crash") as reopened:
+                stored = {event.id: event.position async for event in reopened.read_all()}
+        finally:
+            server.stop()
+
+        assert {event_id: stored.get(event_id) for event_id in acknowledged} == acknowledged
+        assert len(stored) == 181
+        assert [event.position for event in received] == list(range(1, 181))
+        assert next_event.id == after.id
+
+
+async def _take(subscription: AsyncIterator[RecordedEvent], count: int) -> list[RecordedEvent]:
+    async with asyncio.timeout(DEADLINE):
+        return [await anext(subscription) for _ in range(count)]
+
+
+class TestReadPaths:
+    async def test_read_of_a_long_stream_pages_through_it(self, store: JetStreamEventStore) -> None:
+        for start in range(0, 2500, 500):
+            await store.append("long", [new_event(n=n) for n in range(start, start + 500)])
+
+        events = await store.read("long")
+
+        assert [event.data["n"] for event in events] == list(range(2500))
+        assert [e.version for e in await store.read("long", from_version=2498)] == [2498, 2499]
+        assert (await store.read("long", backwards=True, limit=1))[0].version == 2499
+
+    async def test_read_all_stops_at_the_end_it_saw_when_it_started(
+        self, store: JetStreamEventStore
+    ) -> None:
+        await store.append("s", [new_event(n=n) for n in range(10)])
+        seen = []
+        async for event in store.read_all():
+            seen.append(event)
+            if len(seen) == 1:
+                await store.append("s", [new_event(n=99)])
+
+        assert len(seen) == 10
