@@ -177,17 +177,38 @@ async def run(args: argparse.Namespace, url: str, gateway_url: str) -> dict[str,
             assert await micro.act("math.add", {"a": number, "b": 1}) == number + 1
 
         results["act"] = await _measure(direct, args.calls, args.load, args.concurrency)
-    limits = httpx.Limits(
-        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
-    )
-    async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=10) as client:
+    if args.httpx:
+        limits = httpx.Limits(
+            max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+        )
+        async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=10) as client:
 
-        async def over_http(number: int) -> None:
-            response = await client.post("/api/math/add", json={"a": number, "b": 1})
-            assert response.status_code == 200, response.text
-            assert response.json() == number + 1
+            async def with_httpx(number: int) -> None:
+                response = await client.post("/api/math/add", json={"a": number, "b": 1})
+                assert response.status_code == 200, response.text
+                assert response.json() == number + 1
 
-        results["gateway"] = await _measure(over_http, args.calls, args.load, args.concurrency)
+            results["gateway (httpx)"] = await _measure(
+                with_httpx, args.calls, args.load, args.concurrency
+            )
+    pool: asyncio.Queue[_Connection] = asyncio.Queue()
+    for _ in range(args.concurrency):
+        pool.put_nowait(await _Connection.open(gateway_url))
+
+    async def over_http(number: int) -> None:
+        connection = await pool.get()
+        try:
+            status, body = await connection.post(
+                "/api/math/add", json.dumps({"a": number, "b": 1}).encode()
+            )
+        finally:
+            pool.put_nowait(connection)
+        assert status == 200, body
+        assert json.loads(body) == number + 1
+
+    results["gateway"] = await _measure(over_http, args.calls, args.load, args.concurrency)
+    while not pool.empty():
+        pool.get_nowait().close()
     return results
 
 
