@@ -25,8 +25,7 @@ from typing import Any
 import structlog
 
 from micro import ConfigError, Micro
-from micro.eventstore.base import EventStore
-from micro.eventstore.memory import MemoryEventStore
+from micro.eventstore import EventStore, open_event_store
 from micro.gateway import Gateway, GatewaySettings, Route
 
 HERE = Path(__file__).resolve().parent
@@ -98,15 +97,9 @@ def load_auth() -> Micro | None:
 async def open_store(client_micro: Micro) -> EventStore:
     """The event store every service of the portal shares."""
     settings = client_micro.settings
-    try:
-        from micro.eventstore import open_event_store  # type: ignore[attr-defined]
-    except ImportError:
-        open_event_store = None
-    if open_event_store is None or settings.event_store == "memory":
+    if settings.event_store == "memory":
         _log.warning("memory event store: events last as long as the process")
-        store: EventStore = MemoryEventStore()
-    else:
-        store = open_event_store(settings, client_micro.client)
+    store: EventStore = open_event_store(settings, client_micro.client)
     await store.start()
     return store
 
