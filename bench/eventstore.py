@@ -26,8 +26,8 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 from pathlib import Path
+from typing import cast
 
 import nats
 import orjson
