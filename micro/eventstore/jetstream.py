@@ -36,8 +36,8 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -86,7 +86,7 @@ _NANOS = 1_000_000_000
 _MAX_ATTEMPTS = 25  # appends refused because another writer moved the stream first
 _CACHE_SIZE = 50_000
 _READ_PAGE = 1000  # messages per batched direct get
-_PULL_BATCH = 1000  # messages per pull request while replaying
+_PULL_BATCH = 4000  # messages per pull request while replaying (1000 measured ~15% slower)
 _HEARTBEAT = 5.0  # seconds between server heartbeats on an idle subscription
 _WAKE = 0.5  # seconds an idle subscription waits before checking its connection
 
@@ -179,6 +179,70 @@ def _envelope(event: NewEvent, version: int, data: bytes, metadata: bytes) -> by
             b"}",
         )
     )
+
+
+def _uuid_parser() -> Callable[[str], uuid.UUID]:
+    """``uuid.UUID(text)`` for the ids this store wrote, at half the cost.
+
+    Replay is bound by per-event CPU; the full constructor accepts many spellings we never
+    write. Falls back to it should ``uuid.UUID`` ever change its slots.
+    """
+    if set(getattr(uuid.UUID, "__slots__", ())) < {"int", "is_safe"}:
+        return uuid.UUID
+    new, assign, unknown, cls = object.__new__, object.__setattr__, uuid.SafeUUID.unknown, uuid.UUID
+
+    def parse(text: str) -> uuid.UUID:
+        if len(text) != 36:
+            return cls(text)  # not one of ours: let the real parser judge it
+        value = new(cls)
+        assign(value, "int", int(text.replace("-", ""), 16))
+        assign(value, "is_safe", unknown)
+        return value
+
+    return parse
+
+
+def _event_builder() -> Callable[..., RecordedEvent]:
+    """``RecordedEvent(...)`` without the frozen dataclass ``__init__``, for replay.
+
+    A frozen dataclass sets each field through ``object.__setattr__``; the slot descriptors
+    do the same job in half the time. Falls back to the class if its fields change.
+    """
+    order = ("id", "type", "stream", "version", "position", "data", "metadata")
+    slots: list[Any] = [RecordedEvent.__dict__.get(field.name) for field in fields(RecordedEvent)]
+    if tuple(field.name for field in fields(RecordedEvent)) != order or not all(
+        hasattr(slot, "__set__") for slot in slots
+    ):
+        return RecordedEvent
+    set_id, set_type, set_stream, set_version, set_position, set_data, set_metadata = (
+        slot.__set__ for slot in slots
+    )
+    new = object.__new__
+
+    def build(
+        id: uuid.UUID,
+        type: str,
+        stream: str,
+        version: int,
+        position: int,
+        data: dict[str, Any],
+        metadata: dict[str, Any],
+    ) -> RecordedEvent:
+        event: RecordedEvent = new(RecordedEvent)
+        set_id(event, id)
+        set_type(event, type)
+        set_stream(event, stream)
+        set_version(event, version)
+        set_position(event, position)
+        set_data(event, data)
+        set_metadata(event, metadata)
+        return event
+
+    return build
+
+
+_parse_uuid = _uuid_parser()
+_build_event = _event_builder()
 
 
 class JetStreamEventStore(EventStore):
@@ -446,12 +510,17 @@ class JetStreamEventStore(EventStore):
                         return AppendResult(version=head.version or 0, position=head.sequence)
                     continue
                 if error.err_code == _BATCH_DUPLICATE_ID:
+                    # The server has seen some of these ids within its duplicate window.
                     head = await self._fetch_head(stream)
-                    return await self._original_or_conflict(stream, events, expected, head)
+                    return await self._original_or_conflict(
+                        stream, events, expected, head, ids_seen=True
+                    )
                 raise _translate(f"appending to {stream!r}", error) from error
             if duplicate:
                 # The server recognised the event id: answer with the original event.
                 original = await self._event_at(sequence)
+                if original.stream != stream:
+                    raise _reused_ids(stream)
                 return AppendResult(version=original.version, position=sequence)
             version = first_version + len(events) - 1
             self._remember(stream, _Head(version, sequence, events[-1].id))
@@ -553,8 +622,14 @@ class JetStreamEventStore(EventStore):
         events: Sequence[NewEvent],
         expected: ExpectedVersion,
         head: _Head,
+        *,
+        ids_seen: bool = False,
     ) -> AppendResult:
-        """The result of the append that already stored these events, else the conflict."""
+        """The result of the append that already stored these events, else the conflict.
+
+        ``ids_seen``: the server reported some ids as already stored, so not finding them
+        in this stream means they were used elsewhere, not a version conflict.
+        """
         if head.last_id == events[-1].id and head.version is not None:
             return AppendResult(version=head.version, position=head.sequence)
         # An earlier append of these events landed right after the version it expected.
@@ -566,11 +641,9 @@ class JetStreamEventStore(EventStore):
             found = stored[first : first + len(events)]
             if [event.id for event in found] == [event.id for event in events]:
                 return AppendResult(version=found[-1].version, position=found[-1].position)
-            raise ConflictError(
-                f"stream {stream!r}: some of these event ids are already stored, "
-                "but not as this same append",
-                details={"stream": stream},
-            )
+        known = set(ids)
+        if ids_seen or any(event.id in known for event in events):
+            raise _reused_ids(stream)
         raise ConcurrencyError.for_stream(stream, expected, head.version)
 
     # -- reading ---------------------------------------------------------------------------
@@ -647,40 +720,39 @@ class JetStreamEventStore(EventStore):
             raise _translate("reading the stream state", error) from error
         return int(info["state"]["last_seq"])
 
-    async def read_all(
+    def read_all(
         self, from_position: int = 0, limit: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        end = await self.last_position()
-        start = max(from_position, 1)
-        if limit is not None:
-            end = min(end, start + limit - 1)
-        if start > end:
-            return
-        async with contextlib.aclosing(self._replay(start, end)) as events:
-            async for event in events:
-                yield event
+        return self._replay(max(from_position, 1), limit, follow=False)
 
-    async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
-        async with contextlib.aclosing(self._replay(max(from_position, 1), None)) as events:
-            async for event in events:
-                yield event
+    def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+        return self._replay(max(from_position, 1), None, follow=True)
 
-    async def _replay(self, start: int, end: int | None) -> AsyncGenerator[RecordedEvent, None]:
-        """Events from ``start`` through ``end`` (forever when None), through one consumer.
+    async def _replay(
+        self, start: int, limit: int | None, *, follow: bool
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        """Events from ``start`` on: up to the current end, or forever when ``follow``.
 
         A single consumer serves history and live events alike, so there is no switch
-        between the two where an event could be missed or delivered twice.
+        between the two where an event could be missed or delivered twice. (One generator,
+        not a wrapper around another: each level costs a few microseconds per event.)
         """
+        end: int | None = None
+        if not follow:
+            end = await self.last_position()
+            if limit is not None:
+                end = min(end, start + limit - 1)
+            if start > end:
+                return
         puller = _Puller(self.client, self._subjects, start, end, self._timeout)
         prefix = len(self._subjects.prefix)
-        loads = orjson.loads
-        new_uuid = uuid.UUID
+        loads, parse_uuid, build = orjson.loads, _parse_uuid, _build_event
         try:
             while True:
                 for subject, position, body in await puller.next_chunk():
                     envelope = loads(body)
-                    yield RecordedEvent(
-                        new_uuid(envelope["id"]),
+                    yield build(
+                        parse_uuid(envelope["id"]),
                         envelope["type"],
                         subject[prefix:],
                         envelope["version"],
@@ -692,6 +764,14 @@ class JetStreamEventStore(EventStore):
                         return
         finally:
             await puller.close()
+
+
+def _reused_ids(stream: str) -> ConflictError:
+    return ConflictError(
+        f"stream {stream!r}: some of these event ids are already stored, but not as this "
+        "same append (an event id must be unique across the store)",
+        details={"stream": stream},
+    )
 
 
 def _matches(expected: ExpectedVersion, actual: int | None) -> bool:
@@ -843,6 +923,7 @@ class _Puller:
         self._closed = False
         self._wake = asyncio.Event()
         self._heard_at = time.monotonic()
+        self._heard = False  # set per message; turned into a time only when idle
         self._reconnects = 0
 
     async def next_chunk(self) -> list[tuple[str, int, bytes]]:
@@ -871,6 +952,8 @@ class _Puller:
             except TimeoutError:
                 # A reconnected client lost our consumer's pull requests (and, after a
                 # server restart, the in-memory consumer itself); a silent one is as bad.
+                if self._heard:
+                    self._heard, self._heard_at = False, time.monotonic()
                 reconnected = self._client.stats["reconnects"] != self._reconnects
                 quiet = time.monotonic() - self._heard_at > 3 * _HEARTBEAT
                 if reconnected or quiet:
@@ -939,7 +1022,7 @@ class _Puller:
             raise _translate("creating a consumer", _ApiError(response["error"]))
 
     async def _on_message(self, message: Msg) -> None:
-        self._heard_at = time.monotonic()
+        self._heard = True
         if message.data:
             # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<delivery seq>.<ts>.<pending>
             # (with domain and account hash in front in the newer 12-token form).

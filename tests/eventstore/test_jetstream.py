@@ -19,6 +19,7 @@ from micro._nats_server import NatsServer
 from micro.errors import (
     ConcurrencyError,
     ConfigError,
+    ConflictError,
     EventStoreUnavailableError,
     PayloadTooLargeError,
     ValidationError,
@@ -193,6 +194,19 @@ class TestRetries:
 
         assert again == first
         assert len(await store.read("s")) == 3
+
+    @pytest.mark.parametrize("size", [1, 3], ids=["one-event", "batch"])
+    async def test_reusing_event_ids_in_another_stream_is_a_conflict(
+        self, store: JetStreamEventStore, size: int
+    ) -> None:
+        events = [new_event() for _ in range(size)]
+        await store.append("first", events)
+
+        with pytest.raises(ConflictError) as raised:
+            await store.append("second", events)
+
+        assert not isinstance(raised.value, ConcurrencyError)
+        assert await store.stream_version("second") is None
 
     async def test_a_real_conflict_after_a_lost_ack_is_still_a_conflict(
         self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
@@ -484,3 +498,28 @@ class TestReadPaths:
                 await store.append("s", [new_event(n=99)])
 
         assert len(seen) == 10
+
+
+class TestReplayFastPaths:
+    def test_the_fast_uuid_parser_agrees_with_uuid(self) -> None:
+        from micro.eventstore.jetstream import _parse_uuid
+
+        for _ in range(100):
+            value = uuid.uuid4()
+            parsed = _parse_uuid(str(value))
+            assert parsed == value
+            assert hash(parsed) == hash(value)
+            assert str(parsed) == str(value)
+        assert _parse_uuid(value.hex) == value  # other spellings go to uuid.UUID
+        with pytest.raises(ValueError):
+            _parse_uuid("not-a-uuid")
+
+    def test_the_fast_event_builder_agrees_with_the_constructor(self) -> None:
+        from micro.eventstore.jetstream import _build_event
+
+        fields = (uuid.uuid4(), "Happened", "s", 3, 7, {"a": 1}, {"recorded_at": "now"})
+        built = _build_event(*fields)
+        assert built == RecordedEvent(*fields)
+        assert repr(built) == repr(RecordedEvent(*fields))
+        with pytest.raises(AttributeError):
+            built.version = 4  # type: ignore[misc]
