@@ -396,6 +396,27 @@ class TestConnection:
         assert raised.value.retryable
         assert isinstance(raised.value.__cause__, Exception)
 
+    async def test_operations_on_a_stopped_server_raise_unavailable(self, tmp_path: Path) -> None:
+        server = NatsServer(store_dir=tmp_path / "nats").start()
+        try:
+            store = JetStreamEventStore(url=server.url, namespace="gone", timeout=0.3)
+            async with store:
+                await store.append("s", [new_event()])
+                server.stop()
+
+                for operation in (
+                    store.append("s", [new_event()]),
+                    store.read("s"),
+                    store.stream_version("s"),
+                    store.last_position(),
+                    _take(store.read_all(), 1),
+                ):
+                    with pytest.raises(EventStoreUnavailableError) as raised:
+                        await operation
+                    assert raised.value.retryable
+        finally:
+            server.stop()
+
     async def test_a_given_client_is_used_and_left_open(
         self, client: Client, micro_namespace: str
     ) -> None:
