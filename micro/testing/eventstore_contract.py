@@ -4,7 +4,9 @@ A backend's tests subclass ``EventStoreContract`` and override only the factory:
 
     class TestMemoryEventStore(EventStoreContract):
         async def make_store(self) -> EventStore:
-            return await MemoryEventStore().__aenter__()
+            store = MemoryEventStore()
+            await store.start()
+            return store
 
 ``make_store`` returns a started, empty store; the suite closes it after each test. A factory
 that needs pytest fixtures (a server URL, a per-test namespace) takes them in an autouse
@@ -21,7 +23,11 @@ the test on the same instance::
             await store.start()
             return store
 
-The class is not collected by itself (its name does not start with ``Test``).
+The class is not collected by itself (its name does not start with ``Test``). What it pins
+down beyond the ``EventStore`` docstrings: positions increase but need not be contiguous;
+``recorded_at`` is ISO-8601 UTC; a retried append (same event ids, even with an expectation
+that is stale by now) returns the original result; invalid names, data that is not a JSON
+object and wrongly typed expectations raise ``ValidationError`` before anything is stored.
 """
 
 from __future__ import annotations
