@@ -293,6 +293,7 @@ class JetStreamEventStore(EventStore):
         self._start_lock = asyncio.Lock()
         self._started = False
         self._replies: _ReplyRouter | None = None
+        self._pullers: weakref.WeakSet[_Puller] = weakref.WeakSet()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -329,6 +330,8 @@ class JetStreamEventStore(EventStore):
             if not self._started:
                 return
             self._started = False
+            for puller in list(self._pullers):
+                puller.stop()  # open subscriptions end with an error, not silently
             if self._replies is not None:
                 await self._replies.close()
                 self._replies = None
@@ -745,6 +748,7 @@ class JetStreamEventStore(EventStore):
             if start > end:
                 return
         puller = _Puller(self.client, self._subjects, start, end, self._timeout)
+        self._pullers.add(puller)
         prefix = len(self._subjects.prefix)
         loads, parse_uuid, build = orjson.loads, _parse_uuid, _build_event
         try:
@@ -930,6 +934,8 @@ class _Puller:
         """The events received since the last call, waiting for at least one."""
         delay = 0.1
         while True:
+            if self._closed or self._client.is_closed:
+                raise EventStoreUnavailableError("event store unavailable: it was closed")
             if self._subscription is None or self._broken:
                 try:
                     await self._open()
@@ -1066,6 +1072,11 @@ class _Puller:
             # Best effort: an ephemeral consumer also expires on its own when idle.
             with contextlib.suppress(NatsError, OSError, asyncio.TimeoutError):
                 await self._client.publish(self._subjects.consumer_delete(name), b"")
+
+    def stop(self) -> None:
+        """Make the reader fail at its next step (its store is closing)."""
+        self._closed = True
+        self._wake.set()
 
     async def close(self) -> None:
         self._closed = True

@@ -417,6 +417,22 @@ class TestConnection:
         finally:
             server.stop()
 
+    async def test_closing_the_store_ends_its_subscriptions_with_an_error(
+        self, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        store = JetStreamEventStore(url=nats_server.url, namespace=micro_namespace)
+        await store.start()
+        await store.append("s", [new_event()])
+        subscription = store.subscribe()
+        await _take(subscription, 1)
+
+        waiting = asyncio.ensure_future(_take(subscription, 1))
+        await store.close()
+
+        with pytest.raises(EventStoreUnavailableError):
+            async with asyncio.timeout(DEADLINE):
+                await waiting
+
     async def test_a_given_client_is_used_and_left_open(
         self, client: Client, micro_namespace: str
     ) -> None:
