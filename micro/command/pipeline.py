@@ -20,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -57,25 +56,50 @@ def event_id(idempotency_key: str, command: str, index: int) -> uuid.UUID:
     return uuid.uuid5(_ID_NAMESPACE, f"{command}\x1f{idempotency_key}\x1f{index}")
 
 
-@dataclass
 class _StreamLocks:
-    """One lock per stream, dropped once nobody holds or waits for it."""
+    """One lock per stream, dropped once nobody holds or waits for it.
 
-    locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    ``async with locks.hold(stream):`` -- a plain class rather than a generator-based
+    context manager: every command goes through it.
+    """
 
-    @asynccontextmanager
-    async def hold(self, stream: str) -> AsyncIterator[None]:
-        lock, users = self.locks.get(stream, (asyncio.Lock(), 0))
-        self.locks[stream] = (lock, users + 1)
+    __slots__ = ("locks",)
+
+    def __init__(self) -> None:
+        self.locks: dict[str, list[Any]] = {}  # stream -> [lock, holders and waiters]
+
+    def hold(self, stream: str) -> _Held:
+        return _Held(self.locks, stream)
+
+
+class _Held:
+    __slots__ = ("entry", "locks", "stream")
+
+    def __init__(self, locks: dict[str, list[Any]], stream: str) -> None:
+        self.locks = locks
+        self.stream = stream
+        self.entry: list[Any] = []
+
+    async def __aenter__(self) -> None:
+        entry = self.locks.get(self.stream)
+        if entry is None:
+            entry = self.locks[self.stream] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        self.entry = entry
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self.locks[stream]
-            if users == 1:
-                del self.locks[stream]
-            else:
-                self.locks[stream] = (lock, users - 1)
+            await entry[0].acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.entry[0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self.entry[1] -= 1
+        if self.entry[1] == 0:
+            del self.locks[self.stream]
 
 
 class CommandPipeline:

@@ -118,6 +118,13 @@ class Model(Generic[RecordT]):
         self.seed = seed
         self._db = _Database(storage=MemoryStorage)
         self._table = self._db.table(name, cache_size=0)
+        tables = self._db.storage.read()
+        if tables is None:
+            tables = {}
+            self._db.storage.write(tables)
+        # tinydb's own dict of this table (doc id as a string -> document), edited in place
+        # by _InPlaceTable: key lookups and replacements go straight to it.
+        self._documents: dict[str, dict[str, Any]] = tables.setdefault(name, {})
         self._ids: dict[Any, int] = {}
         self._index: dict[str, dict[Any, set[Any]]] = {index: {} for index in self.indexes}
         self._journal: Journal | None = None
@@ -130,8 +137,7 @@ class Model(Generic[RecordT]):
         doc_id = self._ids.get(key)
         if doc_id is None:
             return None
-        document = self._table.get(doc_id=doc_id)
-        return self.record.model_validate(dict(document)) if document is not None else None
+        return self.record.model_validate(self._documents[str(doc_id)])
 
     def require(self, key: Any) -> RecordT:
         """The record with this key, or ``NotFoundError`` naming it."""
@@ -188,18 +194,21 @@ class Model(Generic[RecordT]):
     def put(self, record: RecordT | Mapping[str, Any]) -> None:
         """Insert the record, or replace the one with the same key."""
         document = self._document(record)
-        key = document[self.key]
+        self._write(document[self.key], document)
+
+    def _write(self, key: Any, document: dict[str, Any]) -> None:
         doc_id = self._ids.get(key)
         if doc_id is None:
             if self._journal is not None:
                 self._journal.append((self, key, None))
             self._ids[key] = self._table.insert(document)
         else:
-            old = self._table.get(doc_id=doc_id)
+            # Documents are replaced, never edited, so the old one can be kept as it is.
+            old = self._documents[str(doc_id)]
             if self._journal is not None:
-                self._journal.append((self, key, dict(old) if old is not None else None))
+                self._journal.append((self, key, old))
             self._unindex(key, old)
-            self._table.update(document, doc_ids=[doc_id])
+            self._documents[str(doc_id)] = document
         self._add_index(key, document)
 
     def insert(self, record: RecordT | Mapping[str, Any]) -> None:
@@ -211,20 +220,27 @@ class Model(Generic[RecordT]):
 
     def update(self, key: Any, **changes: Any) -> RecordT:
         """Change some fields of an existing record and return it."""
-        current = self.require(key)
-        updated = current.model_copy(update=changes)
-        self.put(updated.model_dump())
-        return self.record.model_validate(updated.model_dump())
+        doc_id = self._ids.get(key)
+        if doc_id is None:
+            raise NotFoundError(f"no {self.name} with {self.key} {key!r}")
+        current = self._documents[str(doc_id)]
+        if self.key in changes and changes[self.key] != key:
+            raise ValueError(f"{self.name} {key!r}: the key {self.key!r} cannot be changed")
+        try:
+            updated = self.record.model_validate({**current, **changes})
+        except pydantic.ValidationError as error:
+            raise ValueError(f"invalid {self.name} record: {error}") from error
+        self._write(key, updated.model_dump(mode="json"))
+        return updated
 
     def remove(self, key: Any) -> None:
         doc_id = self._ids.pop(key, None)
         if doc_id is None:
             return
-        old = self._table.get(doc_id=doc_id)
+        old = self._documents.pop(str(doc_id))
         if self._journal is not None:
-            self._journal.append((self, key, dict(old) if old is not None else None))
+            self._journal.append((self, key, old))
         self._unindex(key, old)
-        self._table.remove(doc_ids=[doc_id])
 
     def _add_index(self, key: Any, document: Mapping[str, Any]) -> None:
         for field, index in self._index.items():

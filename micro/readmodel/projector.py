@@ -13,7 +13,6 @@ silent skip would leave models quietly wrong forever.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import heapq
 import itertools
@@ -37,6 +36,15 @@ _log = structlog.get_logger("micro.projector")
 Reducer = Callable[[AppliedEvent, Models], None]
 
 _KEYS_REMEMBERED = 100_000
+
+
+class _Expired(Exception):
+    """A wait for a position ran out of time."""
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,16 +214,23 @@ class Projector:
             raise self._failure_error()
         if position <= self.position:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._waiters, (position, next(self._counter), future))
+        # A plain timer rather than asyncio.wait_for: every command waits here, and a timer
+        # handle is much cheaper than wait_for's extra task and future.
+        timer = loop.call_later(timeout, _expire, future) if timeout is not None else None
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-        except builtins.TimeoutError:
+            await future
+        except _Expired:
             raise TimeoutError(
                 f"models did not reach position {position} within {timeout}s "
                 f"(they are at {self.position})",
                 details={"position": position, "applied": self.position},
             ) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def catch_up(self, timeout: float | None) -> None:
         """Wait until every event stored so far is applied."""
