@@ -23,7 +23,10 @@ inside its duplicate window. Two server behaviours need help, both seen on nats-
 * a retried atomic batch is refused with err 10201 ("batch contains duplicate message id").
 
 In both cases the store looks at what the subject holds and, when it finds the very events
-being appended, returns the original result instead of an error.
+being appended, returns the original result instead of an error. On a clustered stream, an
+append of an event id whose first append is still being replicated (two instances serving
+one retried command) is refused with err 10158 ("duplicate message id is in process"); the
+store waits a moment and tries again, which then finds the first append's outcome.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ _WAKE = 0.5  # seconds an idle subscription waits before checking its connection
 # JetStream API error codes the store reacts to.
 _WRONG_LAST_SEQUENCE = {10071, 10164}
 _BATCH_DUPLICATE_ID = 10201
+_DUPLICATE_IN_PROCESS = 10158
 _STREAM_NOT_FOUND = 10059
 _STREAM_NAME_IN_USE = 10058
 _NO_MESSAGE_FOUND = 10037
@@ -161,15 +165,15 @@ def _translate(what: str, error: _ApiError) -> MicroError:
     return InternalError(f"{what}: JetStream refused: {error}", details={"err": error.err_code})
 
 
-def _envelope(event: NewEvent, version: int, data: bytes, metadata: bytes) -> bytes:
+def _envelope(event_id: str, event_type: str, version: int, data: bytes, metadata: bytes) -> bytes:
     # The data and metadata were encoded (and checked) once; only the version changes
     # between attempts, so the body is assembled from bytes.
     return b"".join(
         (
             b'{"id":"',
-            str(event.id).encode(),
+            event_id.encode(),
             b'","type":',
-            orjson.dumps(event.type),
+            orjson.dumps(event_type),
             b',"version":',
             str(version).encode(),
             b',"data":',
@@ -444,7 +448,8 @@ class JetStreamEventStore(EventStore):
         expected_version: ExpectedVersion = ANY,
     ) -> AppendResult:
         validate_append(stream, events, expected_version)
-        check_unique_ids(events)
+        if len(events) > 1:
+            check_unique_ids(events)
         if len(events) > MAX_EVENTS_PER_APPEND:
             raise ValidationError(
                 f"one append holds at most {MAX_EVENTS_PER_APPEND} events, not {len(events)}",
@@ -493,7 +498,7 @@ class JetStreamEventStore(EventStore):
                 head = _EMPTY
             else:
                 head, fresh = await self._fetch_head(stream), True
-        for _ in range(_MAX_ATTEMPTS):
+        for attempt in range(_MAX_ATTEMPTS):
             if not _matches(expected, head.version):
                 if not fresh:
                     head, fresh = await self._fetch_head(stream), True
@@ -511,6 +516,12 @@ class JetStreamEventStore(EventStore):
                     head, fresh = await self._fetch_head(stream), True
                     if head.last_id == events[-1].id:
                         return AppendResult(version=head.version or 0, position=head.sequence)
+                    continue
+                if error.err_code == _DUPLICATE_IN_PROCESS:
+                    # The same event id is being stored right now by another append: once
+                    # it is, the next try is a duplicate (or finds the stream moved on).
+                    await asyncio.sleep(min(0.01 * 2**attempt, 0.2))
+                    head, fresh = await self._fetch_head(stream), True
                     continue
                 if error.err_code == _BATCH_DUPLICATE_ID:
                     # The server has seen some of these ids within its duplicate window.
@@ -549,8 +560,9 @@ class JetStreamEventStore(EventStore):
         batch_id = uuid.uuid4().hex if last else ""
         try:
             for index, (event, (data, metadata)) in enumerate(zip(events, encoded, strict=True)):
-                body = _envelope(event, first_version + index, data, metadata)
-                headers = {"Nats-Msg-Id": str(event.id)}
+                event_id = str(event.id)
+                body = _envelope(event_id, event.type, first_version + index, data, metadata)
+                headers = {"Nats-Msg-Id": event_id}
                 if index == 0:
                     headers["Nats-Expected-Last-Subject-Sequence"] = expected_header
                 if batch_id:
