@@ -321,18 +321,23 @@ class Models:
     """The models of a service, by name: ``models.account.get("a-1")``."""
 
     def __init__(self, models: dict[str, Model[Any]] | None = None) -> None:
-        self._models: dict[str, Model[Any]] = dict(models or {})
+        self._models: dict[str, Model[Any]] = {}
         self._journal: Journal | None = None
+        for model in (models or {}).values():
+            self.replace(model)
 
     def add(self, model: Model[Any]) -> None:
         if model.name in self._models:
             raise ConfigError(f"model {model.name!r} is defined twice")
-        self._models[model.name] = model
-        model._journal = self._journal
+        self.replace(model)
 
     def replace(self, model: Model[Any]) -> None:
         self._models[model.name] = model
         model._journal = self._journal
+        if not hasattr(type(self), model.name):
+            # An instance attribute: ``models.account`` is found without __getattr__, which
+            # matters to reducers reading it for every event of a replay.
+            self.__dict__[model.name] = model
 
     def record_changes(self) -> Journal:
         """From now on every write is noted in the returned journal, so it can be undone.
