@@ -27,6 +27,20 @@ being appended, returns the original result instead of an error. On a clustered 
 append of an event id whose first append is still being replicated (two instances serving
 one retried command) is refused with err 10158 ("duplicate message id is in process"); the
 store waits a moment and tries again, which then finds the first append's outcome.
+
+Reading: ``read`` pages through one subject with batched direct gets (ADR-31);
+``read_all`` and ``subscribe`` drain an ephemeral pull consumer, history and live alike.
+
+Limits worth knowing:
+
+* at most 1000 events per append (the server's atomic batch limit);
+* the stream denies deleting and purging messages: events are history;
+* a retry with ``ANY`` after the duplicate window (and after other appends to the stream)
+  appends again, as nothing is left to recognise it by; int and ``NO_STREAM`` retries are
+  recognised at any age, from the events stored after the expected version;
+* with replicas > 1 a direct get may be answered by a replica that lags a little, so a
+  ``read`` can miss an append made an instant earlier elsewhere; appends stay safe, the
+  leader checks the expected sequence.
 """
 
 from __future__ import annotations
