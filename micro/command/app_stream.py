@@ -13,7 +13,11 @@ their effects idempotent; commands sent with an idempotency key derived from the
 instances of a group never move it backwards and skip events another instance finished.
 
 A handler that keeps failing (``attempts`` tries with backoff) stops its group loudly:
-``health()`` reports it and nothing is silently skipped.
+``health()`` reports it and nothing is silently skipped. Losing NATS or JetStream for a while
+(a restart, a node lost, a leader election) is not a failure of the handlers: the group
+logs it, waits with backoff and resumes after the last event it handled. The checkpoint
+bucket is replicated like the event stream (``event_store_replicas``), so losing one node of
+a cluster loses no checkpoint.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from micro.bus.context import Context, current_context, new_id
-from micro.errors import ConfigError
+from micro.errors import ConfigError, MicroError
 from micro.readmodel.event import AppliedEvent, Event
 
 if TYPE_CHECKING:
@@ -43,6 +48,15 @@ __all__ = ["EventHandlers"]
 _log = structlog.get_logger("micro.app_stream")
 
 Handler = Callable[[AppliedEvent], Any]
+
+_MAX_RESUME_DELAY = 5.0  # seconds between attempts to resume after losing the store
+
+
+def _transient(error: BaseException) -> bool:
+    """True for an outage of NATS or the store (worth waiting out), not a bug."""
+    if isinstance(error, MicroError):
+        return error.retryable
+    return isinstance(error, NatsError | OSError | TimeoutError)
 
 
 @dataclass
@@ -101,7 +115,11 @@ class EventHandlers:
             try:
                 self._kv = await jetstream.key_value(bucket)
             except BucketNotFoundError:
-                self._kv = await jetstream.create_key_value(bucket=bucket, history=1)
+                self._kv = await jetstream.create_key_value(
+                    bucket=bucket,
+                    history=1,
+                    replicas=self.micro.settings.event_store_replicas,
+                )
         return self._kv
 
     async def _checkpoint(self, group: _Group) -> tuple[int, int]:
@@ -136,8 +154,9 @@ class EventHandlers:
             raise error
 
     async def start(self) -> None:
+        # Each group reads its checkpoint in its own task: a store still electing a leader
+        # delays the handlers, not the start of the service.
         for group in self.groups.values():
-            group.position, _ = await self._checkpoint(group)
             group.task = asyncio.create_task(self._run(group), name=f"on_event:{group.name}")
 
     async def stop(self) -> None:
@@ -149,6 +168,38 @@ class EventHandlers:
                 group.task = None
 
     async def _run(self, group: _Group) -> None:
+        """Follow the store; ride out outages, stop only when a handler keeps failing."""
+        delay = 0.1
+        resumed = False
+        while True:
+            position = group.position
+            try:
+                if not resumed:
+                    group.position, _ = await self._checkpoint(group)
+                    resumed = True
+                await self._follow(group)
+                return  # a handler failed for good: the group is stopped
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not _transient(error):
+                    group.failure = f"event handler group stopped: {error}"
+                    _log.exception("event handler group stopped", group=group.name)
+                    return
+                if group.position > position:
+                    delay = 0.1  # it got somewhere since the last outage: start over
+                _log.warning(
+                    "event handler group lost NATS or the event store; resuming",
+                    group=group.name,
+                    position=group.position,
+                    retry_in=delay,
+                    error=str(error) or type(error).__name__,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RESUME_DELAY)
+
+    async def _follow(self, group: _Group) -> None:
+        """Handle events after ``group.position``; returns when a handler failed for good."""
         store = self.commander.store
         if store is None:
             raise RuntimeError("the commander has no event store")
@@ -172,11 +223,6 @@ class EventHandlers:
                         await self._advance(group, event.position, revision)
                         group.handled += 1
                 group.position = event.position
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            group.failure = f"event handler group stopped: {error}"
-            _log.exception("event handler group stopped", group=group.name)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.aclose()  # type: ignore[attr-defined]
