@@ -18,6 +18,7 @@ from typing import Any, Self
 import pydantic
 import structlog
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 
 from micro.bus.caller import Caller, Reply, RetryPolicy
 from micro.bus.connection import connect
@@ -497,7 +498,9 @@ class Micro:
         if self.client is not None and not self.client.is_closed:
             with contextlib.suppress(Exception):
                 await self.client.flush(timeout=2)
-            await self.client.close()
+            # A server that is gone cannot be told goodbye; the stop must finish all the same.
+            with contextlib.suppress(NatsError, OSError):
+                await self.client.close()
         self._responder = None
         self._caller = None
         self._events = None
