@@ -41,41 +41,46 @@ async def carry_out_transfer(event: AppliedEvent) -> None:
     transfer = event.data
     key = f"transfer-{transfer.id}"
 
-    async def settle(outcome: str, reason: str = "") -> None:
+    async def step(command: str, payload: dict, name: str) -> None:
         await micro.act(
-            "settle transfer",
-            {"id": transfer.id, "outcome": outcome, "reason": reason},
-            idempotency_key=f"{key}-{outcome}",
+            command,
+            payload,
+            idempotency_key=f"{key}-{name}",
             meta=auth.service_meta(),  # the process acts as the bank itself
         )
 
+    async def settle(outcome: str, reason: str = "", refunded: bool = False) -> bool:
+        """Record how the transfer went; False when it already went another way."""
+        payload = {"id": transfer.id, "outcome": outcome, "reason": reason, "refunded": refunded}
+        try:
+            await step("settle transfer", payload, outcome)
+        except RuleViolation:
+            return False
+        return True
+
+    async def refund() -> None:
+        await step("deposit", {"id": transfer.source, "amount": transfer.amount}, "refund")
+
+    # Two runs of this process may meet on one transfer (instances race on an event, and a
+    # crash replays it), and they may decide differently: the balance moves in between. The
+    # transfer's own stream settles each step once, so a run that loses the settle follows
+    # the run that won it.
     try:
-        await micro.act(
-            "withdraw",
-            {"id": transfer.source, "amount": transfer.amount},
-            idempotency_key=f"{key}-debit",
-            meta=auth.service_meta(),  # the process acts as the bank itself
-        )
+        await step("withdraw", {"id": transfer.source, "amount": transfer.amount}, "debit")
     except RuleViolation as refused:
-        await settle("failed", str(refused))
-        return
-    await settle("debited")
+        if await settle("failed", str(refused)):
+            return
+        # another run debited the source meanwhile: carry on as it does
+    else:
+        if not await settle("debited"):
+            await refund()  # another run found the money missing and failed the transfer
+            return
     try:
-        await micro.act(
-            "deposit",
-            {"id": transfer.target, "amount": transfer.amount},
-            idempotency_key=f"{key}-credit",
-            meta=auth.service_meta(),  # the process acts as the bank itself
-        )
+        await step("deposit", {"id": transfer.target, "amount": transfer.amount}, "credit")
     except RuleViolation as refused:
         # Compensate: the money goes back where it came from.
-        await micro.act(
-            "deposit",
-            {"id": transfer.source, "amount": transfer.amount},
-            idempotency_key=f"{key}-refund",
-            meta=auth.service_meta(),  # the process acts as the bank itself
-        )
-        await settle("failed", str(refused))
+        await refund()
+        await settle("failed", str(refused), refunded=True)
         return
     await settle("completed")
 

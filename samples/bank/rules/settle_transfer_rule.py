@@ -14,6 +14,8 @@ class Request(BaseModel):
     id: str
     outcome: Literal["debited", "completed", "failed"]
     reason: str = ""
+    refunded: bool = False
+    """A debited transfer fails only once its debit went back to the source."""
 
 
 class TransferDebited(Event):
@@ -42,6 +44,9 @@ def validation(request: Request, models) -> None:
         raise RuleViolation(f"transfer {request.id} does not exist")
     if request.outcome not in _NEXT.get(transfer.status, set()):
         raise RuleViolation(f"transfer {request.id} is {transfer.status}, not {request.outcome}")
+    if transfer.status == "debited" and request.outcome == "failed" and not request.refunded:
+        # The money left the source: failing now without giving it back would lose it.
+        raise RuleViolation(f"transfer {request.id} is debited: it fails only once refunded")
 
 
 def events(request: Request, models) -> list[Event]:
