@@ -18,6 +18,7 @@ derive the same event ids and append nothing new.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -237,6 +238,15 @@ class CommandPipeline:
             new_events = self._new_events(rule, produced, ctx)
             if not new_events:
                 raise RuleViolation(f"{rule.command!r} decided that nothing happens")
+            if ctx.deadline is not None and ctx.deadline <= time.time():
+                # The caller gave up on this attempt and may be retrying the key elsewhere,
+                # where the rule can decide otherwise (a refusal): appending now could store
+                # a command whose last answer said it was refused.
+                raise TimeoutError(
+                    f"{rule.command!r} passed its deadline before it was stored; nothing was "
+                    "stored",
+                    details={"stored": False},
+                )
             try:
                 result = await self.store.append(stream, new_events, expected)
             except ConcurrencyError:
