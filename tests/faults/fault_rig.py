@@ -1,0 +1,637 @@
+"""The fault rig: bank instances in subprocesses, a retrying client, and the audit.
+
+A scenario runs samples/bank in two (or more) subprocesses, drives a paced load of bank
+commands (deposits, withdrawals, transfers), each with an idempotency key, from a client
+that retries every retryable failure with the SAME key, injects one fault in the middle,
+and then audits what the store and the models hold:
+
+- every command that got a success reply is stored exactly once (found by the
+  idempotency key in the event metadata, reading the whole store);
+- no event is stored twice (ids, keys, and stream versions are all unique);
+- the models of every instance equal a replay this module does itself from ``read_all``;
+- the bank's invariants hold: no balance ever below zero, money conserved, and every
+  transfer either completed (one debit, one credit) or failed (nothing, or a debit and
+  its refund).
+
+What each scenario measured becomes a row of ``FIGURES``; the suite's conftest prints the
+table at the end of the run and writes it to ``test-artifacts/faults.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
+from micro.eventstore import JetStreamEventStore, RecordedEvent
+
+ROOT = Path(__file__).resolve().parents[2]
+BANK_APP = ROOT / "samples" / "bank" / "app.py"
+PASSWORD = "Correct-Horse-42-battery"
+
+# samples/bank as it is, plus two views and its health on this instance only (their names
+# carry the instance), so the test can ask each instance, not whichever the queue group picks.
+BANK_SOURCE = f"""
+import os, runpy
+micro = runpy.run_path({str(BANK_APP)!r}, run_name="bank_sample")["micro"]
+instance = os.environ["BANK_INSTANCE"]
+
+def models_here(query, models):
+    return {{
+        "accounts": sorted(
+            ({{"id": a.id, "owner": a.owner, "balance": a.balance}} for a in models.account.all()),
+            key=lambda account: account["id"],
+        ),
+        "transfers": sorted(
+            (t.model_dump(mode="json") for t in models.transfer.all()), key=lambda t: t["id"]
+        ),
+    }}
+
+def balance_here(query, models):
+    return models.account.require(query["id"]).balance
+
+micro.add_view(f"bank models on {{instance}}", models_here)
+micro.add_view(f"account balance on {{instance}}", balance_here)
+micro.add(f"bank health on {{instance}}", micro.health)
+
+async def announce(micro):
+    print("ready", flush=True)
+
+micro.hook("on_start", announce)
+micro.start()
+"""
+
+BANK_ENVIRONMENT = {
+    "MICRO_AUTH_SECRET": "a-secret-every-bank-instance-of-a-fault-test-shares-0123456789",
+    "MICRO_AUTH_SECRET_CLAIMS_KEY": base64.b64encode(b"fault-suite-secret-claims-key-32").decode(),
+    # test-only password hashing costs (the defaults take ~100 ms a hash)
+    "MICRO_AUTH_HASH_TIME_COST": "1",
+    "MICRO_AUTH_HASH_MEMORY_KIB": "8",
+    "MICRO_AUTH_HASH_PARALLELISM": "1",
+    "MICRO_LOG_LEVEL": "warning",
+    "MICRO_LOG_FORMAT": "json",
+    "MICRO_EMBEDDED": "false",
+}
+
+START_TIMEOUT = 30.0
+ATTEMPT_TIMEOUT = 2.0
+"""Seconds the client waits for one reply before it calls the attempt failed and retries."""
+GIVE_UP_AFTER = 40.0
+"""Seconds a command keeps being retried before the client gives up on it."""
+
+
+class BankInstance:
+    """samples/bank in a subprocess of its own, on the given NATS URL and namespace."""
+
+    def __init__(self, name: str, url: str, namespace: str, workdir: Path, **env: str) -> None:
+        self.name = name
+        self.url = url
+        self.namespace = namespace
+        self.workdir = workdir
+        self.env = env
+        self.log = workdir / f"{name}.log"
+        self.process: subprocess.Popen[str] | None = None
+
+    async def start(self) -> BankInstance:
+        """Start the process and return once it serves (it prints ``ready``)."""
+        process = self._launch()
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), START_TIMEOUT)
+        except TimeoutError:
+            line = ""
+        if "ready" not in line:
+            self.kill()
+            raise RuntimeError(f"bank {self.name} did not start: {self.tail()}")
+        return self
+
+    def _launch(self) -> subprocess.Popen[str]:
+        environment = {
+            **os.environ,
+            **BANK_ENVIRONMENT,
+            "NATS_URL": self.url,
+            "MICRO_NAMESPACE": self.namespace,
+            "MICRO_DATA_DIR": str(self.workdir / "data"),
+            "PYTHONPATH": str(ROOT),
+            "BANK_INSTANCE": self.name,
+            **self.env,
+        }
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", BANK_SOURCE],
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=log,  # a file, never a pipe: a chatty outage must not block the bank
+                text=True,
+            )
+        return self.process
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no drain, no goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+# -- the load -------------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    """One bank command of the load and what became of it."""
+
+    key: str
+    name: str
+    payload: dict[str, Any]
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)
+    """Names of the retryable errors its attempts got before the last one."""
+    outcome: str = "not sent"
+    """acked, refused (a rule said no), gave up (still failing), error (not retryable)."""
+    position: int | None = None
+    error: str = ""
+
+
+def bank_load(accounts: list[str], count: int, seed: int) -> list[Command]:
+    """``count`` commands over ``accounts``: deposits, withdrawals and transfers."""
+    rng = random.Random(seed)
+    commands = []
+    for number in range(count):
+        roll = rng.random()
+        key = f"load-{seed}-{number}"
+        if roll < 0.45:
+            payload = {"id": rng.choice(accounts), "amount": rng.randint(1, 50)}
+            commands.append(Command(key, "deposit", payload))
+        elif roll < 0.8:
+            payload = {"id": rng.choice(accounts), "amount": rng.randint(1, 80)}
+            commands.append(Command(key, "withdraw", payload))
+        else:
+            source, target = rng.sample(accounts, 2)
+            payload = {
+                "id": f"t{seed}-{number}",
+                "source": source,
+                "target": target,
+                "amount": rng.randint(1, 150),
+            }
+            commands.append(Command(key, "transfer", payload))
+    return commands
+
+
+class Driver:
+    """Sends commands from ``concurrency`` workers and retries retryable failures with the key.
+
+    The workers send as fast as the bank answers, so at any moment some commands are in
+    flight: a fault always hits some. The client never retries behind our back (its retry
+    policy is one attempt), so every retry is counted here. Bounded: a command is given up
+    after ``GIVE_UP_AFTER`` seconds, and the load stops sending at its deadline.
+    """
+
+    def __init__(
+        self,
+        client: Micro,
+        meta: dict[str, Any],
+        *,
+        concurrency: int = 16,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.meta = meta
+        self.concurrency = concurrency
+        self.attempt_timeout = attempt_timeout
+        self.in_flight = 0
+        self.acks: list[tuple[float, float]] = []
+        """(sent at, acknowledged at) of every attempt that got a success reply."""
+        self.failures: list[tuple[float, str]] = []
+        """(failed at, error name) of every attempt that failed and was retried."""
+        for command in ("deposit", "withdraw", "transfer", "open account"):
+            client.retry(command, RetryPolicy(attempts=1))
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def run(self, commands: list[Command], budget: float = 90.0) -> None:
+        """Send every command until all are done or ``budget`` seconds have passed."""
+        deadline = self.now() + budget
+        pending = collections.deque(commands)
+
+        async def worker() -> None:
+            while pending and self.now() < deadline:
+                await self.execute(pending.popleft())
+
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+
+    async def execute(self, command: Command) -> None:
+        """Send ``command`` until it succeeds, a rule refuses it, or it is given up."""
+        first = self.now()
+        while True:
+            command.attempts += 1
+            sent = self.now()
+            self.in_flight += 1
+            try:
+                reply = await self.client.request(
+                    command.name,
+                    command.payload,
+                    meta=self.meta,
+                    idempotency_key=command.key,
+                    timeout=self.attempt_timeout,
+                )
+            except RuleViolation as refused:
+                command.outcome, command.error = "refused", str(refused)
+                return
+            except MicroError as error:
+                if not error.retryable:
+                    command.outcome, command.error = "error", f"{type(error).__name__}: {error}"
+                    return
+                if self.now() - first > GIVE_UP_AFTER:
+                    command.outcome, command.error = "gave up", f"{type(error).__name__}: {error}"
+                    return
+                command.failures.append(type(error).__name__)
+                self.failures.append((self.now(), type(error).__name__))
+                # a short jittered backoff before the retry, as any sensible client does
+                await asyncio.sleep(random.uniform(0, min(0.5, 0.02 * 2 ** len(command.failures))))
+                continue
+            except Exception as error:  # anything else is a bug in micro's error translation
+                command.outcome, command.error = "error", f"{type(error).__name__}: {error}"
+                return
+            finally:
+                self.in_flight -= 1
+            command.outcome = "acked"
+            command.position = reply.position
+            self.acks.append((sent, self.now()))
+            return
+
+    def acked_since(self, moment: float) -> int:
+        return sum(1 for _, acked in self.acks if acked >= moment)
+
+    def recovery(self, fault_at: float) -> float:
+        """Seconds from the fault to the first success of an attempt sent after it."""
+        after = [acked for sent, acked in self.acks if sent >= fault_at]
+        return min(after) - fault_at if after else float("inf")
+
+    def longest_stall(self) -> float:
+        """The longest time, while the load ran, without any success reply."""
+        times = sorted(acked for _, acked in self.acks)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; ``AssertionError`` naming ``what`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+# -- setting up -----------------------------------------------------------------------------
+
+
+async def log_in(client: Micro, login: str = "ann") -> dict[str, Any]:
+    """Sign a customer up and log in; the meta that carries the token."""
+    await client.act(
+        "auth signup",
+        {
+            "name": login.title(),
+            "login": login,
+            "password": PASSWORD,
+            "password_confirmation": PASSWORD,
+        },
+        timeout=10,
+    )
+    reply = await client.act(
+        "auth login", {"login": login, "password": PASSWORD, "device": "faults"}, timeout=10
+    )
+    return {"token": reply["token"]}
+
+
+async def open_accounts(driver: Driver, accounts: list[str], deposit: int) -> None:
+    """Open each account with an initial deposit (keyed commands, retried like the load)."""
+    setup = [Command(f"open-{a}", "open account", {"id": a, "owner": "ann"}) for a in accounts]
+    setup += [Command(f"fund-{a}", "deposit", {"id": a, "amount": deposit}) for a in accounts]
+    for command in setup:
+        await driver.execute(command)
+        assert command.outcome == "acked", (command.key, command.outcome, command.error)
+
+
+# -- the audit ------------------------------------------------------------------------------
+
+
+@dataclass
+class Replay:
+    """The bank's models as a replay of the stored events builds them (no reducer reused)."""
+
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    negative: list[str] = field(default_factory=list)
+    """Events after which a balance was below zero."""
+
+    def apply(self, event: RecordedEvent) -> None:
+        data = event.data
+        if event.type == "AccountOpened":
+            self.accounts[data["id"]] = {"id": data["id"], "owner": data["owner"], "balance": 0}
+        elif event.type in ("Deposited", "Withdrawn"):
+            sign = 1 if event.type == "Deposited" else -1
+            account = self.accounts[data["id"]]
+            account["balance"] += sign * data["amount"]
+            if account["balance"] < 0:
+                self.negative.append(f"{event.position}: {data['id']} at {account['balance']}")
+        elif event.type == "TransferRequested":
+            self.transfers[data["id"]] = {**data, "status": "requested", "reason": ""}
+        elif event.type == "TransferDebited":
+            self.transfers[data["id"]]["status"] = "debited"
+        elif event.type == "TransferCompleted":
+            self.transfers[data["id"]]["status"] = "completed"
+        elif event.type == "TransferFailed":
+            self.transfers[data["id"]].update(status="failed", reason=data["reason"])
+
+    def models(self) -> dict[str, Any]:
+        """The same shape the instances' ``bank models on <instance>`` view answers."""
+        return {
+            "accounts": [self.accounts[key] for key in sorted(self.accounts)],
+            "transfers": [self.transfers[key] for key in sorted(self.transfers)],
+        }
+
+
+@dataclass
+class Audit:
+    """What the whole store says about a load."""
+
+    events: list[RecordedEvent]
+    replay: Replay
+    by_key: dict[str, list[RecordedEvent]]
+    duplicated: list[str]
+    """Keys stored more than once, event ids stored more than once, versions repeated."""
+
+    @property
+    def last_position(self) -> int:
+        return self.events[-1].position if self.events else 0
+
+
+async def quiet(
+    client: Micro, banks: list[BankInstance], url: str, namespace: str, replicas: int
+) -> None:
+    """Wait until the transfer process of every bank handled every stored event.
+
+    A group's position passes an event only once its handler is done, and the handlers'
+    own commands add events: when every group stands at the store's last position, the
+    process has nothing left to do (a transfer can look settled while a run that lost
+    the settle still has its refund to make).
+    """
+    async with JetStreamEventStore(url=url, namespace=namespace, replicas=replicas) as store:
+
+        async def handled_everything() -> bool:
+            last = await store.last_position()
+            for bank in banks:
+                try:
+                    health = await client.act(f"bank health on {bank.name}", timeout=5)
+                except MicroError as error:
+                    if error.retryable:
+                        return False
+                    raise
+                group = health["event_handlers"]["bank"]
+                assert group["status"] == "ok", f"{bank.name}: {group['reason']}"
+                if group["position"] != last:
+                    return False
+            return True
+
+        await until(handled_everything, 60, "the transfer process to finish")
+
+
+async def read_store(url: str, namespace: str, replicas: int) -> list[RecordedEvent]:
+    async with JetStreamEventStore(url=url, namespace=namespace, replicas=replicas) as store:
+        return [event async for event in store.read_all()]
+
+
+def audit(events: list[RecordedEvent]) -> Audit:
+    replay = Replay()
+    by_key: dict[str, list[RecordedEvent]] = collections.defaultdict(list)
+    duplicated = []
+    ids = collections.Counter(event.id for event in events)
+    duplicated += [f"event id {event_id} x{n}" for event_id, n in ids.items() if n > 1]
+    versions: dict[str, int] = {}
+    for event in events:
+        replay.apply(event)
+        key = event.metadata.get("idempotency_key")
+        if isinstance(key, str):
+            by_key[key].append(event)
+        expected = versions.get(event.stream, -1) + 1
+        if event.version != expected:
+            duplicated.append(f"{event.stream} v{event.version} where v{expected} was due")
+        versions[event.stream] = event.version
+    duplicated += [f"key {key} x{len(found)}" for key, found in by_key.items() if len(found) > 1]
+    return Audit(events, replay, dict(by_key), duplicated)
+
+
+def check_transfers(found: Audit) -> list[str]:
+    """Each transfer either completed (debit + credit) or failed (nothing, or debit + refund)."""
+    problems = []
+    for transfer in found.replay.transfers.values():
+        key = f"transfer-{transfer['id']}"
+        steps = {step for step in ("debit", "credit", "refund") if f"{key}-{step}" in found.by_key}
+        status = transfer["status"]
+        if status == "completed" and steps != {"debit", "credit"}:
+            problems.append(f"{transfer['id']} completed with steps {sorted(steps)}")
+        elif status == "failed" and steps not in (set(), {"debit", "refund"}):
+            problems.append(f"{transfer['id']} failed with steps {sorted(steps)}")
+        elif status not in ("completed", "failed"):
+            problems.append(f"{transfer['id']} left {status}")
+    return problems
+
+
+@dataclass
+class Figures:
+    """One row of the fault table."""
+
+    scenario: str
+    sent: int
+    acknowledged: int
+    refused: int
+    retried: int
+    attempts_failed: int
+    lost: int
+    duplicated: int
+    gave_up: int
+    recovery: float
+    stall: float
+
+    HEADER = (
+        "| scenario | commands sent | acknowledged | refused by a rule | retried after a "
+        "retryable error (failed attempts) | lost | duplicated | gave up | commands succeed "
+        "again after | longest stall |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+
+    def row(self) -> str:
+        return (
+            f"| {self.scenario} | {self.sent} | {self.acknowledged} | {self.refused} | "
+            f"{self.retried} ({self.attempts_failed}) | {self.lost} | {self.duplicated} | "
+            f"{self.gave_up} | {self.recovery:.2f} s | {self.stall:.2f} s |"
+        )
+
+
+FIGURES: list[Figures] = []
+"""The rows of this run, in the order the scenarios ran."""
+
+
+def table(rows: list[Figures]) -> str:
+    return "\n".join([Figures.HEADER, *(row.row() for row in rows)])
+
+
+@dataclass
+class Scenario:
+    """A bank under load on one NATS deployment; ``fault`` is injected mid-load."""
+
+    name: str
+    url: str
+    namespace: str
+    workdir: Path
+    replicas: int = 1
+    instances: int = 2
+    accounts: int = 8
+    commands: int = 400
+    funding: int = 100
+    seed: int = 1
+    banks: list[BankInstance] = field(default_factory=list)
+    driver: Driver | None = None
+    load: list[Command] = field(default_factory=list)
+    fault_at: float = 0.0
+
+    def settings(self) -> Settings:
+        return Settings(nats_url=self.url, namespace=self.namespace, embedded=False)
+
+    def bank(self, name: str) -> BankInstance:
+        return BankInstance(
+            name,
+            self.url,
+            self.namespace,
+            self.workdir,
+            MICRO_EVENT_STORE_REPLICAS=str(self.replicas),
+        )
+
+    async def start_banks(self) -> None:
+        self.banks = [self.bank(f"b{n + 1}") for n in range(self.instances)]
+        await asyncio.gather(*(bank.start() for bank in self.banks))
+
+    def stop_banks(self) -> None:
+        for bank in self.banks:
+            bank.stop()
+
+    async def run(self, fault: Callable[[Scenario], Awaitable[None]]) -> Figures:
+        """Start the banks, load them, inject ``fault`` a quarter in, then audit."""
+        await self.start_banks()
+        async with Micro(self.settings(), request_timeout=10) as client:
+            meta = await log_in(client)
+            driver = self.driver = Driver(client, meta)
+            accounts = [f"a{n}" for n in range(self.accounts)]
+            await open_accounts(driver, accounts, self.funding)
+            self.load = bank_load(accounts, self.commands, self.seed)
+            loading = asyncio.create_task(driver.run(self.load))
+            try:
+                await until(
+                    lambda: len(driver.acks) >= len(accounts) * 2 + self.commands // 4,
+                    30,
+                    "a quarter of the load",
+                )
+                self.fault_at = driver.now()
+                await fault(self)
+            finally:
+                await loading
+            figures = await self.check(client, accounts)
+        FIGURES.append(figures)
+        return figures
+
+    async def check(self, client: Micro, accounts: list[str]) -> Figures:
+        """The audit; raises ``AssertionError`` on the first broken promise."""
+        driver = self.driver
+        assert driver is not None
+        outcomes = collections.Counter(command.outcome for command in self.load)
+        errors = [(c.key, c.error) for c in self.load if c.outcome in ("error", "not sent")]
+        assert not errors, f"commands that ended in a non-retryable error or unsent: {errors[:5]}"
+        acked = [c for c in self.load if c.outcome == "acked"]
+        live = [bank for bank in self.banks if bank.running]
+        await quiet(client, live, self.url, self.namespace, self.replicas)
+        found = audit(await read_store(self.url, self.namespace, self.replicas))
+        lost = [c.key for c in acked if c.key not in found.by_key]
+        misplaced = [
+            c.key
+            for c in acked
+            if c.key in found.by_key and found.by_key[c.key][-1].position != c.position
+        ]
+        refused_but_stored = [
+            c.key for c in self.load if c.outcome == "refused" and c.key in found.by_key
+        ]
+        assert not lost, f"acknowledged commands not stored: {lost[:10]}"
+        assert not misplaced, f"acknowledged at another position than stored: {misplaced[:10]}"
+        assert not refused_but_stored, f"refused commands stored: {refused_but_stored[:10]}"
+        assert not found.duplicated, f"stored twice: {found.duplicated[:10]}"
+        assert not found.replay.negative, f"negative balances: {found.replay.negative[:10]}"
+        assert not check_transfers(found), check_transfers(found)[:10]
+        # Money: the client's own ledger of what was acknowledged says what must be there.
+        gave_up = [c for c in self.load if c.outcome == "gave up"]
+        assert not gave_up, f"commands given up: {[(c.key, c.error) for c in gave_up[:5]]}"
+        moved = sum(
+            c.payload["amount"] * (1 if c.name == "deposit" else -1)
+            for c in acked
+            if c.name in ("deposit", "withdraw")
+        )
+        expected_total = self.funding * len(accounts) + moved
+        replayed = found.replay.models()
+        assert sum(a["balance"] for a in replayed["accounts"]) == expected_total
+        # Every live instance's models, once they applied the last event, equal the replay.
+        for bank in live:
+            served = await client.act(
+                f"bank models on {bank.name}", min_position=found.last_position, timeout=15
+            )
+            assert served == replayed, f"instance {bank.name} differs from a fresh replay"
+        retried = [c for c in self.load if c.failures]
+        return Figures(
+            scenario=self.name,
+            sent=len(self.load),
+            acknowledged=outcomes["acked"],
+            refused=outcomes["refused"],
+            retried=len(retried),
+            attempts_failed=sum(len(c.failures) for c in retried),
+            lost=len(lost),
+            duplicated=len(found.duplicated),
+            gave_up=len(gave_up),
+            recovery=driver.recovery(self.fault_at),
+            stall=driver.longest_stall(),
+        )
