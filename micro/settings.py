@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     event_store_duplicate_window: float = Field(default=120.0, gt=0)
     """Seconds JetStream remembers event ids to drop duplicates."""
 
-    command_retries: int = Field(default=3, ge=0, le=100)
+    command_retries: int = Field(default=10, ge=0, le=100)
     """Times a command is decided again after losing an optimistic-concurrency race."""
 
     snapshot_every_events: int = Field(default=1000, ge=1)

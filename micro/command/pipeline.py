@@ -156,11 +156,18 @@ class CommandPipeline:
                     details={"fields": [{"field": "payload", "reason": str(error)}]},
                 ) from None
         stream = rule.stream(request)
+        if not isinstance(stream, str):
+            raise InternalError(f"the rule of {rule.command!r} named a stream that is not a string")
         try:
             _check_stream(stream)
         except ValidationError as error:
-            raise InternalError(
-                f"the rule of {rule.command!r} named a bad stream: {error}"
+            # Streams are named from request fields (``account-{id}``): a name the store
+            # refuses comes from the caller's input, so it is the caller's error to fix.
+            reason = error.fields[0]["reason"] if error.fields else str(error)
+            raise ValidationError(
+                f"invalid payload for {rule.command!r}: the stream it names, "
+                f"{stream[:80]!r}, {reason}",
+                details={"fields": [{"field": "payload", "reason": f"stream name {reason}"}]},
             ) from None
         key = ctx.idempotency_key
         if key is not None:

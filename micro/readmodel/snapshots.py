@@ -31,6 +31,7 @@ _log = structlog.get_logger("micro.snapshots")
 SNAPSHOT_FORMAT = 2
 """2: with the idempotency keys the models applied (1 had none: replaying rebuilds them)."""
 _KEEP = 3
+_RESTORE_TIMEOUT = 10.0
 
 
 class Snapshooter:
@@ -88,7 +89,8 @@ class Snapshooter:
         store = await self._objects()
         for name in await self._names():
             try:
-                result = await store.get(name)
+                # Bounded: a stuck read must cost a replay, never a service that won't start.
+                result = await asyncio.wait_for(store.get(name), _RESTORE_TIMEOUT)
                 snapshot = orjson.loads(result.data or b"")
                 position = self._load(snapshot, projector)
             except Exception as error:
