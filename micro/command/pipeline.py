@@ -12,7 +12,9 @@ Commands on one stream are serialised within an instance (a lock per stream, hel
 the models applied the events, so the next command decides on the new state); across
 instances optimistic concurrency decides. A success reply is only sent once the event is
 durably stored, so it is stored exactly once: retries carrying the same idempotency key
-derive the same event ids and append nothing new.
+derive the same event ids and append nothing new. A command sent with ``min_position``
+is decided once the local models applied that position (read-your-writes across instances:
+a login right after a sign-up served elsewhere finds the user).
 """
 
 from __future__ import annotations
@@ -142,6 +144,10 @@ class CommandPipeline:
             ) from None
 
     async def run(self, rule: RuleSheet, payload: Any, ctx: Context) -> Any:
+        if ctx.min_position is not None:
+            # Read-your-writes for commands too: a caller that saw position p (its sign-up,
+            # its login) is checked and decided for on models that applied p, on any instance.
+            await self.projector.wait_for(ctx.min_position, ctx.remaining or self.reply_timeout)
         for guard in self.guards:
             await guard(rule, ctx)
         request = self._parse(rule, payload)
