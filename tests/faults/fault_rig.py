@@ -223,11 +223,15 @@ class Driver:
         client: Micro,
         meta: dict[str, Any],
         *,
+        min_position: int = 0,
         concurrency: int = 16,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
         self.client = client
         self.meta = meta
+        self.min_position = min_position
+        """Every command waits for this position on the instance serving it (what the
+        client has seen so far: its login, the accounts it opened)."""
         self.concurrency = concurrency
         self.attempt_timeout = attempt_timeout
         self.in_flight = 0
@@ -266,6 +270,7 @@ class Driver:
                     meta=self.meta,
                     idempotency_key=command.key,
                     timeout=self.attempt_timeout,
+                    min_position=self.min_position,
                 )
             except RuleViolation as refused:
                 command.outcome, command.error = "refused", str(refused)
@@ -324,9 +329,10 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float,
 # -- setting up -----------------------------------------------------------------------------
 
 
-async def log_in(client: Micro, login: str = "ann") -> dict[str, Any]:
-    """Sign a customer up and log in; the meta that carries the token."""
-    await client.act(
+async def log_in(client: Micro, login: str = "ann") -> tuple[dict[str, Any], int]:
+    """Sign a customer up and log in: the meta that carries the token, and the position
+    later commands pass as ``min_position`` (whichever instance serves them knows the user)."""
+    signed_up = await client.request(
         "auth signup",
         {
             "name": login.title(),
@@ -336,10 +342,14 @@ async def log_in(client: Micro, login: str = "ann") -> dict[str, Any]:
         },
         timeout=10,
     )
-    reply = await client.act(
-        "auth login", {"login": login, "password": PASSWORD, "device": "faults"}, timeout=10
+    logged_in = await client.request(
+        "auth login",
+        {"login": login, "password": PASSWORD, "device": "faults"},
+        timeout=10,
+        min_position=signed_up.position,
     )
-    return {"token": reply["token"]}
+    assert logged_in.position is not None
+    return {"token": logged_in.value["token"]}, logged_in.position
 
 
 async def open_accounts(driver: Driver, accounts: list[str], deposit: int) -> None:
@@ -349,6 +359,8 @@ async def open_accounts(driver: Driver, accounts: list[str], deposit: int) -> No
     for command in setup:
         await driver.execute(command)
         assert command.outcome == "acked", (command.key, command.outcome, command.error)
+        assert command.position is not None
+        driver.min_position = command.position  # the next command needs this account
 
 
 # -- the audit ------------------------------------------------------------------------------
@@ -558,8 +570,8 @@ class Scenario:
         """Start the banks, load them, inject ``fault`` a quarter in, then audit."""
         await self.start_banks()
         async with Micro(self.settings(), request_timeout=10) as client:
-            meta = await log_in(client)
-            driver = self.driver = Driver(client, meta)
+            meta, position = await log_in(client)
+            driver = self.driver = Driver(client, meta, min_position=position)
             accounts = [f"a{n}" for n in range(self.accounts)]
             await open_accounts(driver, accounts, self.funding)
             self.load = bank_load(accounts, self.commands, self.seed)

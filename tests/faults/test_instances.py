@@ -25,9 +25,13 @@ async def test_read_your_writes_holds_on_every_instance_under_load(
     reads: list[tuple[str, int, int]] = []
     """(instance, balance read, balance written) of every read after a write."""
     async with Micro(scenario.settings(), request_timeout=10) as client:
-        meta = await log_in(client)
+        meta, seen = await log_in(client)
         for writer in range(WRITERS):
-            await client.act("open account", {"id": f"w{writer}", "owner": "ann"}, meta=meta)
+            opened = await client.request(
+                "open account", {"id": f"w{writer}", "owner": "ann"}, meta=meta, min_position=seen
+            )
+            assert opened.position is not None
+            seen = opened.position
 
         async def write_then_read(writer: int) -> None:
             # One writer per account: after each deposit its balance is known exactly.
@@ -38,6 +42,7 @@ async def test_read_your_writes_holds_on_every_instance_under_load(
                     {"id": account, "amount": number},
                     meta=meta,
                     idempotency_key=f"{account}-{number}",
+                    min_position=seen,  # the account may be news to the instance serving it
                 )
                 total += number
                 assert written.position is not None
