@@ -15,7 +15,9 @@ instances of a group never move it backwards and skip events another instance fi
 A handler that keeps failing (``attempts`` tries with backoff) stops its group loudly:
 ``health()`` reports it and nothing is silently skipped. Losing NATS or JetStream for a while
 (a restart, a node lost, a leader election) is not a failure of the handlers: the group
-logs it, waits with backoff and resumes after the last event it handled. The checkpoint
+logs it, waits with backoff and resumes after the last event it handled; a handler whose
+calls fail with retryable errors (timeouts, services or the store unavailable) is retried
+for up to ``outage`` seconds before that counts as failing. The checkpoint
 bucket is replicated like the event stream (``event_store_replicas``), so losing one node of
 a cluster loses no checkpoint.
 """
@@ -73,10 +75,14 @@ class _Group:
 class EventHandlers:
     """Runs ``on_event`` handlers with a durable checkpoint per group."""
 
-    def __init__(self, micro: Micro, commander: Commander, *, attempts: int = 5) -> None:
+    def __init__(
+        self, micro: Micro, commander: Commander, *, attempts: int = 5, outage: float = 120.0
+    ) -> None:
         self.micro = micro
         self.commander = commander
         self.attempts = attempts
+        self.outage = outage
+        """Seconds a handler failing with retryable errors is retried before it fails."""
         self.groups: dict[str, _Group] = {}
         self._kv: KeyValue | None = None
 
@@ -237,8 +243,11 @@ class EventHandlers:
             meta=dict(event.metadata.get("meta") or {}),
             _caller=self.micro._caller,
         )
+        loop = asyncio.get_running_loop()
         for handler in handlers:
-            for attempt in range(self.attempts):
+            failures = tries = 0
+            first_failure: float | None = None
+            while True:
                 token = current_context.set(ctx)
                 try:
                     result = handler(event)
@@ -246,7 +255,14 @@ class EventHandlers:
                         await result
                     break
                 except Exception as error:
-                    if attempt + 1 == self.attempts:
+                    tries += 1
+                    now = loop.time()
+                    first_failure = now if first_failure is None else first_failure
+                    # An outage (a timeout, a service or the store away) is waited out for
+                    # a while; anything else counts towards the attempts.
+                    if not (_transient(error) and now - first_failure < self.outage):
+                        failures += 1
+                    if failures >= self.attempts:
                         group.failure = (
                             f"handler {getattr(handler, '__name__', handler)!r} failed on "
                             f"{event.type} at position {event.position}: {error}"
@@ -257,10 +273,10 @@ class EventHandlers:
                         "event handler failed, retrying",
                         group=group.name,
                         event_type=event.type,
-                        attempt=attempt + 1,
+                        attempt=tries,
                         error=str(error),
                     )
-                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+                    await asyncio.sleep(min(2.0, 0.05 * 2 ** min(tries - 1, 6)))
                 finally:
                     current_context.reset(token)
         return True
