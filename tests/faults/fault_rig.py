@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
+from micro._nats_server import _die_with_parent
 from micro.eventstore import JetStreamEventStore, RecordedEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,6 +135,7 @@ class BankInstance:
                 stdout=subprocess.PIPE,
                 stderr=log,  # a file, never a pipe: a chatty outage must not block the bank
                 text=True,
+                preexec_fn=_die_with_parent,  # no bank outlives a test run killed midway
             )
         return self.process
 
