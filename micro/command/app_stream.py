@@ -85,6 +85,7 @@ class EventHandlers:
         """Seconds a handler failing with retryable errors is retried before it fails."""
         self.groups: dict[str, _Group] = {}
         self._kv: KeyValue | None = None
+        self._stopping = False
 
     def on(
         self, event_type: type[Event] | str, handler: Handler, *, group: str | None = None
@@ -162,16 +163,22 @@ class EventHandlers:
     async def start(self) -> None:
         # Each group reads its checkpoint in its own task: a store still electing a leader
         # delays the handlers, not the start of the service.
+        self._stopping = False
         for group in self.groups.values():
             group.task = asyncio.create_task(self._run(group), name=f"on_event:{group.name}")
 
     async def stop(self) -> None:
+        self._stopping = True
         for group in self.groups.values():
-            if group.task is not None:
-                group.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await group.task
-                group.task = None
+            task, group.task = group.task, None
+            # A cancellation can be lost (nats-py turns some into its own errors, and
+            # asyncio.wait_for on Python 3.11 may swallow one), and a group waits out
+            # errors: cancel until the task is really over.
+            while task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            if task is not None and not task.cancelled():
+                task.exception()  # retrieved: a task that failed has logged why already
 
     async def _run(self, group: _Group) -> None:
         """Follow the store; ride out outages, stop only when a handler keeps failing."""
@@ -188,6 +195,8 @@ class EventHandlers:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if self._stopping:
+                    return
                 if not _transient(error):
                     group.failure = f"event handler group stopped: {error}"
                     _log.exception("event handler group stopped", group=group.name)
