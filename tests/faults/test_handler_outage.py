@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 from micro import Micro, ServiceNotFoundError, Settings, TimeoutError
 from micro.eventstore import ANY, MemoryEventStore, NewEvent
@@ -62,3 +64,29 @@ async def test_a_handler_failing_otherwise_still_stops_its_group_after_its_attem
     assert health["status"] == "failed"
     assert "a bug, not an outage" in str(health["reason"])
     assert calls == [1, 1]
+
+
+async def test_a_service_stops_even_when_a_cancellation_of_its_handlers_is_lost(
+    micro_settings: Settings,
+) -> None:
+    # nats-py turns some cancellations into its own errors, and asyncio.wait_for on
+    # Python 3.11 can swallow one; a handler that does the same plays that here.
+    started = asyncio.Event()
+
+    async def slow(event: AppliedEvent) -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):  # lost
+            await asyncio.sleep(30)
+
+    store = MemoryEventStore()
+    micro = Micro(micro_settings, service="notifier")
+    micro.on_event("Happened", slow, group="mail")
+    micro.commander.store = store
+    await micro.open()
+    try:
+        await store.append("thing-1", [NewEvent("Happened", {})], ANY)
+        await asyncio.wait_for(started.wait(), 5)
+    finally:
+        began = time.monotonic()
+        await asyncio.wait_for(micro.close(), 20)
+    assert time.monotonic() - began < 5
