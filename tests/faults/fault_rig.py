@@ -236,11 +236,8 @@ class Driver:
         client has seen so far: its login, the accounts it opened)."""
         self.concurrency = concurrency
         self.attempt_timeout = attempt_timeout
-        self.in_flight = 0
         self.acks: list[tuple[float, float]] = []
         """(sent at, acknowledged at) of every attempt that got a success reply."""
-        self.failures: list[tuple[float, str]] = []
-        """(failed at, error name) of every attempt that failed and was retried."""
         for command in ("deposit", "withdraw", "transfer", "open account"):
             client.retry(command, RetryPolicy(attempts=1))
 
@@ -264,7 +261,6 @@ class Driver:
         while True:
             command.attempts += 1
             sent = self.now()
-            self.in_flight += 1
             try:
                 reply = await self.client.request(
                     command.name,
@@ -285,15 +281,12 @@ class Driver:
                     command.outcome, command.error = "gave up", f"{type(error).__name__}: {error}"
                     return
                 command.failures.append(type(error).__name__)
-                self.failures.append((self.now(), type(error).__name__))
                 # a short jittered backoff before the retry, as any sensible client does
                 await asyncio.sleep(random.uniform(0, min(0.5, 0.02 * 2 ** len(command.failures))))
                 continue
             except Exception as error:  # anything else is a bug in micro's error translation
                 command.outcome, command.error = "error", f"{type(error).__name__}: {error}"
                 return
-            finally:
-                self.in_flight -= 1
             command.outcome = "acked"
             command.position = reply.position
             self.acks.append((sent, self.now()))
