@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
-import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from micro._cli_common import fail, load_settings
 from micro.bus.connection import connect
 from micro.errors import MicroError
 from micro.modules.config import ConfigStore
@@ -39,21 +39,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 _T = TypeVar("_T")
 
 
-def _fail(message: str) -> NoReturn:
-    Console(stderr=True, highlight=False).print(
-        f"[bold red]error:[/] {message}", markup=True, soft_wrap=True
-    )
-    raise typer.Exit(1)
-
-
 def _settings() -> Settings:
-    try:
-        # The CLI never starts the embedded broker: with nothing running there is no config.
-        return Settings(embedded=False, log_level="warning")
-    except pydantic.ValidationError as error:
-        item = error.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in item["loc"])
-        _fail(f"invalid setting {field} (MICRO_{field.upper()}): {item['msg']}")
+    # Never starts the embedded broker: with nothing running there is nothing to look at.
+    return load_settings(embedded=False, log_level="warning")
 
 
 def _run(action: Callable[[ConfigStore], Awaitable[_T]]) -> _T:
@@ -70,7 +58,7 @@ def _run(action: Callable[[ConfigStore], Awaitable[_T]]) -> _T:
     try:
         return asyncio.run(run())
     except MicroError as error:
-        _fail(f"{error.code}: {error.message}")
+        fail(f"{error.code}: {error.message}")
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

@@ -8,14 +8,14 @@ scripts. Errors print one readable line and exit 1.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import orjson
-import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from micro._cli_common import fail, load_settings
 from micro.bus.connection import connect
 from micro.discovery import ServiceRecord, group_by_service, list_services
 from micro.errors import MicroError
@@ -39,21 +39,9 @@ WaitOption = Annotated[
 _WAIT = 0.5
 
 
-def _fail(message: str) -> NoReturn:
-    Console(stderr=True, highlight=False).print(
-        f"[bold red]error:[/] {message}", markup=True, soft_wrap=True
-    )
-    raise typer.Exit(1)
-
-
 def _settings() -> Settings:
-    try:
-        # A lookup never starts the embedded broker: with nothing running, nothing is listed.
-        return Settings(embedded=False, log_level="warning")
-    except pydantic.ValidationError as error:
-        item = error.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in item["loc"])
-        _fail(f"invalid setting {field} (MICRO_{field.upper()}): {item['msg']}")
+    # Never starts the embedded broker: with nothing running there is nothing to look at.
+    return load_settings(embedded=False, log_level="warning")
 
 
 def _records(
@@ -75,7 +63,7 @@ def _records(
     try:
         return asyncio.run(look())
     except MicroError as error:
-        _fail(f"{error.code}: {error.message}")
+        fail(f"{error.code}: {error.message}")
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -94,7 +82,7 @@ def _named(
 ) -> list[ServiceRecord]:
     records = _records(settings, name, stats=stats, all_namespaces=all_namespaces, wait=wait)
     if not records:
-        _fail(f"no service named {name!r} answered {_where(settings, all_namespaces)}")
+        fail(f"no service named {name!r} answered {_where(settings, all_namespaces)}")
     return records
 
 

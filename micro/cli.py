@@ -13,17 +13,16 @@ import runpy
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
-import pydantic
 import typer
 from rich.console import Console
 
 from micro import __version__
+from micro._cli_common import fail, load_settings
 from micro.app import Micro
 from micro.errors import MicroError
-from micro.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -38,14 +37,6 @@ _err = Console(stderr=True, highlight=False)
 _T = TypeVar("_T")
 
 
-def fail(message: str, *, details: Any = None, verbose: bool = False, code: int = 1) -> NoReturn:
-    """Print one readable error line (details when verbose) and exit."""
-    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
-    if verbose and details:
-        _err.print_json(orjson.dumps(details, default=str).decode())
-    raise typer.Exit(code)
-
-
 def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _T:
     """Run a coroutine, turning micro's errors into one line and exit code 1."""
     try:
@@ -54,15 +45,6 @@ def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _
         fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-
-
-def load_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**overrides)
-    except pydantic.ValidationError as error:
-        item = error.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in item["loc"])
-        fail(f"invalid setting {field} (MICRO_{field.upper()}): {item['msg']}")
 
 
 def _version(value: bool) -> None:
