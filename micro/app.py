@@ -226,7 +226,6 @@ class Micro:
             meta=meta,
             idempotency_key=idempotency_key,
             min_position=min_position,
-            retry=self._retries.get(name),
         )
 
     def act_stream(

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from micro._nats_server import NatsServer, NatsServerError
 from micro.testing.cluster import NatsCluster
+from micro.testing.waiting import wait_until
 
-__all__ = ["NatsCluster", "NatsServer", "NatsServerError"]
+__all__ = ["NatsCluster", "NatsServer", "NatsServerError", "wait_until"]

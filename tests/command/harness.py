@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import runpy
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,23 +93,6 @@ async def run_command(micro: Micro, command: str, payload: Any, **fields: Any) -
     pipeline = micro.commander.pipeline
     assert pipeline is not None, "start the commander first"
     return await pipeline.run(micro.commander.rules[command], payload, ctx), ctx.position
-
-
-async def until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5, what: str = "condition"
-) -> None:
-    """Poll ``condition`` until it holds; ``AssertionError`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 class TestStore(MemoryEventStore):

@@ -7,10 +7,11 @@ import random
 from typing import Any
 
 import pytest
-from harness import TestStore, bank_service, customer, until
+from harness import TestStore, bank_service, customer
 
 from micro import ConcurrencyError, Micro, RuleViolation, Settings
 from micro.eventstore.base import ANY, NewEvent
+from micro.testing import wait_until as until
 
 pytestmark = pytest.mark.usefixtures("bank_environment")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BANK, BANK_ENVIRONMENT, TALLY, customer, until
+from harness import BANK, BANK_ENVIRONMENT, TALLY, customer
 
 from micro import (
     ConcurrencyError,
@@ -23,6 +23,7 @@ from micro.eventstore import EventStore, NewEvent, RecordedEvent, open_event_sto
 from micro.eventstore.base import ANY
 from micro.readmodel import Models
 from micro.readmodel.projector import Projector
+from micro.testing import wait_until as until
 
 TALLY_SOURCE = f"""
 from pathlib import Path

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from harness import TestStore, tally_service, until
+from harness import TestStore, tally_service
 
 from micro import Micro, Settings, UnavailableError
 from micro.eventstore.base import ANY, NewEvent
+from micro.testing import wait_until as until
 
 
 async def test_a_failing_reducer_stops_the_models_and_says_why(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from harness import TestStore, tally_service, until
+from harness import TestStore, tally_service
 
 from micro import Micro, Settings
 from micro.eventstore.base import ANY, NewEvent
 from micro.readmodel import AppliedEvent
+from micro.testing import wait_until as until
 
 
 class Journal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import TestStore, run_command, tally_service, until
+from harness import TestStore, run_command, tally_service
 
 from micro import (
     ConcurrencyError,
@@ -18,6 +18,7 @@ from micro import (
     ValidationError,
 )
 from micro.eventstore.base import NO_STREAM, NewEvent
+from micro.testing import wait_until as until
 
 
 async def test_a_reply_comes_after_the_reducer_applied_and_carries_the_position(

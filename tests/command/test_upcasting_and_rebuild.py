@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import HERE, TestStore, tally_service, until
+from harness import HERE, TestStore, tally_service
 
 from micro import Micro, Reply, Settings, ValidationError
 from micro.eventstore.base import ANY, NewEvent
 from micro.readmodel.projector import Projector
+from micro.testing import wait_until as until
 
 LEDGER = HERE / "apps" / "ledger"
 

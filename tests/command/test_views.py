@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import TestStore, tally_service, until
+from harness import TestStore, tally_service
 from pydantic import BaseModel
 
 from micro import Micro, ServiceNotFoundError, Settings, TimeoutError
 from micro.eventstore.base import ANY, NewEvent
 from micro.readmodel import AppliedEvent, Model
+from micro.testing import wait_until as until
 
 
 class Total(BaseModel):

@@ -7,6 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from micro import Context, Micro, Settings, ValidationError
+from micro.testing import wait_until as until
 
 
 class Inbox:
@@ -41,15 +42,6 @@ async def settle(publisher: Micro, *listeners: Micro) -> None:
             await asyncio.wait_for(listener.subscription._pending_queue.join(), 5)
         if micro._events._tasks:
             await asyncio.wait(set(micro._events._tasks), timeout=5)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 async def test_each_subscribing_service_gets_an_event_once_on_one_instance(

@@ -28,6 +28,7 @@ from micro.eventstore import open_event_store
 from micro.eventstore.base import ANY, NO_STREAM, EventStore, RecordedEvent
 from micro.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
 from micro.settings import Settings
+from micro.testing import wait_until
 from micro.testing.eventstore_contract import EventStoreContract, new_event
 
 DEADLINE = 10.0
@@ -488,11 +489,13 @@ class TestCrash:
 
                 # The same store, over its reconnected client, goes on appending and its
                 # subscription resumes right after the last event it delivered.
-                async with asyncio.timeout(DEADLINE):
-                    # nats-py offers no reconnect event on a client it did not create.
-                    client = store.client
-                    while not (client.stats["reconnects"] and client.is_connected):  # noqa: ASYNC110
-                        await asyncio.sleep(0.05)
+                # nats-py offers no reconnect event on a client it did not create.
+                client = store.client
+                await wait_until(
+                    lambda: bool(client.stats["reconnects"] and client.is_connected),
+                    DEADLINE,
+                    "the store's client reconnected",
+                )
                 after = new_event("AfterRestart")
                 await store.append("s-after", [after])
                 [next_event] = await _take(subscription, 1)

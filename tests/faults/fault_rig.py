@@ -36,6 +36,7 @@ from typing import Any
 from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
 from micro._nats_server import _die_with_parent
 from micro.eventstore import JetStreamEventStore, RecordedEvent
+from micro.testing import wait_until as until
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK_APP = ROOT / "samples" / "bank" / "app.py"
@@ -304,21 +305,6 @@ class Driver:
         """The longest time, while the load ran, without any success reply."""
         times = sorted(acked for _, acked in self.acks)
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; ``AssertionError`` naming ``what`` after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 # -- setting up -----------------------------------------------------------------------------

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
@@ -22,20 +19,3 @@ class Stack:
     gateway: Gateway
     client: httpx.AsyncClient
     store: MemoryEventStore
-
-
-async def wait_until(
-    condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition"
-) -> None:
-    """Poll ``condition`` (sync or async) until true, failing after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.02)

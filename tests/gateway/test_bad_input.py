@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gateway_support import Stack, wait_until
+from gateway_support import Stack
+
+from micro.testing import wait_until
 
 
 async def _still_serving(stack: Stack) -> None:

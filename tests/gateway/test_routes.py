@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from gateway_support import Stack, wait_until
+from gateway_support import Stack
 
 from micro import Micro, Settings
+from micro.testing import wait_until
 
 
 async def test_every_command_is_a_post_and_every_view_a_get(stack: Stack) -> None:

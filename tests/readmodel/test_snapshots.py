@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import nats
@@ -17,7 +16,7 @@ from micro.readmodel import AppliedEvent, Model, Models
 from micro.readmodel.event import EventTypes
 from micro.readmodel.projector import Projector
 from micro.readmodel.snapshots import Snapshooter
-from micro.testing import NatsServer
+from micro.testing import NatsServer, wait_until
 
 
 class Tally(BaseModel):
@@ -201,10 +200,7 @@ async def test_a_snapshot_is_saved_every_n_events(client, micro_namespace) -> No
         await add(store, 49)
         await projector.catch_up(5)
         await add(store, 1)
-        deadline = asyncio.get_running_loop().time() + 5
-        while snapshooter.saves == 0:
-            assert asyncio.get_running_loop().time() < deadline, "no snapshot saved"
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: snapshooter.saves > 0, 5, "a periodic snapshot saved")
     finally:
         await snapshooter.stop()
         await projector.stop()

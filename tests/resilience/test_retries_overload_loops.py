@@ -21,15 +21,7 @@ from micro import (
 from micro.bus import headers as h
 from micro.bus.subjects import command_subject
 from micro.testing import NatsServer
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
+from micro.testing import wait_until as until
 
 
 class Flaky:
