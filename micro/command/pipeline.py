@@ -8,6 +8,10 @@
             -> wait until the local models applied the appended position (deadline)
             -> respond(request, models, events) -> reply carrying the position
 
+The events a command appended are applied from the append's answer when the models are
+right behind them (the subscription's copy is then skipped); otherwise, when other writers'
+events are still on their way, the reply waits for the subscription to bring them all.
+
 Commands on one stream are serialised within an instance (a lock per stream, held until
 the models applied the events, so the next command decides on the new state); across
 instances optimistic concurrency decides. A success reply is only sent once the event is
@@ -271,6 +275,7 @@ class CommandPipeline:
                 if key is not None and key in self.projector.seen_keys:
                     return None
                 continue
+            self.projector.apply_appended(result.events)
             return list(produced), result.position
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -86,6 +86,10 @@ class AppendResult:
 
     version: int
     position: int
+    events: tuple[RecordedEvent, ...] = field(default=(), compare=False, repr=False)
+    """The appended events exactly as a read returns them, when the store knows them without
+    a read; empty otherwise (an append answered as a duplicate of an earlier one). A service
+    applies its own events from here instead of waiting for them to come back."""
 
 
 def validate_stream_name(stream: object) -> str:

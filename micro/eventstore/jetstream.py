@@ -552,7 +552,21 @@ class JetStreamEventStore(EventStore):
                 return AppendResult(version=original.version, position=sequence)
             version = first_version + len(events) - 1
             self._remember(stream, _Head(version, sequence, events[-1].id))
-            return AppendResult(version=version, position=sequence)
+            # A batch is stored in one piece, so its events hold consecutive positions.
+            first_position = sequence - len(events) + 1
+            recorded = tuple(
+                _build_event(
+                    event.id,
+                    event.type,
+                    stream,
+                    first_version + index,
+                    first_position + index,
+                    orjson.loads(data),
+                    orjson.loads(metadata),
+                )
+                for index, (event, (data, metadata)) in enumerate(zip(events, encoded, strict=True))
+            )
+            return AppendResult(version=version, position=sequence, events=recorded)
         raise ConcurrencyError(
             f"stream {stream!r}: still contended after {_MAX_ATTEMPTS} attempts",
             details={"stream": stream, "expected": str(expected), "actual": head.version},

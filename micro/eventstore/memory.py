@@ -96,7 +96,10 @@ class MemoryEventStore(EventStore):
             self._by_id[event.id] = position - 1
         self._appended.set()
         self._appended = asyncio.Event()
-        return AppendResult(version=version, position=len(self._events))
+        recorded = tuple(
+            stored.recorded() for stored in self._events[len(self._events) - len(events) :]
+        )
+        return AppendResult(version=version, position=len(self._events), events=recorded)
 
     def _original(self, stream: str, events: Sequence[NewEvent]) -> AppendResult | None:
         """The result of the earlier append that stored these very events, if there was one."""

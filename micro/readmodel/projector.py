@@ -130,6 +130,26 @@ class Projector:
             with contextlib.suppress(Exception):
                 await subscription.aclose()  # type: ignore[attr-defined]
 
+    def apply_appended(self, events: tuple[RecordedEvent, ...]) -> None:
+        """Apply events this service just appended, when they are exactly the next ones.
+
+        The subscription would bring them back a moment later; nothing can come between
+        them and the models' position, so applying them now gives the same models sooner
+        (the copy the subscription delivers is then skipped). Anything else (a gap: other
+        writers' events still on their way; a rebuild swapping the models) is left to the
+        subscription.
+        """
+        if (
+            not events
+            or events[0].position != self.position + 1
+            or self.failure is not None
+            or self._gate.locked()
+        ):
+            return
+        for event in events:
+            if not self.apply(event):
+                return
+
     def apply(self, event: RecordedEvent) -> bool:
         """Apply one event; False when a reducer failed (the projector stops)."""
         if event.position <= self.position:

@@ -93,6 +93,9 @@ async def _all(store: EventStore, from_position: int = 0) -> list[RecordedEvent]
 class EventStoreContract(ABC):
     """Behaviour shared by every event store. Subclasses override ``make_store`` only."""
 
+    reports_appended_events = True
+    """Whether an append answers with the events it stored (``AppendResult.events``)."""
+
     @abstractmethod
     async def make_store(self) -> EventStore:
         """A started store holding no events."""
@@ -146,8 +149,27 @@ class EventStoreContract(ABC):
 
         events = await store.read("s")
         assert [event.version for event in events] == [0, 1, 2]
-        assert first == AppendResult(version=1, position=events[1].position)
-        assert second == AppendResult(version=2, position=events[2].position)
+        assert (first.version, first.position) == (1, events[1].position)
+        assert (second.version, second.position) == (2, events[2].position)
+
+    async def test_an_append_reports_its_events_exactly_as_a_read_returns_them(
+        self, store: EventStore
+    ) -> None:
+        # A service applies its own events from the append result: they must be the very
+        # events every other reader gets, timestamps and positions included.
+        await store.append("other", [new_event()])
+        batch = [new_event(), NewEvent(type="Renamed", data={"name": "é", "n": 1.5, "no": None})]
+        results = [
+            await store.append("s", batch, expected_version=NO_STREAM),
+            await store.append("s", [new_event()], expected_version=1),
+        ]
+        stored = await store.read("s")
+        reported = [event for result in results for event in result.events]
+        assert reported == (stored if self.reports_appended_events else [])
+        assert [result.position for result in results] == [stored[1].position, stored[2].position]
+        repeated = await store.append("s", batch, expected_version=NO_STREAM)
+        assert (repeated.version, repeated.position) == (1, stored[1].position)
+        assert repeated.events in ((), tuple(stored[:2]))
 
     async def test_positions_increase_across_streams_in_append_order(
         self, store: EventStore

@@ -69,7 +69,14 @@ PASSWORD = "Correct-Horse-42-battery"
 
 async def customer(client: Micro, login: str = "ann") -> dict[str, Any]:
     """Sign a customer up and log in; the meta that carries the token."""
-    await client.act(
+    meta, _ = await signed_in(client, login)
+    return meta
+
+
+async def signed_in(client: Micro, login: str = "ann") -> tuple[dict[str, Any], int]:
+    """Sign a customer up and log in: the meta that carries the token, and the position to
+    pass as ``min_position`` so that any instance serving the next call knows the session."""
+    signed_up = await client.request(
         "auth signup",
         {
             "name": login.title(),
@@ -78,8 +85,13 @@ async def customer(client: Micro, login: str = "ann") -> dict[str, Any]:
             "password_confirmation": PASSWORD,
         },
     )
-    reply = await client.act("auth login", {"login": login, "password": PASSWORD, "device": "test"})
-    return {"token": reply["token"]}
+    logged_in = await client.request(
+        "auth login",
+        {"login": login, "password": PASSWORD, "device": "test"},
+        min_position=signed_up.position,
+    )
+    assert logged_in.position is not None
+    return {"token": logged_in.value["token"]}, logged_in.position
 
 
 def context(command: str, **fields: Any) -> Context:
@@ -116,6 +128,8 @@ class TestStore(MemoryEventStore):
         """Appends to these streams wait until their event is set."""
         self.waiting: set[str] = set()
         """Streams with an append waiting in ``blocked_appends``."""
+        self.delivered = 0
+        """The last position a subscriber took in through a subscription."""
 
     def hold(self) -> None:
         self._open.clear()
@@ -148,6 +162,8 @@ class TestStore(MemoryEventStore):
             if count % self.yield_every == 0:
                 await asyncio.sleep(0)
             yield event
+            # resumed once the subscriber took the event in and asked for the next one
+            self.delivered = max(self.delivered, event.position)
 
     async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
         count = 0
@@ -157,6 +173,8 @@ class TestStore(MemoryEventStore):
             if count % self.yield_every == 0:
                 await asyncio.sleep(0)
             yield event
+            # resumed once the subscriber took the event in and asked for the next one
+            self.delivered = max(self.delivered, event.position)
 
     async def events(self) -> list[RecordedEvent]:
         return [event async for event in super().read_all()]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BANK, BANK_ENVIRONMENT, TALLY, customer
+from harness import BANK, BANK_ENVIRONMENT, TALLY, signed_in
 
 from micro import (
     ConcurrencyError,
@@ -101,12 +101,23 @@ async def test_concurrent_withdrawals_over_two_processes_never_overdraw(
     spawn(BANK_SOURCE, **BANK_ENVIRONMENT)
     spawn(BANK_SOURCE, **BANK_ENVIRONMENT)
     async with Micro(micro_settings) as client:
-        meta = await customer(client)
-        await client.act("open account", {"id": "a1", "owner": "ann"}, meta=meta)
-        await client.act("deposit", {"id": "a1", "amount": 60}, meta=meta)
+        # Each step names the position it depends on: either instance may serve the next.
+        meta, position = await signed_in(client)
+        opened = await client.request(
+            "open account", {"id": "a1", "owner": "ann"}, meta=meta, min_position=position
+        )
+        funded = await client.request(
+            "deposit", {"id": "a1", "amount": 60}, meta=meta, min_position=opened.position
+        )
         outcomes = await asyncio.gather(
             *(
-                client.act("withdraw", {"id": "a1", "amount": 1}, meta=meta, timeout=10)
+                client.act(
+                    "withdraw",
+                    {"id": "a1", "amount": 1},
+                    meta=meta,
+                    timeout=10,
+                    min_position=funded.position,
+                )
                 for _ in range(100)
             ),
             return_exceptions=True,

@@ -164,18 +164,48 @@ class TestBadInput:
         self, micro_settings: Settings, store: TestStore
     ) -> None:
         async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
-            store.hold()  # the projector stops applying: the reducer will not run in time
+            # While the command's append is on its way, another writer stores an event ahead
+            # of it that this instance does not get to see: the command's own event cannot
+            # be applied before the one ahead of it.
+            store.blocked_appends["tally-a"] = asyncio.Event()
+            first = asyncio.create_task(
+                client.act("add", {"id": "a", "amount": 5}, timeout=0.5, idempotency_key="k")
+            )
+            await until(lambda: "tally-a" in store.waiting, what="the append to start")
+            store.hold()
+            await store.append("tally-b", [NewEvent("Added", {"id": "b", "amount": 1})], NO_STREAM)
+            store.blocked_appends.pop("tally-a").set()
             with pytest.raises(TimeoutError) as raised:
-                await client.act("add", {"id": "a", "amount": 5}, timeout=0.5, idempotency_key="k")
-            assert raised.value.details == {"stored": True, "position": 1}
-            assert "WAS stored (position 1)" in str(raised.value)
+                await first
+            assert raised.value.details == {"stored": True, "position": 2}
+            assert "WAS stored (position 2)" in str(raised.value)
+            assert tally.commander.projector.position == 0
             store.release()
             # The advice in the message works: the same key returns the stored outcome.
             again = await client.request("add", {"id": "a", "amount": 5}, idempotency_key="k")
-            assert tally.commander.projector.position == 1
-        assert again.position == 1
+            assert tally.commander.projector.position == 2
+        assert again.position == 2
         assert again.value == {"id": "a", "total": 5, "count": 1}
-        assert len(await store.events()) == 1
+        assert len(await store.events()) == 2
+
+
+class TestOwnEvents:
+    async def test_a_command_applies_its_own_events_without_waiting_for_the_subscription(
+        self, micro_settings: Settings, store: TestStore
+    ) -> None:
+        async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
+            store.hold()  # nothing comes back through the subscription
+            first = await client.request("add", {"id": "a", "amount": 5}, timeout=2)
+            second = await client.act("add", {"id": "a", "amount": 2}, timeout=2)
+            assert second == {"id": "a", "total": 7, "count": 2}
+            assert await client.act("tally", {"id": "a"}) == second
+            assert tally.commander.projector.position == first.position + 1
+            store.release()
+            # The subscription brings the same events back later: they are not applied twice.
+            third = await client.request("add", {"id": "b", "amount": 1})
+            await until(lambda: store.delivered >= third.position, what="the held events")
+            assert await client.act("tally", {"id": "a"}) == second
+            assert tally.commander.projector.applied == 3
 
 
 class TestConcurrency:
