@@ -33,6 +33,7 @@ from typing import Any
 
 import pydantic
 
+from micro._keyed_locks import KeyedLocks
 from micro.bus.context import Context
 from micro.bus.endpoint import field_errors
 from micro.command.sheets import RuleSheet
@@ -63,52 +64,6 @@ def event_id(idempotency_key: str, command: str, index: int) -> uuid.UUID:
     return uuid.uuid5(_ID_NAMESPACE, f"{command}\x1f{idempotency_key}\x1f{index}")
 
 
-class _StreamLocks:
-    """One lock per stream, dropped once nobody holds or waits for it.
-
-    ``async with locks.hold(stream):`` -- a plain class rather than a generator-based
-    context manager: every command goes through it.
-    """
-
-    __slots__ = ("locks",)
-
-    def __init__(self) -> None:
-        self.locks: dict[str, list[Any]] = {}  # stream -> [lock, holders and waiters]
-
-    def hold(self, stream: str) -> _Held:
-        return _Held(self.locks, stream)
-
-
-class _Held:
-    __slots__ = ("entry", "locks", "stream")
-
-    def __init__(self, locks: dict[str, list[Any]], stream: str) -> None:
-        self.locks = locks
-        self.stream = stream
-        self.entry: list[Any] = []
-
-    async def __aenter__(self) -> None:
-        entry = self.locks.get(self.stream)
-        if entry is None:
-            entry = self.locks[self.stream] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        self.entry = entry
-        try:
-            await entry[0].acquire()
-        except BaseException:
-            self._leave()
-            raise
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.entry[0].release()
-        self._leave()
-
-    def _leave(self) -> None:
-        self.entry[1] -= 1
-        if self.entry[1] == 0:
-            del self.locks[self.stream]
-
-
 class CommandPipeline:
     """Runs commands of one service against its store and models."""
 
@@ -126,7 +81,7 @@ class CommandPipeline:
         self.max_retries = max_retries
         self.reply_timeout = reply_timeout
         self.guards = guards if guards is not None else []
-        self._locks = _StreamLocks()
+        self._locks = KeyedLocks()
         self._replies: OrderedDict[str, _Reply] = OrderedDict()
 
     def handler(self, rule: RuleSheet) -> Callable[[Any, Context], Awaitable[Any]]:

@@ -67,6 +67,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, NoRespondersError
 
+from micro._keyed_locks import KeyedLocks
 from micro.errors import (
     ConcurrencyError,
     ConfigError,
@@ -307,7 +308,7 @@ class JetStreamEventStore(EventStore):
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         # One lock per stream while someone appends to it: appends to one stream from this
         # process queue up instead of racing each other through refusals.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks = KeyedLocks()
         self._start_lock = asyncio.Lock()
         self._started = False
         self._replies: _ReplyRouter | None = None
@@ -470,10 +471,7 @@ class JetStreamEventStore(EventStore):
                 details={"fields": [{"field": "events", "reason": "too many"}]},
             )
         encoded = self._encode(events)
-        lock = self._locks.get(stream)
-        if lock is None:
-            lock = self._locks[stream] = asyncio.Lock()
-        async with lock:
+        async with self._locks.hold(stream):
             return await self._append_locked(stream, events, encoded, expected_version)
 
     def _encode(self, events: Sequence[NewEvent]) -> list[tuple[bytes, bytes]]:
@@ -604,7 +602,8 @@ class JetStreamEventStore(EventStore):
                     continue
                 if batch_id:
                     headers["Nats-Batch-Commit"] = "1"
-                reply = await client.request(subject, body, timeout=self._timeout, headers=headers)
+                assert self._replies is not None
+                reply = await self._replies.request(subject, body, headers, self._timeout)
         except MaxPayloadError as error:
             limit, source = self._limit()
             raise PayloadTooLargeError(
@@ -881,14 +880,24 @@ class _Reply:
     data: bytes
 
 
+def _give_up(reply: asyncio.Future[Msg]) -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError("no reply in time"))
+
+
 class _ReplyRouter:
-    """One inbox subscription for all batched direct gets: no subscription per read."""
+    """One inbox subscription for all batched direct gets and append acknowledgements.
+
+    Appends wait here rather than in ``Client.request``: every command waits for one, and
+    a counter token plus a plain timer cost a fraction of a fresh NUID and ``wait_for``.
+    """
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._prefix = client.new_inbox()
         self._subscription: Subscription | None = None
         self._waiting: dict[str, tuple[list[_Reply], asyncio.Future[bool]]] = {}
+        self._acks: dict[str, asyncio.Future[Msg]] = {}
         self._counter = 0
 
     async def start(self) -> None:
@@ -902,6 +911,11 @@ class _ReplyRouter:
 
     async def _on_reply(self, message: Msg) -> None:
         token = message.subject[len(self._prefix) + 1 :]
+        ack = self._acks.pop(token, None)
+        if ack is not None:
+            if not ack.done():
+                ack.set_result(message)
+            return
         waiting = self._waiting.get(token)
         if waiting is None:
             return
@@ -921,6 +935,28 @@ class _ReplyRouter:
                         f"event store read failed: {status} {header.get('Description', '')}"
                     )
                 )
+
+    async def request(
+        self, subject: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> Msg:
+        """Publish and wait for the one reply; ``TimeoutError``, ``NoRespondersError``."""
+        self._counter += 1
+        token = str(self._counter)
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Msg] = loop.create_future()
+        self._acks[token] = reply
+        timer = loop.call_later(timeout, _give_up, reply)
+        try:
+            await self._client.publish(
+                subject, body, reply=f"{self._prefix}.{token}", headers=headers
+            )
+            message = await reply
+        finally:
+            timer.cancel()
+            self._acks.pop(token, None)
+        if not message.data and message.headers and message.headers.get("Status") == "503":
+            raise NoRespondersError
+        return message
 
     async def direct_get(
         self, subject: str, request: bytes, timeout: float

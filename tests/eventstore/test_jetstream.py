@@ -12,7 +12,6 @@ import nats
 import orjson
 import pytest
 from nats.aio.client import Client
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StorageType, StreamConfig
 
 from micro._nats_server import NatsServer
@@ -47,9 +46,9 @@ class TestJetStreamEventStore(EventStoreContract):
 
 
 class _AckLosingClient:
-    """A nats-py client whose next append request is stored by the server but whose
-    acknowledgement never arrives, as when a connection drops at the wrong moment.
-    It also counts the requests the store makes."""
+    """A nats-py client whose next append is stored by the server but whose acknowledgement
+    never arrives, as when a connection drops at the wrong moment. It also counts the round
+    trips the store makes (requests, and publishes that ask for a reply)."""
 
     def __init__(self, client: Client, namespace: str) -> None:
         self._client = client
@@ -62,11 +61,17 @@ class _AckLosingClient:
 
     async def request(self, subject: str, payload: bytes = b"", **kwargs: Any) -> Any:
         self.requests.append(subject)
-        reply = await self._client.request(subject, payload, **kwargs)
-        if self.lose_next and subject.startswith(self._events):
-            self.lose_next = False
-            raise NatsTimeoutError
-        return reply
+        return await self._client.request(subject, payload, **kwargs)
+
+    async def publish(
+        self, subject: str, payload: bytes = b"", reply: str = "", **kwargs: Any
+    ) -> Any:
+        if reply:
+            self.requests.append(subject)
+            if self.lose_next and subject.startswith(self._events):
+                self.lose_next = False
+                reply = self._client.new_inbox()  # nobody listens there: the ack is lost
+        return await self._client.publish(subject, payload, reply=reply, **kwargs)
 
 
 @pytest.fixture
@@ -93,7 +98,8 @@ async def lossy(client: Client, micro_namespace: str) -> _AckLosingClient:
 async def lossy_store(
     lossy: _AckLosingClient, micro_namespace: str
 ) -> AsyncIterator[JetStreamEventStore]:
-    store = JetStreamEventStore(lossy, namespace=micro_namespace)  # type: ignore[arg-type]
+    # a lost acknowledgement is noticed once this timeout passes
+    store = JetStreamEventStore(lossy, namespace=micro_namespace, timeout=0.5)  # type: ignore[arg-type]
     async with store:
         yield store
 
@@ -220,6 +226,16 @@ class TestRetries:
             await lossy_store.append("s", [new_event()], expected_version=NO_STREAM)
 
         assert raised.value.actual == 0
+
+
+class TestStreamGone:
+    async def test_an_append_with_no_stream_to_store_it_says_the_store_is_unavailable(
+        self, store: JetStreamEventStore, client: Client
+    ) -> None:
+        await client.jetstream().delete_stream(store.stream_name)
+
+        with pytest.raises(EventStoreUnavailableError, match="no JetStream stream stores"):
+            await store.append("s", [new_event()], expected_version=NO_STREAM)
 
 
 class TestRoundTrips:
