@@ -9,8 +9,10 @@ a restart a group resumes after the last event it handled. Delivery is at least 
 instance that crashes between handling an event and storing the checkpoint handles that
 event again, and two instances of a group may race on one event. Handlers therefore make
 their effects idempotent; commands sent with an idempotency key derived from the event
-(as above) make a repeat a no-op. The checkpoint is advanced by compare-and-set, so
-instances of a group never move it backwards and skip events another instance finished.
+(as above) make a repeat a no-op that gets the first answer again, a refusal included (a
+handler that compensated for a refusal never sees the command succeed on a repeat). The
+checkpoint is advanced by compare-and-set, so instances of a group never move it backwards
+and skip events another instance finished.
 
 A handler that keeps failing (``attempts`` tries with backoff) stops its group loudly:
 ``health()`` reports it and nothing is silently skipped. Losing NATS or JetStream for a while

@@ -16,7 +16,9 @@ Commands on one stream are serialised within an instance (a lock per stream, hel
 the models applied the events, so the next command decides on the new state); across
 instances optimistic concurrency decides. A success reply is only sent once the event is
 durably stored, so it is stored exactly once: retries carrying the same idempotency key
-derive the same event ids and append nothing new. A command sent with ``min_position``
+derive the same event ids and append nothing new. A keyed command its rule refused is
+remembered as well (a ``micro.CommandRefused`` event): its retries get the same refusal, so an
+answer once given never turns into its opposite. A command sent with ``min_position``
 is decided once the local models applied that position (read-your-writes across instances:
 a login right after a sign-up served elsewhere finds the user).
 """
@@ -24,6 +26,7 @@ a login right after a sign-up served elsewhere finds the user).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import OrderedDict
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+import structlog
 
 from micro._keyed_locks import KeyedLocks
 from micro.bus.context import Context
@@ -39,18 +43,21 @@ from micro.bus.endpoint import field_errors
 from micro.command.sheets import RuleSheet
 from micro.errors import (
     ConcurrencyError,
+    ConflictError,
     InternalError,
     MicroError,
     RuleViolation,
     TimeoutError,
     ValidationError,
 )
-from micro.eventstore.base import NO_STREAM, EventStore, ExpectedVersion, NewEvent
+from micro.eventstore.base import ANY, NO_STREAM, EventStore, ExpectedVersion, NewEvent
 from micro.eventstore.base import validate_stream_name as _check_stream
 from micro.readmodel.event import Event
-from micro.readmodel.projector import Projector, SeenCommand
+from micro.readmodel.projector import REFUSALS_STREAM, CommandRefused, Projector, SeenCommand
 
 __all__ = ["CommandPipeline", "Guard", "event_id"]
+
+_log = structlog.get_logger("micro.pipeline")
 
 _ID_NAMESPACE = uuid.UUID("6f1b7d1e-3c1a-4d4e-9a59-7a1c0e2b5d10")
 _REPLIES_REMEMBERED = 10_000
@@ -120,6 +127,12 @@ class CommandPipeline:
                     f"invalid payload for {rule.command!r}: {error}",
                     details={"fields": [{"field": "payload", "reason": str(error)}]},
                 ) from None
+            except RuleViolation as refusal:
+                if ctx.idempotency_key is None:
+                    raise
+                return await self._repeat(
+                    rule, request, await self._refuse(rule, refusal, ctx), ctx
+                )
         stream = rule.stream(request)
         if not isinstance(stream, str):
             raise InternalError(f"the rule of {rule.command!r} named a stream that is not a string")
@@ -148,7 +161,12 @@ class CommandPipeline:
             appended = None
             # A twin of this request may have run while this one waited for the lock.
             if key is None or self._done(rule, key) is None:
-                appended = await self._decide_and_append(rule, request, stream, ctx)
+                try:
+                    appended = await self._decide_and_append(rule, request, stream, ctx)
+                except RuleViolation as refusal:
+                    if key is None:
+                        raise
+                    await self._refuse(rule, refusal, ctx)  # returns if done meanwhile
                 if appended is not None:
                     await self._wait_applied(rule, appended[1], ctx)
         if appended is None:
@@ -181,6 +199,8 @@ class CommandPipeline:
         self, rule: RuleSheet, request: Any, done: _Reply | SeenCommand, ctx: Context
     ) -> Any:
         """The reply to a command already done: remembered, or made again from its events."""
+        if isinstance(done, SeenCommand) and done.refusal is not None:
+            raise MicroError.from_wire({"error": done.refusal})
         ctx.position = done.position
         if isinstance(done, _Reply):
             return done.reply
@@ -230,9 +250,60 @@ class CommandPipeline:
                 if key is not None and key in self.projector.seen_keys:
                     return None
                 continue
+            except ConflictError:
+                if key is None:
+                    raise
+                # The key's event id is stored already, in another stream: the refusal of
+                # this very command, by an instance that decided on other state.
+                await self.projector.catch_up(ctx.remaining or self.reply_timeout)
+                if key in self.projector.seen_keys:
+                    return None
+                raise
             self.projector.apply_appended(result.events)
             return list(produced), result.position
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _refuse(
+        self, rule: RuleSheet, refusal: RuleViolation, ctx: Context
+    ) -> _Reply | SeenCommand:
+        """Store the refusal of a keyed command, then raise it.
+
+        Retries of the key get this refusal from then on, on every instance: deciding again
+        could accept what was refused, and a caller that acted on the refusal (a process
+        manager that compensated) would see both. Returns instead of raising when the key
+        turns out to be done already: the first outcome stands, and the caller answers with it.
+        """
+        key = ctx.idempotency_key
+        assert key is not None
+        done = self._done(rule, key)
+        if done is not None:
+            return done
+        wire = refusal.to_wire()["error"]
+        marker = CommandRefused(
+            command=rule.command,
+            error={"code": wire["code"], "message": wire["message"], "details": wire["details"]},
+        )
+        try:
+            # The id of the command's first event (event_id(key, command, 0)): a success of
+            # the same key on another instance and this refusal cannot both be stored.
+            await self.store.append(REFUSALS_STREAM, self._new_events(rule, [marker], ctx), ANY)
+        except Exception as error:
+            if isinstance(error, ConflictError):  # that id is stored: the success came first
+                with contextlib.suppress(MicroError):
+                    await self.projector.catch_up(ctx.remaining or self.reply_timeout)
+                done = self._done(rule, key)
+                if done is not None:
+                    return done
+            # Nothing of the command was stored, so nothing is lost: a retry decides again.
+            _log.warning(
+                "refusal of a keyed command not stored",
+                command=rule.command,
+                idempotency_key=key,
+                reason=str(error),
+            )
+        # Not kept among this instance's replies: a twin refused elsewhere at the same time
+        # may have been stored first, and retries must get the refusal the models hold.
+        raise refusal
 
     def _new_events(self, rule: RuleSheet, produced: Any, ctx: Context) -> list[NewEvent]:
         if isinstance(produced, Event):

@@ -56,9 +56,10 @@ class GatewaySettings(BaseSettings):
     any bearer token is taken at its word (development only)."""
 
     hidden_stream_prefixes: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["user-", "session-", "auth-"]
+        default_factory=lambda: ["user-", "session-", "auth-", "micro-"]
     )
-    """Streams the event feed never shows (credentials live there)."""
+    """Streams the event feed never shows: credentials live in the first three, and
+    ``micro-refusals`` holds other callers' refused commands."""
 
     exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Commands never served over HTTP, by name or shell-style pattern (``rebuild *``)."""

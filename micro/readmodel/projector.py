@@ -24,12 +24,12 @@ from typing import Any
 
 import structlog
 
-from micro.errors import TimeoutError, UnavailableError
+from micro.errors import RuleViolation, TimeoutError, UnavailableError
 from micro.eventstore.base import EventStore, RecordedEvent
-from micro.readmodel.event import AppliedEvent, EventTypes
+from micro.readmodel.event import AppliedEvent, Event, EventTypes
 from micro.readmodel.model import Models
 
-__all__ = ["Projector", "Reducer", "SeenCommand"]
+__all__ = ["REFUSALS_STREAM", "CommandRefused", "Projector", "Reducer", "SeenCommand"]
 
 _log = structlog.get_logger("micro.projector")
 
@@ -47,6 +47,33 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(_Expired())
 
 
+REFUSALS_STREAM = "micro-refusals"
+"""Where the refusals of commands sent with an idempotency key are stored."""
+
+
+class CommandRefused(Event):
+    """A command sent with an idempotency key was refused by its rule.
+
+    Stored so that a retry under the same key, on any instance and after any restart, gets
+    the same refusal instead of a new decision that may go the other way. Its event id is the
+    one the command's first event would have had, so the store keeps only one of the two.
+    Reducers and event handlers see it only if they ask for it by name.
+    """
+
+    command: str
+    error: dict[str, Any]
+    """The refusal as errors travel on the wire: ``code``, ``message``, ``details``."""
+
+    @classmethod
+    def type_name(cls) -> str:
+        # A name no event class of an application can have (class names hold no dot): an
+        # app's own ``CommandRefused`` must never be handed these.
+        return "micro.CommandRefused"
+
+
+_REFUSED = CommandRefused.type_name()
+
+
 @dataclass(frozen=True, slots=True)
 class SeenCommand:
     """What the projector knows of a command that carried an idempotency key."""
@@ -59,6 +86,8 @@ class SeenCommand:
     """Version of the command's first event in its stream."""
     count: int = 1
     """How many events the command appended."""
+    refusal: dict[str, Any] | None = None
+    """The wire form of the error that refused the command; ``None`` when it succeeded."""
 
 
 class Projector:
@@ -196,6 +225,12 @@ class Projector:
 
     def _see(self, key: str, event: RecordedEvent) -> None:
         seen = self.seen_keys.get(key)
+        refused = event.type == _REFUSED and event.stream == REFUSALS_STREAM
+        if seen is not None and (refused or seen.refusal is not None):
+            # A key has one outcome, the first stored. The store normally refuses the second
+            # (same event id), but not every store can: ids unique per stream only, or a
+            # duplicate window that has passed.
+            return
         if (
             seen is not None
             and seen.stream == event.stream
@@ -206,8 +241,17 @@ class Projector:
                 seen.stream, event.position, seen.command, seen.version, seen.count + 1
             )
             return
+        refusal = None
+        if refused:
+            error = event.data.get("error")
+            # Whatever its data, a refusal must never read as a success.
+            refusal = error if isinstance(error, dict) else {"code": RuleViolation.code}
         self.seen_keys[key] = SeenCommand(
-            event.stream, event.position, str(event.metadata.get("command", "")), event.version
+            event.stream,
+            event.position,
+            str(event.metadata.get("command", "")),
+            event.version,
+            refusal=refusal,
         )
         if len(self.seen_keys) > _KEYS_REMEMBERED:
             self.seen_keys.popitem(last=False)

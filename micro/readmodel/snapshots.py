@@ -2,10 +2,11 @@
 
 Every ``snapshot_every_events`` applied events (or ``snapshot_every_seconds``, whichever comes
 first, when anything changed) the models are dumped together with the projector's position,
-stream versions and the idempotency keys it applied (so a retry after a restart still finds
-its key). A restart loads the newest snapshot that is valid (same format, same
-model shapes) and replays only the events after it. A corrupt or incompatible snapshot is
-skipped with a warning; with none left, the models replay from the start.
+stream versions and the idempotency keys it applied, each refused one with its refusal (so a
+retry after a restart still finds its key). A restart loads the newest snapshot that is valid
+(a format it reads, same model shapes) and replays only the events after it. A corrupt or
+incompatible snapshot is skipped with a warning; with none left, the models replay from the
+start.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import structlog
 from nats.js.errors import NotFoundError as NatsNotFoundError
 from nats.js.object_store import ObjectStore
 
-from micro.readmodel.projector import SeenCommand
+from micro.readmodel.projector import REFUSALS_STREAM, SeenCommand
 
 if TYPE_CHECKING:
     from micro.readmodel.projector import Projector
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["SNAPSHOT_FORMAT", "Snapshooter"]
 
 _log = structlog.get_logger("micro.snapshots")
-SNAPSHOT_FORMAT = 2
-"""2: with the idempotency keys the models applied (1 had none: replaying rebuilds them)."""
+SNAPSHOT_FORMAT = 3
+"""3: each idempotency key with its refusal, if it was refused. 2: keys only (still read).
+1 had no keys (not read: replaying rebuilds them)."""
+_READABLE_FORMATS = (2, SNAPSHOT_FORMAT)
 _KEEP = 3
 _RESTORE_TIMEOUT = 10.0
 
@@ -106,7 +109,7 @@ class Snapshooter:
         return 0
 
     def _load(self, snapshot: Any, projector: Projector) -> int:
-        if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
+        if not isinstance(snapshot, dict) or snapshot.get("format") not in _READABLE_FORMATS:
             raise ValueError("unknown snapshot format")
         if snapshot.get("service") != self.service:
             raise ValueError("snapshot of another service")
@@ -128,9 +131,19 @@ class Snapshooter:
         projector.versions.clear()
         projector.versions.update({str(k): int(v) for k, v in versions.items()})
         projector.seen_keys.clear()
-        for key, stream, seen_position, command, version, count in keys:
+        with_refusals = snapshot["format"] == SNAPSHOT_FORMAT
+        for row in keys:
+            if not isinstance(row, list) or len(row) != (7 if with_refusals else 6):
+                raise ValueError("snapshot has a malformed idempotency key")
+            key, stream, seen_position, command, version, count = row[:6]
+            refusal = row[6] if with_refusals else None
+            if refusal is not None and not isinstance(refusal, dict):
+                raise ValueError("snapshot has a malformed refusal")
+            if not with_refusals and stream == REFUSALS_STREAM:
+                # An instance that kept no refusals saw one: only a replay says what it was.
+                raise ValueError("snapshot lost why a command was refused")
             projector.seen_keys[str(key)] = SeenCommand(
-                str(stream), int(seen_position), str(command), int(version), int(count)
+                str(stream), int(seen_position), str(command), int(version), int(count), refusal
             )
         projector.position = position
         return position
@@ -147,7 +160,15 @@ class Snapshooter:
             "versions": projector.versions,
             # Retries of commands before the snapshot must still find their keys after it.
             "keys": [
-                [key, seen.stream, seen.position, seen.command, seen.version, seen.count]
+                [
+                    key,
+                    seen.stream,
+                    seen.position,
+                    seen.command,
+                    seen.version,
+                    seen.count,
+                    seen.refusal,
+                ]
                 for key, seen in projector.seen_keys.items()
             ],
             "saved_at": time.time(),

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
-from harness import TestStore, tally_service
+import structlog
+from harness import TestStore, run_command, tally_service
 
-from micro import Micro, Settings, ValidationError
+from micro import (
+    EventStoreUnavailableError,
+    Micro,
+    MicroError,
+    RuleViolation,
+    Settings,
+    ValidationError,
+)
 from micro.command.pipeline import event_id
+from micro.eventstore import RecordedEvent, open_event_store
 
 
 async def test_a_retry_appends_nothing_and_returns_the_same_reply(
@@ -106,3 +116,261 @@ async def test_a_key_used_for_another_command_is_refused(
         assert "already used for 'add'" in str(raised.value)
         assert raised.value.details["fields"][0]["field"] == "idempotency_key"
     assert await store.last_position() == 1
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+WITH_TAKE = ("add", "take")
+
+
+@pytest.fixture(params=["memory", "jetstream"])
+def shared(request: pytest.FixtureRequest, store: TestStore) -> TestStore | None:
+    """The store the instances share: a memory store, or (None) the JetStream one they open."""
+    return store if request.param == "memory" else None
+
+
+async def stored(settings: Settings, shared: TestStore | None) -> list[RecordedEvent]:
+    if shared is not None:
+        return await shared.events()
+    async with open_event_store(settings) as events:
+        return [event async for event in events.read_all()]
+
+
+def outcome(error: BaseException) -> tuple[str, str, str, dict[str, Any]]:
+    """What a caller can tell of a refusal: its class, code, message and details."""
+    assert isinstance(error, MicroError)
+    return type(error).__name__, error.code, error.message, error.details
+
+
+class Gate:
+    """Holds back the appends of one instance, as a stalled network would."""
+
+    def __init__(self, micro: Micro) -> None:
+        pipeline = micro.commander.pipeline
+        assert pipeline is not None
+        self.store = pipeline.store
+        self.opened = asyncio.Event()
+        self.reached = asyncio.Event()
+        pipeline.store = self  # type: ignore[assignment]
+
+    async def append(self, *args: Any) -> Any:
+        self.reached.set()
+        await self.opened.wait()
+        return await self.store.append(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_a_refusal_stands_for_its_key_after_the_state_changed_and_a_restart(
+    micro_settings: Settings, shared: TestStore | None
+) -> None:
+    take = {"id": "a", "amount": 50}
+    async with (
+        tally_service(micro_settings, shared, commands=WITH_TAKE),
+        Micro(micro_settings) as client,
+    ):
+        await client.act("add", {"id": "a", "amount": 10})
+        with pytest.raises(RuleViolation) as first:
+            await client.act("take", take, idempotency_key="t")
+        await client.act("add", {"id": "a", "amount": 100})
+        # Decided again, it would pass now: the key returns the first outcome.
+        with pytest.raises(RuleViolation) as again:
+            await client.act("take", take, idempotency_key="t")
+        after_retry = await stored(micro_settings, shared)
+    async with (
+        tally_service(micro_settings, shared, commands=WITH_TAKE),
+        Micro(micro_settings) as client,
+    ):
+        with pytest.raises(RuleViolation) as restarted:
+            await client.act("take", take, idempotency_key="t")
+        # A new key has the command decided again.
+        taken = await client.act("take", take, idempotency_key="t2")
+    assert outcome(first.value) == (
+        "TallyShort",
+        "tally_short",
+        "tally a holds 10, less than 50",
+        {"id": "a", "total": 10, "asked": 50},
+    )
+    assert outcome(again.value) == outcome(restarted.value) == outcome(first.value)
+    assert taken == {"id": "a", "total": 60, "count": 3}
+    events = await stored(micro_settings, shared)
+    assert events[:3] == after_retry
+    assert [event.type for event in events] == ["Added", "micro.CommandRefused", "Added", "Taken"]
+    marker = events[1]
+    assert marker.stream == "micro-refusals"
+    assert marker.id == event_id("t", "take", 0)
+    assert marker.data == {
+        "command": "take",
+        "error": {
+            "code": "tally_short",
+            "message": "tally a holds 10, less than 50",
+            "details": {"id": "a", "total": 10, "asked": 50},
+        },
+    }
+    assert marker.metadata["idempotency_key"] == "t"
+    assert marker.metadata["command"] == "take"
+    assert {"correlation_id", "causation_id"} <= set(marker.metadata)
+
+
+async def test_a_refusal_on_one_instance_is_the_answer_of_another(
+    micro_settings: Settings, shared: TestStore | None
+) -> None:
+    one = tally_service(micro_settings, shared, commands=WITH_TAKE)
+    two = tally_service(micro_settings, shared, commands=WITH_TAKE)
+    take = {"id": "a", "amount": 50}
+    async with one, two, Micro(micro_settings) as client:
+        _, position = await run_command(one, "add", {"id": "a", "amount": 10})
+        with pytest.raises(RuleViolation) as first:
+            await run_command(one, "take", take, idempotency_key="t")
+        _, position = await run_command(
+            two, "add", {"id": "a", "amount": 100}, min_position=position
+        )
+        with pytest.raises(RuleViolation) as elsewhere:
+            await run_command(two, "take", take, idempotency_key="t", min_position=position)
+        over_the_bus = await asyncio.gather(
+            *(client.act("take", take, idempotency_key="t") for _ in range(6)),
+            return_exceptions=True,
+        )
+    assert outcome(elsewhere.value) == outcome(first.value)
+    assert [outcome(answer) for answer in over_the_bus] == [outcome(first.value)] * 6
+    events = await stored(micro_settings, shared)
+    assert [event.type for event in events] == ["Added", "micro.CommandRefused", "Added"]
+
+
+async def test_a_refusal_in_pre_validation_is_remembered_too(
+    micro_settings: Settings, store: TestStore
+) -> None:
+    async with (
+        tally_service(micro_settings, store, commands=WITH_TAKE),
+        Micro(micro_settings) as client,
+    ):
+        with pytest.raises(RuleViolation, match="no tally ever holds 5000") as first:
+            await client.act("take", {"id": "a", "amount": 5000}, idempotency_key="big")
+        with pytest.raises(RuleViolation) as again:
+            await client.act("take", {"id": "a", "amount": 5000}, idempotency_key="big")
+    async with (
+        tally_service(micro_settings, store, commands=WITH_TAKE),
+        Micro(micro_settings) as client,
+    ):
+        with pytest.raises(RuleViolation) as restarted:
+            await client.act("take", {"id": "a", "amount": 5000}, idempotency_key="big")
+    assert outcome(again.value) == outcome(restarted.value) == outcome(first.value)
+    assert [(event.type, event.id) for event in await store.events()] == [
+        ("micro.CommandRefused", event_id("big", "take", 0))
+    ]
+
+
+async def test_a_refusal_that_loses_the_race_to_a_success_answers_with_the_success(
+    micro_settings: Settings, shared: TestStore | None
+) -> None:
+    one = tally_service(micro_settings, shared, commands=WITH_TAKE)
+    two = tally_service(micro_settings, shared, commands=WITH_TAKE)
+    take = {"id": "a", "amount": 50}
+    async with one, two:
+        _, position = await run_command(one, "add", {"id": "a", "amount": 10})
+        gate = Gate(one)
+        refusing = asyncio.create_task(run_command(one, "take", take, idempotency_key="t"))
+        await asyncio.wait_for(gate.reached.wait(), 5)  # one refused; its marker waits
+        _, position = await run_command(
+            two, "add", {"id": "a", "amount": 100}, min_position=position
+        )
+        succeeded = await run_command(two, "take", take, idempotency_key="t")
+        gate.opened.set()
+        answered = await asyncio.wait_for(refusing, 5)
+    assert succeeded[0] == {"id": "a", "total": 60, "count": 3}
+    assert answered == succeeded
+    events = await stored(micro_settings, shared)
+    assert [event.type for event in events] == ["Added", "Added", "Taken"]
+    assert events[-1].id == event_id("t", "take", 0)
+
+
+async def test_a_success_that_loses_the_race_to_a_refusal_gets_the_refusal(
+    micro_settings: Settings, shared: TestStore | None
+) -> None:
+    one = tally_service(micro_settings, shared, commands=WITH_TAKE)
+    two = tally_service(micro_settings, shared, commands=WITH_TAKE)
+    async with one, two:
+        _, position = await run_command(one, "add", {"id": "a", "amount": 10})
+        gate = Gate(one)
+        taking = asyncio.create_task(
+            run_command(one, "take", {"id": "a", "amount": 5}, idempotency_key="t")
+        )
+        await asyncio.wait_for(gate.reached.wait(), 5)  # one decided to take; its append waits
+        _, position = await run_command(
+            two, "take", {"id": "a", "amount": 8}, min_position=position
+        )
+        with pytest.raises(RuleViolation) as refused:
+            await run_command(two, "take", {"id": "a", "amount": 5}, idempotency_key="t")
+        gate.opened.set()
+        with pytest.raises(RuleViolation) as lost:
+            await asyncio.wait_for(taking, 5)
+    assert outcome(refused.value)[2] == "tally a holds 2, less than 5"
+    assert outcome(lost.value) == outcome(refused.value)
+    events = await stored(micro_settings, shared)
+    assert [event.type for event in events] == ["Added", "Taken", "micro.CommandRefused"]
+
+
+async def test_an_unkeyed_refusal_stores_nothing(
+    micro_settings: Settings, store: TestStore
+) -> None:
+    async with (
+        tally_service(micro_settings, store, commands=WITH_TAKE),
+        Micro(micro_settings) as client,
+    ):
+        with pytest.raises(RuleViolation):
+            await client.act("take", {"id": "a", "amount": 50})
+        with pytest.raises(RuleViolation):
+            await client.act("take", {"id": "a", "amount": 5000})
+    assert await store.events() == []
+
+
+async def test_a_schema_error_under_a_key_stores_nothing_and_is_not_remembered(
+    micro_settings: Settings, store: TestStore
+) -> None:
+    async with (
+        tally_service(micro_settings, store, commands=WITH_TAKE),
+        Micro(micro_settings) as client,
+    ):
+        with pytest.raises(ValidationError):
+            await client.act("take", {"id": "A!", "amount": 5}, idempotency_key="bad")
+        with pytest.raises(ValidationError, match="note is not allowed"):
+            await client.act(
+                "add", {"id": "a", "amount": 5, "note": "forbidden"}, idempotency_key="note"
+            )
+        assert await store.events() == []
+        # The same keys with a payload that reads are decided as new commands.
+        await client.act("add", {"id": "a", "amount": 5}, idempotency_key="note")
+        taken = await client.act("take", {"id": "a", "amount": 5}, idempotency_key="bad")
+    assert taken == {"id": "a", "total": 0, "count": 2}
+    assert [event.type for event in await store.events()] == ["Added", "Taken"]
+
+
+async def test_a_refusal_whose_marker_cannot_be_stored_is_still_the_answer(
+    micro_settings: Settings, store: TestStore
+) -> None:
+    class NoRefusals(TestStore):
+        async def append(self, stream: str, *args: Any) -> Any:
+            if stream == "micro-refusals":
+                raise EventStoreUnavailableError("the store went away")
+            return await super().append(stream, *args)
+
+    failing = NoRefusals()
+    async with (
+        tally_service(micro_settings, failing, commands=WITH_TAKE),
+        Micro(micro_settings) as client,
+    ):
+        await client.act("add", {"id": "a", "amount": 10})
+        with (
+            structlog.testing.capture_logs() as logs,
+            pytest.raises(RuleViolation, match="holds 10, less than 50"),
+        ):
+            await client.act("take", {"id": "a", "amount": 50}, idempotency_key="t")
+        # Nothing was stored for the key, so a retry is decided again.
+        await client.act("add", {"id": "a", "amount": 100})
+        taken = await client.act("take", {"id": "a", "amount": 50}, idempotency_key="t")
+    assert taken == {"id": "a", "total": 60, "count": 3}
+    assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
+        "refusal of a keyed command not stored"
+    ]
+    assert [event.type for event in await failing.events()] == ["Added", "Added", "Taken"]

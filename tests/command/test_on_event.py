@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from harness import TestStore, tally_service
 
-from micro import Micro, Settings
+from micro import Micro, RuleViolation, Settings
 from micro.eventstore.base import ANY, NewEvent
 from micro.readmodel import AppliedEvent
 from micro.testing import wait_until as until
@@ -127,3 +128,26 @@ async def test_a_handler_that_fails_once_is_retried(
         await add_raw(store, 2)
         await until(lambda: tally.health()["event_handlers"]["mail"]["handled"] == 2)
     assert attempts == [1, 1, 2, 2]
+
+
+async def test_refusals_reach_only_the_handlers_that_ask_for_them_by_name(
+    micro_settings: Settings, store: TestStore
+) -> None:
+    journal = Journal()
+    refusals: list[AppliedEvent] = []
+    tally = tally_service(micro_settings, store, commands=("add", "take"))
+    tally.on_event("Added", journal.handler("audit"), group="audit")
+    tally.on_event("micro.CommandRefused", refusals.append, group="refusals")
+    async with tally, Micro(micro_settings) as client:
+        await client.act("add", {"id": "a", "amount": 1})
+        with pytest.raises(RuleViolation):
+            await client.act("take", {"id": "a", "amount": 5}, idempotency_key="t")
+        await client.act("add", {"id": "a", "amount": 2})
+        await until(lambda: tally.health()["event_handlers"]["audit"]["handled"] == 2)
+        await until(lambda: len(refusals) == 1)
+        total = await client.act("tally", {"id": "a"})
+    assert journal.of("audit") == [1, 3]
+    assert refusals[0].position == 2
+    assert refusals[0].data["command"] == "take"
+    assert refusals[0].data["error"]["code"] == "tally_short"
+    assert total == {"id": "a", "total": 3, "count": 2}  # the reducers never saw it

@@ -7,7 +7,8 @@ and then audits what the store and the models hold:
 
 - every command that got a success reply is stored exactly once (found by the
   idempotency key in the event metadata, reading the whole store);
-- no event is stored twice (ids, keys, and stream versions are all unique);
+- no event is stored twice (ids, keys, and stream versions are all unique), and no key is
+  both stored and refused (a refused keyed command leaves only its ``micro.CommandRefused``);
 - the models of every instance equal a replay this module does itself from ``read_all``;
 - the bank's invariants hold: no balance ever below zero, money conserved, and every
   transfer either completed (one debit, one credit) or failed (nothing, or a debit and
@@ -390,8 +391,12 @@ class Audit:
     events: list[RecordedEvent]
     replay: Replay
     by_key: dict[str, list[RecordedEvent]]
+    """The events of each keyed command that was stored (refusals are not)."""
+    refused: dict[str, list[RecordedEvent]]
+    """The ``micro.CommandRefused`` events of each keyed command that was refused."""
     duplicated: list[str]
-    """Keys stored more than once, event ids stored more than once, versions repeated."""
+    """Keys stored (or refused) more than once, or both stored and refused; event ids
+    stored more than once; versions repeated."""
 
     @property
     def last_position(self) -> int:
@@ -436,6 +441,7 @@ async def read_store(url: str, namespace: str, replicas: int) -> list[RecordedEv
 def audit(events: list[RecordedEvent]) -> Audit:
     replay = Replay()
     by_key: dict[str, list[RecordedEvent]] = collections.defaultdict(list)
+    refused: dict[str, list[RecordedEvent]] = collections.defaultdict(list)
     duplicated = []
     ids = collections.Counter(event.id for event in events)
     duplicated += [f"event id {event_id} x{n}" for event_id, n in ids.items() if n > 1]
@@ -444,13 +450,17 @@ def audit(events: list[RecordedEvent]) -> Audit:
         replay.apply(event)
         key = event.metadata.get("idempotency_key")
         if isinstance(key, str):
-            by_key[key].append(event)
+            (refused if event.type == "micro.CommandRefused" else by_key)[key].append(event)
         expected = versions.get(event.stream, -1) + 1
         if event.version != expected:
             duplicated.append(f"{event.stream} v{event.version} where v{expected} was due")
         versions[event.stream] = event.version
     duplicated += [f"key {key} x{len(found)}" for key, found in by_key.items() if len(found) > 1]
-    return Audit(events, replay, dict(by_key), duplicated)
+    duplicated += [
+        f"refusal {key} x{len(found)}" for key, found in refused.items() if len(found) > 1
+    ]
+    duplicated += [f"key {key} stored and refused" for key in refused if key in by_key]
+    return Audit(events, replay, dict(by_key), dict(refused), duplicated)
 
 
 def check_transfers(found: Audit) -> list[str]:

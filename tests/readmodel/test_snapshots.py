@@ -14,7 +14,7 @@ from micro.eventstore.base import ANY, NewEvent
 from micro.eventstore.memory import MemoryEventStore
 from micro.readmodel import AppliedEvent, Model, Models
 from micro.readmodel.event import EventTypes
-from micro.readmodel.projector import Projector
+from micro.readmodel.projector import REFUSALS_STREAM, CommandRefused, Projector
 from micro.readmodel.snapshots import Snapshooter
 from micro.testing import NatsServer, wait_until
 
@@ -110,6 +110,95 @@ async def test_idempotency_keys_survive_a_snapshot(
     assert after.applied == 0
     assert after.seen_keys == before.seen_keys
     assert after.seen_keys["k-3"].position == 4
+
+
+REFUSAL = {"code": "rule_violation", "message": "not today", "details": {"why": "closed"}}
+
+
+async def refuse(store: MemoryEventStore, key: str) -> None:
+    """The refusal of a keyed command, as the command pipeline stores it."""
+    await store.append(
+        REFUSALS_STREAM,
+        [
+            NewEvent(
+                CommandRefused.type_name(),
+                {"command": "add", "error": REFUSAL},
+                {"idempotency_key": key, "command": "add"},
+            )
+        ],
+        ANY,
+    )
+
+
+async def test_refusals_survive_a_snapshot(
+    snapshooter: Snapshooter, client, micro_namespace
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 5, key="k")
+    await refuse(store, "r")
+    before = await started(projector_of(store), snapshooter)
+    await snapshooter.save()
+    await before.stop()
+    after = await started(
+        projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
+    )
+    await after.stop()
+    assert after.applied == 0
+    assert after.seen_keys == before.seen_keys
+    assert after.seen_keys["r"].refusal == REFUSAL
+    assert after.seen_keys["k-3"].refusal is None
+
+
+async def format_2(snapshooter: Snapshooter) -> None:
+    """Rewrite the newest snapshot as a version that kept no refusals wrote it."""
+    objects = await snapshooter._objects()
+    (name, *_) = await snapshooter._names()
+    snapshot = orjson.loads((await objects.get(name)).data)
+    snapshot["format"] = 2
+    snapshot["keys"] = [row[:6] for row in snapshot["keys"]]
+    await objects.put(name, orjson.dumps(snapshot))
+
+
+async def test_a_snapshot_of_format_2_still_loads(
+    snapshooter: Snapshooter, client, micro_namespace
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 20, key="k")
+    before = await started(projector_of(store), snapshooter)
+    await snapshooter.save()
+    await before.stop()
+    await format_2(snapshooter)
+    await refuse(store, "r")
+    with structlog.testing.capture_logs() as logs:
+        after = await started(
+            projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
+        )
+    await after.stop()
+    assert not [line for line in logs if line["log_level"] == "warning"]
+    assert after.applied == 1
+    assert after.seen_keys["k-3"] == before.seen_keys["k-3"]
+    assert after.seen_keys["r"].refusal == REFUSAL
+
+
+async def test_a_snapshot_of_format_2_that_saw_a_refusal_is_skipped_for_a_replay(
+    snapshooter: Snapshooter, client, micro_namespace
+) -> None:
+    store = MemoryEventStore()
+    await add(store, 20, key="k")
+    await refuse(store, "r")
+    before = await started(projector_of(store), snapshooter)
+    await snapshooter.save()
+    await before.stop()
+    await format_2(snapshooter)  # a row for "r" on the refusals stream, but not its refusal
+    with structlog.testing.capture_logs() as logs:
+        after = await started(
+            projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
+        )
+    await after.stop()
+    (warning,) = [line for line in logs if line["log_level"] == "warning"]
+    assert "refused" in warning["reason"]
+    assert after.applied == 21
+    assert after.seen_keys == before.seen_keys
 
 
 @pytest.mark.parametrize(
