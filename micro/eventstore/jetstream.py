@@ -977,6 +977,11 @@ class _ReplyRouter:
         return replies, more
 
 
+def _resolve(waiter: asyncio.Future[bool], woken: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(woken)
+
+
 class _Puller:
     """An ephemeral pull consumer read in pipelined batches, recreated if it breaks.
 
@@ -1001,7 +1006,7 @@ class _Puller:
         self._delivered = 0
         self._broken = False
         self._closed = False
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Future[bool] | None = None  # set while waiting for a message
         self._heard_at = time.monotonic()
         self._heard = False  # set per message; turned into a time only when idle
         self._reconnects = 0
@@ -1028,10 +1033,19 @@ class _Puller:
                 await self._top_up()
                 return chunk
             await self._top_up()
-            self._wake.clear()
+            if self._buffer or self._broken or self._closed:
+                continue  # something came in while the pull request went out
+            # A future and a timer rather than wait_for(event.wait()): that makes a task for
+            # every wake-up, and a live subscription wakes up for every event.
+            loop = asyncio.get_running_loop()
+            self._wake = waiter = loop.create_future()
+            timer = loop.call_later(_WAKE, _resolve, waiter, False)
             try:
-                await asyncio.wait_for(self._wake.wait(), _WAKE)
-            except TimeoutError:
+                woken = await waiter
+            finally:
+                timer.cancel()
+                self._wake = None
+            if not woken:
                 # A reconnected client lost our consumer's pull requests (and, after a
                 # server restart, the in-memory consumer itself); a silent one is as bad.
                 if self._heard:
@@ -1114,7 +1128,7 @@ class _Puller:
             delivered = int(tokens[6 + offset])
             if delivered != self._delivered + 1:
                 self._broken = True  # a delivery went missing: start again after the last
-                self._wake.set()
+                self._signal()
                 return
             if position < self._next:
                 return  # already passed on (a restarted consumer may overlap)
@@ -1125,7 +1139,7 @@ class _Puller:
                 self._requests[0] -= 1
                 if self._requests[0] <= 0:
                     self._requests.popleft()
-            self._wake.set()
+            self._signal()
             return
         header = message.headers or {}
         status = header.get("Status", "")
@@ -1136,7 +1150,7 @@ class _Puller:
             self._broken = True
         elif self._requests:
             self._requests.popleft()  # 408 expired or 409 limits: that request is over
-        self._wake.set()
+        self._signal()
 
     async def _drop_consumer(self) -> None:
         subscription, self._subscription = self._subscription, None
@@ -1152,7 +1166,11 @@ class _Puller:
     def stop(self) -> None:
         """Make the reader fail at its next step (its store is closing)."""
         self._closed = True
-        self._wake.set()
+        self._signal()
+
+    def _signal(self) -> None:
+        if self._wake is not None:
+            _resolve(self._wake, True)
 
     async def close(self) -> None:
         self._closed = True
