@@ -168,7 +168,7 @@ class ConfigStore:
         """Every registered schema, by service."""
         kv = await self.open()
         found: dict[str, dict[str, Any]] = {}
-        for kv_key in await self._keys(kv, "schema.*"):
+        for kv_key in await self._keys("schema.*"):
             with contextlib.suppress(KeyNotFoundError):
                 entry = await kv.get(kv_key)
                 if entry.value:
@@ -264,7 +264,7 @@ class ConfigStore:
         """The global values and, with ``service``, that service's own, sorted."""
         kv = await self.open()
         found = []
-        for kv_key in await self._keys(kv, ">"):
+        for kv_key in await self._keys(">"):
             parsed = _parse_kv_key(kv_key)
             if parsed is None or (parsed[0] is not None and parsed[0] != service):
                 continue
@@ -278,17 +278,34 @@ class ConfigStore:
                     )
         return sorted(found, key=lambda e: (e.service or "", e.key))
 
-    async def _keys(self, kv: KeyValue, pattern: str) -> list[str]:
-        watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
-        keys = []
+    async def is_empty(self) -> bool:
+        """Whether the bucket holds no value and no delete marker at all."""
         try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                keys.append(entry.key)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return keys
+            info = await self.client.jetstream().stream_info(f"KV_{self.bucket}")
+        except Exception as error:
+            raise UnavailableError(
+                f"the config bucket {self.bucket!r} cannot be read: {error}"
+            ) from error
+        return not info.state.messages
+
+    async def _keys(self, pattern: str) -> list[str]:
+        """Keys matching ``pattern`` that have a value or a delete marker.
+
+        Read from the stream's subject counts in one request. A watch would do, but nats-py
+        can hand out its "no more values" marker before a value already on its way (the
+        consumer's info says nothing is pending once the value is sent, not once it is
+        taken in), and a key would be missed.
+        """
+        prefix = f"$KV.{self.bucket}."
+        try:
+            info = await self.client.jetstream().stream_info(
+                f"KV_{self.bucket}", subjects_filter=prefix + pattern
+            )
+        except Exception as error:
+            raise UnavailableError(
+                f"the config bucket {self.bucket!r} cannot be read: {error}"
+            ) from error
+        return sorted(subject[len(prefix) :] for subject in info.state.subjects or {})
 
     async def watch(
         self,
@@ -379,12 +396,20 @@ class ConfigClient:
         kv = await self.store.open()
         if self.model is not None:
             await self.store.register_schema(settings.service, self.model.model_json_schema())
+        # The watch starts with the newest value of every key; the one it sends with nothing
+        # left pending ends the initial load. (nats-py's own "no more values" marker can
+        # come before a value still on its way, so it ends the load only of an empty bucket.)
+        empty = await self.store.is_empty()
         self._watcher = await kv.watch(">")
         while True:
             entry = await self._watcher.updates(timeout=settings.request_timeout)
             if entry is None:
-                break
+                if empty:
+                    break
+                continue
             self._take(entry, self._global, self._own)
+            if not entry.delta:
+                break
         try:
             self.value = self._build(self._global, self._own)
         except pydantic.ValidationError as error:
