@@ -319,16 +319,20 @@ class ConfigStore:
         ``on_ready()`` is called once the watch is subscribed: no change after it is missed.
         """
         kv = await self.open()
+        # Current values come first, up to the one sent with nothing left pending (see
+        # ConfigClient.start for why nats-py's own marker does not tell).
+        caught_up = await self.is_empty()
         watcher = await kv.watch(">")
         if on_ready is not None:
             on_ready()
-        caught_up = False
         try:
             async for entry in watcher:
                 if entry is None:
-                    caught_up = True
                     continue
-                if not caught_up and not include_current:
+                current = not caught_up
+                if current and not entry.delta:
+                    caught_up = True
+                if current and not include_current:
                     continue
                 parsed = _parse_kv_key(entry.key)
                 if parsed is None or (parsed[0] is not None and parsed[0] != service):

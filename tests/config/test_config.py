@@ -172,6 +172,32 @@ async def test_without_a_model_the_config_is_a_dict(
         assert config.get("limit") == 3
 
 
+async def test_a_watch_tells_current_values_from_changes(store: ConfigStore) -> None:
+    for number in range(20):  # many current values: some are still on their way at start
+        await store.set(f"key{number}", number)
+    ready = asyncio.Event()
+
+    async def changes(include_current: bool) -> list[tuple[str, object]]:
+        seen = []
+        async for change in store.watch(include_current=include_current, on_ready=ready.set):
+            seen.append((change.key, change.value))
+            if change.key == "after":
+                return seen
+        raise AssertionError("the watch ended")
+
+    only_changes = asyncio.create_task(changes(False))
+    await ready.wait()
+    ready.clear()
+    everything = asyncio.create_task(changes(True))
+    await ready.wait()
+    await store.set("after", "yes")
+
+    assert await asyncio.wait_for(only_changes, 10) == [("after", "yes")]
+    current = await asyncio.wait_for(everything, 10)
+    assert sorted(current[:-1]) == sorted((f"key{n}", n) for n in range(20))
+    assert current[-1] == ("after", "yes")
+
+
 @pytest.fixture
 def run_cli(micro_settings: Settings):
     runner = CliRunner()
