@@ -14,7 +14,7 @@ What it serves:
   look at discovery every ``refresh_interval`` seconds, and at once on an unknown path).
 - ``Authorization: Bearer <token>`` travels to the service as ``meta["token"]``;
   ``Idempotency-Key`` as the idempotency key. A command's reply carries the position of its
-  last event in ``X-Micro-Position``; a view called with ``?min_position=`` waits for it.
+  last event in ``X-Micro-Position``; a view or command called with ``?min_position=`` waits for it.
 - ``Accept: text/event-stream`` on a command streams its intermediate messages (SSE).
 - ``GET <prefix>/events``: the live event feed over SSE (see ``micro.gateway.feed``).
 - ``/openapi.json``, ``/docs``, ``/healthz``, ``/readyz``, ``/metrics``, and optionally a
@@ -557,7 +557,7 @@ class Gateway:
         meta = self._meta(request)
         body = await self._read_body(request) if method not in ("GET", "DELETE") else None
         payload = self._payload(request, operation, parameters, body)
-        min_position = await self._min_position(request) if operation.kind == "view" else None
+        min_position = await self._min_position(request)
         if self._in_flight >= self.settings.max_in_flight:
             raise _TooManyRequestsError(
                 f"the gateway is forwarding {self._in_flight} calls already; retry shortly"

@@ -121,21 +121,22 @@ def _operation(operation: Operation, components: dict[str, Any]) -> dict[str, An
             else:
                 parameter["schema"] = schema
             parameters.append(parameter)
-        parameters.append(
-            {
-                "name": "min_position",
-                "in": "query",
-                "required": False,
-                "description": "wait until the view has applied this event position "
-                "(the X-Micro-Position of a command's reply): read-your-writes",
-                "schema": {"type": "integer", "minimum": 0},
-            }
-        )
     else:
         spec["requestBody"] = {
             "required": False,
             "content": {"application/json": {"schema": _without(request, operation.parameters)}},
         }
+    parameters.append(
+        {
+            "name": "min_position",
+            "in": "query",
+            "required": False,
+            "description": "answer once the serving instance has applied this event position "
+            "(the X-Micro-Position of an earlier reply): read your own writes, or decide a "
+            "command after the one it depends on",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    )
     if parameters:
         spec["parameters"] = parameters
     reply = _hoist(operation.reply_schema or {}, prefix + ".reply", components)

@@ -38,7 +38,11 @@ def build_service(settings: Settings) -> Micro:
     micro = Micro(settings, service="demo")
 
     def greet(request: Greeting, ctx: Context) -> dict:
-        return {"greeting": " ".join([f"hello {request.name}"] * request.times), "meta": ctx.meta}
+        return {
+            "greeting": " ".join([f"hello {request.name}"] * request.times),
+            "meta": ctx.meta,
+            "min_position": ctx.min_position,
+        }
 
     def lookup(query: Lookup) -> dict:
         if query.id == 404:

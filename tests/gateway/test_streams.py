@@ -113,3 +113,17 @@ async def test_read_your_writes_min_position_ahead_of_the_store_is_400(stack: St
     await stack.store.append("account-3", [NewEvent("Deposited", {"amount": 1})], ANY)
     response = await stack.client.get("/api/demo/lookup?id=1&min_position=1")
     assert response.status_code == 200
+
+
+async def test_a_command_takes_min_position_too(stack: Stack) -> None:
+    # A command that depends on an earlier one (a login after the sign-up) is decided by an
+    # instance that has applied the earlier one's position.
+    response = await stack.client.post("/api/demo/greet?min_position=999", json={"name": "a"})
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["fields"][0]["field"] == "min_position"
+    await stack.store.append("account-3", [NewEvent("Deposited", {"amount": 1})], ANY)
+    response = await stack.client.post("/api/demo/greet?min_position=1", json={"name": "a"})
+    assert response.status_code == 200
+    assert response.json()["min_position"] == 1
+    response = await stack.client.post("/api/demo/greet", json={"name": "a"})
+    assert response.json()["min_position"] is None

@@ -2,7 +2,7 @@
 // event feed live (SSE), and play with the bank. Plain JS, no build step, no CDN.
 "use strict";
 
-const state = { token: sessionStorage.getItem("micro.token"), user: null, feed: null, accountsAt: 0 };
+const state = { token: sessionStorage.getItem("micro.token"), user: null, feed: null, accountsAt: 0, seen: 0 };
 
 const $ = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
@@ -17,7 +17,12 @@ const $ = (tag, attrs = {}, ...children) => {
 const byId = (id) => document.getElementById(id);
 
 // One call to the gateway: JSON in, JSON out, the position of a command's events kept.
+// Each command carries the newest position this page has seen, so whichever instance
+// serves it has applied the commands before it (a login after its sign-up).
 async function api(method, path, body) {
+  if (method !== "GET" && state.seen) {
+    path += `${path.includes("?") ? "&" : "?"}min_position=${state.seen}`;
+  }
   const headers = {};
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   const options = { method, headers };
@@ -29,6 +34,7 @@ async function api(method, path, body) {
   let data = null;
   try { data = await response.json(); } catch (_) { /* empty or not JSON */ }
   const position = response.headers.get("X-Micro-Position");
+  if (position) state.seen = Math.max(state.seen, Number(position));
   return { ok: response.ok, status: response.status, data, position: position ? Number(position) : null };
 }
 
