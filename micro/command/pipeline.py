@@ -44,8 +44,10 @@ from micro.command.sheets import RuleSheet
 from micro.errors import (
     ConcurrencyError,
     ConflictError,
+    ForbiddenError,
     InternalError,
     MicroError,
+    NotFoundError,
     RuleViolation,
     TimeoutError,
     ValidationError,
@@ -58,6 +60,10 @@ from micro.readmodel.projector import REFUSALS_STREAM, CommandRefused, Projector
 __all__ = ["CommandPipeline", "Guard", "event_id"]
 
 _log = structlog.get_logger("micro.pipeline")
+
+_REFUSALS = (RuleViolation, NotFoundError, ForbiddenError)
+"""What a rule decides against the current state, remembered for a keyed command's retries.
+(Not ``ConflictError``: the store raises it too, and schema errors do not depend on state.)"""
 
 _ID_NAMESPACE = uuid.UUID("6f1b7d1e-3c1a-4d4e-9a59-7a1c0e2b5d10")
 _REPLIES_REMEMBERED = 10_000
@@ -127,7 +133,7 @@ class CommandPipeline:
                     f"invalid payload for {rule.command!r}: {error}",
                     details={"fields": [{"field": "payload", "reason": str(error)}]},
                 ) from None
-            except RuleViolation as refusal:
+            except _REFUSALS as refusal:
                 if ctx.idempotency_key is None:
                     raise
                 return await self._repeat(
@@ -163,7 +169,7 @@ class CommandPipeline:
             if key is None or self._done(rule, key) is None:
                 try:
                     appended = await self._decide_and_append(rule, request, stream, ctx)
-                except RuleViolation as refusal:
+                except _REFUSALS as refusal:
                     if key is None:
                         raise
                     await self._refuse(rule, refusal, ctx)  # returns if done meanwhile
@@ -264,7 +270,7 @@ class CommandPipeline:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _refuse(
-        self, rule: RuleSheet, refusal: RuleViolation, ctx: Context
+        self, rule: RuleSheet, refusal: MicroError, ctx: Context
     ) -> _Reply | SeenCommand:
         """Store the refusal of a keyed command, then raise it.
 

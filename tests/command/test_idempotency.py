@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any
 
 import pytest
 import structlog
 from harness import TestStore, run_command, tally_service
+from pydantic import BaseModel
 
 from micro import (
     EventStoreUnavailableError,
     Micro,
     MicroError,
+    NotFoundError,
     RuleViolation,
     Settings,
     ValidationError,
 )
 from micro.command.pipeline import event_id
 from micro.eventstore import RecordedEvent, open_event_store
+from micro.readmodel import Event
 
 
 async def test_a_retry_appends_nothing_and_returns_the_same_reply(
@@ -309,6 +313,49 @@ async def test_a_success_that_loses_the_race_to_a_refusal_gets_the_refusal(
     assert outcome(lost.value) == outcome(refused.value)
     events = await stored(micro_settings, shared)
     assert [event.type for event in events] == ["Added", "Taken", "micro.CommandRefused"]
+
+
+class Claim(BaseModel):
+    id: str
+
+
+class Claimed(Event):
+    id: str
+
+
+def claim_rule() -> types.ModuleType:
+    """A rule whose refusal is not a RuleViolation: the tally it names does not exist."""
+    rule = types.ModuleType("claim_rule")
+    rule.Request = Claim  # type: ignore[attr-defined]
+    rule.Claimed = Claimed  # type: ignore[attr-defined]
+    rule.stream = lambda request: f"claim-{request.id}"  # type: ignore[attr-defined]
+
+    def validation(request: Claim, models: Any) -> None:
+        if request.id not in models.tally:
+            raise NotFoundError(f"no tally {request.id}")
+
+    rule.validation = validation  # type: ignore[attr-defined]
+    rule.events = lambda request, models: [Claimed(id=request.id)]  # type: ignore[attr-defined]
+    return rule
+
+
+async def test_a_not_found_decided_by_the_rule_is_remembered_like_a_refusal(
+    micro_settings: Settings, store: TestStore
+) -> None:
+    service = tally_service(micro_settings, store)
+    service.commander.add_command("claim", claim_rule(), {})
+    async with service, Micro(micro_settings) as client:
+        with pytest.raises(NotFoundError, match="no tally a"):
+            await client.act("claim", {"id": "a"}, idempotency_key="c")
+        await client.act("add", {"id": "a", "amount": 1})
+        with pytest.raises(NotFoundError, match="no tally a"):
+            await client.act("claim", {"id": "a"}, idempotency_key="c")
+        assert await client.act("claim", {"id": "a"}, idempotency_key="c2")
+    assert [event.type for event in await store.events()] == [
+        "micro.CommandRefused",
+        "Added",
+        "Claimed",
+    ]
 
 
 async def test_an_unkeyed_refusal_stores_nothing(
