@@ -103,10 +103,7 @@ async def test_idempotency_keys_survive_a_snapshot(
     before = await started(projector_of(store), snapshooter)
     await snapshooter.save()
     await before.stop()
-    after = await started(
-        projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
-    )
-    await after.stop()
+    after = await restarted(store, client, micro_namespace)
     assert after.applied == 0
     assert after.seen_keys == before.seen_keys
     assert after.seen_keys["k-3"].position == 4
@@ -130,6 +127,15 @@ async def refuse(store: MemoryEventStore, key: str) -> None:
     )
 
 
+async def restarted(store: MemoryEventStore, client, namespace: str) -> Projector:
+    """A new projector on ``store`` that started from the newest snapshot (then stopped)."""
+    projector = await started(
+        projector_of(store), Snapshooter(client, namespace=namespace, service="tally")
+    )
+    await projector.stop()
+    return projector
+
+
 async def test_refusals_survive_a_snapshot(
     snapshooter: Snapshooter, client, micro_namespace
 ) -> None:
@@ -139,10 +145,7 @@ async def test_refusals_survive_a_snapshot(
     before = await started(projector_of(store), snapshooter)
     await snapshooter.save()
     await before.stop()
-    after = await started(
-        projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
-    )
-    await after.stop()
+    after = await restarted(store, client, micro_namespace)
     assert after.applied == 0
     assert after.seen_keys == before.seen_keys
     assert after.seen_keys["r"].refusal == REFUSAL
@@ -170,10 +173,7 @@ async def test_a_snapshot_of_format_2_still_loads(
     await format_2(snapshooter)
     await refuse(store, "r")
     with structlog.testing.capture_logs() as logs:
-        after = await started(
-            projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
-        )
-    await after.stop()
+        after = await restarted(store, client, micro_namespace)
     assert not [line for line in logs if line["log_level"] == "warning"]
     assert after.applied == 1
     assert after.seen_keys["k-3"] == before.seen_keys["k-3"]
@@ -191,10 +191,7 @@ async def test_a_snapshot_of_format_2_that_saw_a_refusal_is_skipped_for_a_replay
     await before.stop()
     await format_2(snapshooter)  # a row for "r" on the refusals stream, but not its refusal
     with structlog.testing.capture_logs() as logs:
-        after = await started(
-            projector_of(store), Snapshooter(client, namespace=micro_namespace, service="tally")
-        )
-    await after.stop()
+        after = await restarted(store, client, micro_namespace)
     (warning,) = [line for line in logs if line["log_level"] == "warning"]
     assert "refused" in warning["reason"]
     assert after.applied == 21
