@@ -181,6 +181,8 @@ class Projector:
 
     def apply(self, event: RecordedEvent) -> bool:
         """Apply one event; False when a reducer failed (the projector stops)."""
+        if self.failure is not None:
+            return False  # stopped: nothing more is applied, whoever hands the event in
         if event.position <= self.position:
             return True  # already applied (a resumed subscription may repeat one)
         reducers = self.reducers.get(event.type)

@@ -45,8 +45,11 @@ async def test_events_after_the_failure_are_not_applied(
     async with service as tally, Micro(micro_settings) as client:
         with pytest.raises(UnavailableError):
             await client.act("poison", {"id": "nobody"})
-        await store.append("tally-b", [NewEvent("Added", {"id": "b", "amount": 1})], ANY)
+        later = await store.append("tally-b", [NewEvent("Added", {"id": "b", "amount": 1})], ANY)
         projector = tally.commander.projector
+        # handed in directly too, as the command that appended it would: still refused
+        projector.apply_appended(later.events)
+        assert not projector.apply(later.events[0])
         assert projector.position == 0
         assert "b" not in projector.models.tally
 
