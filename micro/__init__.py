@@ -27,6 +27,7 @@ from micro.errors import (
     UnavailableError,
     ValidationError,
 )
+from micro.session import Session
 from micro.settings import Settings
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = [
     "RetryPolicy",
     "RuleViolation",
     "ServiceNotFoundError",
+    "Session",
     "Settings",
     "TimeoutError",
     "UnauthorizedError",

@@ -33,6 +33,7 @@ from micro.errors import ConfigError
 from micro.log import configure_logging
 from micro.modules.builtin import register_builtin_modules
 from micro.modules.loader import ModuleLoader
+from micro.session import Session
 from micro.settings import Settings
 
 __all__ = ["Micro"]
@@ -227,6 +228,17 @@ class Micro:
             idempotency_key=idempotency_key,
             min_position=min_position,
         )
+
+    def session(self, *, meta: dict[str, Any] | None = None) -> Session:
+        """Calls that read their own writes on any instance, and share ``meta`` (a token).
+
+        Usage::
+
+            session = micro.session()
+            await session.act("deposit", {"id": "a1", "amount": 5})
+            await session.act("account balance", {"id": "a1"})  # sees the deposit
+        """
+        return Session(self, meta=meta)
 
     def act_stream(
         self,
