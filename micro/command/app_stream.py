@@ -39,6 +39,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from micro._tasks import stop_task
 from micro.bus.context import Context, current_context, new_id
 from micro.errors import ConfigError, MicroError
 from micro.readmodel.event import AppliedEvent, Event
@@ -173,14 +174,7 @@ class EventHandlers:
         self._stopping = True
         for group in self.groups.values():
             task, group.task = group.task, None
-            # A cancellation can be lost (nats-py turns some into its own errors, and
-            # asyncio.wait_for on Python 3.11 may swallow one), and a group waits out
-            # errors: cancel until the task is really over.
-            while task is not None and not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
-            if task is not None and not task.cancelled():
-                task.exception()  # retrieved: a task that failed has logged why already
+            await stop_task(task)
 
     async def _run(self, group: _Group) -> None:
         """Follow the store; ride out outages, stop only when a handler keeps failing."""

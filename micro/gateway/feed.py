@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from micro._tasks import stop_task
 from micro.eventstore.base import EventStore, RecordedEvent
 
 __all__ = ["EventFeed", "FeedOverflow", "public_event"]
@@ -72,11 +73,8 @@ class EventFeed:
         self._task = asyncio.create_task(self._follow(), name="gateway-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         for queue in list(self._clients):
             self._offer(queue, None)
 

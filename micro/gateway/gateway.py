@@ -50,6 +50,7 @@ from starlette.routing import Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
+from micro._tasks import stop_task
 from micro.app import Micro
 from micro.discovery import ServiceRecord
 from micro.errors import (
@@ -754,11 +755,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._serving
             self._serving = None
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        refresher, self._refresher = self._refresher, None
+        await stop_task(refresher)
         if self._socket is not None:
             self._socket.close()
             self._socket = None

@@ -44,6 +44,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from micro._tasks import stop_task
 from micro.bus.endpoint import field_errors
 from micro.errors import ConfigError, NotFoundError, UnavailableError, ValidationError
 
@@ -505,11 +506,8 @@ class ConfigClient:
         return await self.store.set(key, value, service)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         if self._watcher is not None:
             with contextlib.suppress(Exception):
                 await self._watcher.stop()

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from micro._tasks import stop_task
 from micro.errors import RuleViolation, TimeoutError, UnavailableError
 from micro.eventstore.base import EventStore, RecordedEvent
 from micro.readmodel.event import AppliedEvent, Event, EventTypes
@@ -136,11 +137,8 @@ class Projector:
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def _follow(self) -> None:
         subscription = self.store.subscribe(self.position + 1)

@@ -21,6 +21,7 @@ import structlog
 from nats.js.errors import NotFoundError as NatsNotFoundError
 from nats.js.object_store import ObjectStore
 
+from micro._tasks import stop_task
 from micro.readmodel.projector import REFUSALS_STREAM, SeenCommand
 
 if TYPE_CHECKING:
@@ -198,11 +199,8 @@ class Snapshooter:
         self._task = asyncio.create_task(self._loop(), name="snapshooter")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def _loop(self) -> None:
         last = time.monotonic()
