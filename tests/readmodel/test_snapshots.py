@@ -69,6 +69,14 @@ async def started(projector: Projector, snapshooter: Snapshooter) -> Projector:
     return projector
 
 
+async def snapshotted(store: MemoryEventStore, snapshooter: Snapshooter) -> Projector:
+    """A projector on ``store`` that caught up and saved a snapshot (then stopped)."""
+    projector = await started(projector_of(store), snapshooter)
+    await snapshooter.save()
+    await projector.stop()
+    return projector
+
+
 async def test_a_restart_loads_the_snapshot_and_replays_only_the_tail(
     client: nats.NATS, micro_namespace: str, snapshooter: Snapshooter
 ) -> None:
@@ -100,9 +108,7 @@ async def test_idempotency_keys_survive_a_snapshot(
 ) -> None:
     store = MemoryEventStore()
     await add(store, 20, key="k")
-    before = await started(projector_of(store), snapshooter)
-    await snapshooter.save()
-    await before.stop()
+    before = await snapshotted(store, snapshooter)
     after = await restarted(store, client, micro_namespace)
     assert after.applied == 0
     assert after.seen_keys == before.seen_keys
@@ -142,9 +148,7 @@ async def test_refusals_survive_a_snapshot(
     store = MemoryEventStore()
     await add(store, 5, key="k")
     await refuse(store, "r")
-    before = await started(projector_of(store), snapshooter)
-    await snapshooter.save()
-    await before.stop()
+    before = await snapshotted(store, snapshooter)
     after = await restarted(store, client, micro_namespace)
     assert after.applied == 0
     assert after.seen_keys == before.seen_keys
@@ -167,9 +171,7 @@ async def test_a_snapshot_of_format_2_still_loads(
 ) -> None:
     store = MemoryEventStore()
     await add(store, 20, key="k")
-    before = await started(projector_of(store), snapshooter)
-    await snapshooter.save()
-    await before.stop()
+    before = await snapshotted(store, snapshooter)
     await format_2(snapshooter)
     await refuse(store, "r")
     with structlog.testing.capture_logs() as logs:
@@ -186,9 +188,7 @@ async def test_a_snapshot_of_format_2_that_saw_a_refusal_is_skipped_for_a_replay
     store = MemoryEventStore()
     await add(store, 20, key="k")
     await refuse(store, "r")
-    before = await started(projector_of(store), snapshooter)
-    await snapshooter.save()
-    await before.stop()
+    before = await snapshotted(store, snapshooter)
     await format_2(snapshooter)  # a row for "r" on the refusals stream, but not its refusal
     with structlog.testing.capture_logs() as logs:
         after = await restarted(store, client, micro_namespace)
@@ -223,9 +223,7 @@ async def test_a_corrupt_newest_snapshot_falls_back_to_an_older_valid_one(
 ) -> None:
     store = MemoryEventStore()
     await add(store, 30)
-    first = await started(projector_of(store), snapshooter)
-    await snapshooter.save()
-    await first.stop()
+    await snapshotted(store, snapshooter)
     await add(store, 10)
     objects = await snapshooter._objects()
     await objects.put(
@@ -250,9 +248,7 @@ async def test_a_snapshot_of_models_of_another_shape_is_ignored(
 ) -> None:
     store = MemoryEventStore()
     await add(store, 25)
-    old = await started(projector_of(store), snapshooter)
-    await snapshooter.save()
-    await old.stop()
+    await snapshotted(store, snapshooter)
     with structlog.testing.capture_logs() as logs:
         changed = await started(
             projector_of(store, TallyWithLabel),
