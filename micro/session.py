@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from micro.bus.caller import Reply
+from micro.bus.caller import Reply, check_min_position
 
 if TYPE_CHECKING:
     from micro.app import Micro
@@ -49,6 +49,7 @@ class Session:
         min_position: int | None = None,
     ) -> Reply:
         """Like ``Micro.request``, waiting for what this session has written so far."""
+        check_min_position(min_position)
         wanted = max(self.position, min_position or 0)
         reply = await self.micro.request(
             name,

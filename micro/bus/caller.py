@@ -39,7 +39,7 @@ from micro.settings import Settings
 if TYPE_CHECKING:
     from micro.bus.endpoint import Endpoint
 
-__all__ = ["DEFAULT_RETRY", "Caller", "Reply", "RetryPolicy"]
+__all__ = ["DEFAULT_RETRY", "Caller", "Reply", "RetryPolicy", "check_min_position"]
 
 _STATUS = "Status"
 
@@ -82,6 +82,18 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+def check_min_position(min_position: object) -> None:
+    """Raise ``ValidationError`` unless ``min_position`` is ``None`` or an event position."""
+    if min_position is not None and (
+        isinstance(min_position, bool) or not isinstance(min_position, int) or min_position < 0
+    ):
+        raise ValidationError(
+            f"min_position must be a non-negative integer (an event position), "
+            f"not {min_position!r}",
+            details={"fields": [{"field": "min_position", "reason": "not a position"}]},
+        )
 
 
 class Caller:
@@ -147,6 +159,7 @@ class Caller:
                 f"timeout must be a positive number of seconds, not {timeout!r}",
                 details={"fields": [{"field": "timeout", "reason": "not positive"}]},
             )
+        check_min_position(min_position)
         if meta is not None and not isinstance(meta, dict):
             raise ValidationError(
                 f"meta must be a dict, not {type(meta).__name__}",

@@ -212,6 +212,17 @@ class TestBadInput:
         with pytest.raises(ValueError, match="already served"):
             micro.add("once", lambda: None)
 
+    @pytest.mark.parametrize("position", ["abc", -1, 2.5, True])
+    async def test_a_min_position_that_is_no_position_is_refused_naming_the_field(
+        self, micro_settings, position: object
+    ) -> None:
+        async with Micro(micro_settings).add("echo", lambda p: p) as micro:
+            for caller in (micro, micro.session()):
+                with pytest.raises(ValidationError, match="min_position must be") as refused:
+                    await caller.act("echo", 1, min_position=position)  # type: ignore[arg-type]
+                assert refused.value.fields[0]["field"] == "min_position"
+            assert await micro.act("echo", 1, min_position=0) == 1
+
     async def test_a_payload_over_max_payload_names_the_limit(self, micro_settings) -> None:
         async with Micro(micro_settings).add("big", lambda p: len(p)) as micro:
             limit = micro.client.max_payload
