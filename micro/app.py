@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import signal
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -20,6 +18,7 @@ import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from micro._signals import stop_on_signals
 from micro.bus.caller import Caller, Reply, RetryPolicy
 from micro.bus.connection import connect
 from micro.bus.endpoint import Endpoint, Middleware
@@ -520,20 +519,12 @@ class Micro:
     async def serve(self) -> None:
         """Serve until ``stop()`` or SIGINT/SIGTERM, then drain and close."""
         self._stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, self._stop.set)
-                    installed.append(sig)
         try:
-            await self.open()
-            await self._stop.wait()
-            _log.info("stopping: draining requests in flight", service=self.settings.service)
+            with stop_on_signals(self._stop):
+                await self.open()
+                await self._stop.wait()
+                _log.info("stopping: draining requests in flight", service=self.settings.service)
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             await self.close()
 
     def start(self) -> None:

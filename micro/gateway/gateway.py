@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +48,7 @@ from starlette.routing import Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
+from micro._signals import stop_on_signals
 from micro._tasks import stop_task
 from micro.app import Micro
 from micro.discovery import ServiceRecord
@@ -764,19 +763,11 @@ class Gateway:
     async def serve(self) -> None:
         """Serve until SIGINT/SIGTERM, then stop the gateway and close the micro."""
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, stop.set)
-                    installed.append(sig)
         try:
-            await self.start()
-            await stop.wait()
+            with stop_on_signals(stop):
+                await self.start()
+                await stop.wait()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             await self.stop()
             await self.micro.close()
 
