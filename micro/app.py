@@ -453,6 +453,7 @@ class Micro:
         self._caller = Caller(
             self.client, self.settings, self.hooks, retries=self._retries, local=self.endpoints
         )
+        await self._caller.start()
         self._responder = Responder(self.client, self.settings, self._caller, self.hooks)
         self._events = Events(self.client, self.settings, self._caller)
         for listener in self._listeners:

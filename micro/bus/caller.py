@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from micro._inbox import ReplyInbox
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
 from micro.bus.context import Context, current_context, new_id
@@ -123,6 +124,11 @@ class Caller:
         """Commands learned to be idempotent from discovery or from their error replies."""
         self._local = local if local is not None else {}
         self._subjects: dict[str, str] = {}
+        self._inbox = ReplyInbox(client)
+
+    async def start(self) -> None:
+        """Subscribe the reply inbox; calls are possible from then on."""
+        await self._inbox.start()
 
     def policy(self, name: str) -> RetryPolicy | None:
         """How calls to ``name`` are retried, or ``None`` when they are not."""
@@ -274,7 +280,7 @@ class Caller:
         self, name: str, subject: str, data: bytes, headers: dict[str, str], wait: float
     ) -> Reply:
         try:
-            msg = await self.client.request(subject, data, timeout=wait, headers=headers)
+            msg = await self._inbox.request(subject, data, headers, wait)
         except NoRespondersError:
             raise ServiceNotFoundError(
                 f"no service serves {name!r}", trace_id=headers[h.TRACE_ID]

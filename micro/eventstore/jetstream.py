@@ -67,6 +67,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, NoRespondersError
 
+from micro._inbox import ReplyInbox
 from micro._keyed_locks import KeyedLocks
 from micro.errors import (
     ConcurrencyError,
@@ -880,42 +881,26 @@ class _Reply:
     data: bytes
 
 
-def _give_up(reply: asyncio.Future[Msg]) -> None:
-    if not reply.done():
-        reply.set_exception(TimeoutError("no reply in time"))
-
-
 class _ReplyRouter:
-    """One inbox subscription for all batched direct gets and append acknowledgements.
+    """One inbox for all batched direct gets and append acknowledgements.
 
-    Appends wait here rather than in ``Client.request``: every command waits for one, and
-    a counter token plus a plain timer cost a fraction of a fresh NUID and ``wait_for``.
+    Appends wait on a ``ReplyInbox`` rather than in ``Client.request``: every command waits
+    for one acknowledgement, and the inbox's counter tokens and shared timer cost a fraction
+    of a fresh NUID and ``wait_for``. A batched read answers with many messages, routed here.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._prefix = client.new_inbox()
-        self._subscription: Subscription | None = None
+        self._inbox = ReplyInbox(client, on_other=self._on_batch)
         self._waiting: dict[str, tuple[list[_Reply], asyncio.Future[bool]]] = {}
-        self._acks: dict[str, asyncio.Future[Msg]] = {}
-        self._counter = 0
 
     async def start(self) -> None:
-        self._subscription = await self._client.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+        await self._inbox.start()
 
     async def close(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(NatsError):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        await self._inbox.close()
 
-    async def _on_reply(self, message: Msg) -> None:
-        token = message.subject[len(self._prefix) + 1 :]
-        ack = self._acks.pop(token, None)
-        if ack is not None:
-            if not ack.done():
-                ack.set_result(message)
-            return
+    def _on_batch(self, token: str, message: Msg) -> None:
         waiting = self._waiting.get(token)
         if waiting is None:
             return
@@ -940,35 +925,18 @@ class _ReplyRouter:
         self, subject: str, body: bytes, headers: dict[str, str], timeout: float
     ) -> Msg:
         """Publish and wait for the one reply; ``TimeoutError``, ``NoRespondersError``."""
-        self._counter += 1
-        token = str(self._counter)
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Msg] = loop.create_future()
-        self._acks[token] = reply
-        timer = loop.call_later(timeout, _give_up, reply)
-        try:
-            await self._client.publish(
-                subject, body, reply=f"{self._prefix}.{token}", headers=headers
-            )
-            message = await reply
-        finally:
-            timer.cancel()
-            self._acks.pop(token, None)
-        if not message.data and message.headers and message.headers.get("Status") == "503":
-            raise NoRespondersError
-        return message
+        return await self._inbox.request(subject, body, headers, timeout)
 
     async def direct_get(
         self, subject: str, request: bytes, timeout: float
     ) -> tuple[list[_Reply], bool]:
         """The messages of one batched direct get, and whether the server has more."""
-        self._counter += 1
-        token = str(self._counter)
+        token, reply_to = self._inbox.reply_subject()
         replies: list[_Reply] = []
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting[token] = (replies, done)
         try:
-            await self._client.publish(subject, request, reply=f"{self._prefix}.{token}")
+            await self._client.publish(subject, request, reply=reply_to)
             more = await asyncio.wait_for(done, timeout)
         except (TimeoutError, NatsError, OSError) as error:
             raise _unavailable("reading events", error) from error
