@@ -20,7 +20,7 @@ from nats.errors import Error as NatsError
 
 from micro._signals import stop_on_signals
 from micro.bus.caller import Caller, Reply, RetryPolicy
-from micro.bus.connection import connect
+from micro.bus.connection import confirm, connect
 from micro.bus.endpoint import Endpoint, Middleware
 from micro.bus.events import Events, Listener
 from micro.bus.hooks import Hooks, check_middleware
@@ -279,7 +279,7 @@ class Micro:
 
             async def listen() -> None:
                 await events.listen(listener)
-                await events.client.flush()
+                await confirm(events.client, self.settings.connect_timeout)
 
             self._spawn(listen())
         return self

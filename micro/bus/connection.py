@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from urllib.parse import urlsplit
 
 import nats
@@ -15,7 +16,7 @@ from micro.bus.embedded import ensure_embedded_server, is_listening
 from micro.errors import UnavailableError
 from micro.settings import Settings
 
-__all__ = ["connect", "resolve_url"]
+__all__ = ["confirm", "connect", "resolve_url"]
 
 _log = structlog.get_logger("micro.bus")
 
@@ -101,3 +102,16 @@ async def connect(settings: Settings, *, name: str | None = None) -> Client:
             f"cannot connect to NATS at {_shown(url)}: {reason}",
             details={"url": _shown(url)},
         ) from error
+
+
+async def confirm(client: Client, timeout: float) -> None:
+    """Return once the server has processed every command this client sent before.
+
+    ``Client.flush`` alone does not promise that: nats-py (2.16) writes its PING straight to
+    the socket, ahead of commands still queued for its flusher task, such as the SUB just
+    made. The server may then answer PONG before it knows the subscription, and a request
+    from another connection gets "no responders". The first flush lets the flusher write
+    what was queued; the second PING follows it on the wire, so its PONG proves it all.
+    """
+    await client.flush(timeout=math.ceil(timeout))
+    await client.flush(timeout=math.ceil(timeout))

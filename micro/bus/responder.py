@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from nats.aio.subscription import Subscription
 
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
+from micro.bus.connection import confirm
 from micro.bus.context import Context, current_context, new_id
 from micro.bus.endpoint import Endpoint
 from micro.bus.subjects import command_subject
@@ -93,7 +93,7 @@ class Responder:
         """Subscribe every endpoint; returns once the server confirmed the subscriptions."""
         for endpoint in endpoints:
             await self.add(endpoint, flush=False)
-        await self.client.flush(timeout=math.ceil(self.settings.connect_timeout))
+        await confirm(self.client, self.settings.connect_timeout)
 
     async def add(self, endpoint: Endpoint, *, flush: bool = True) -> None:
         subject = command_subject(self.settings.namespace, endpoint.name)
@@ -107,7 +107,7 @@ class Responder:
         )
         self.served[endpoint.name] = served
         if flush:
-            await self.client.flush(timeout=math.ceil(self.settings.connect_timeout))
+            await confirm(self.client, self.settings.connect_timeout)
 
     def _callback(self, served: _Served) -> Callable[[Msg], Awaitable[None]]:
         endpoint = served.endpoint
