@@ -203,6 +203,7 @@ async def main():
     await client.subscribe(sys.argv[3], queue="raw", cb=spawn(handle))
     await client.subscribe(sys.argv[4], queue="raw", cb=spawn(open_account))
     await client.flush()
+    await client.flush()  # nats-py's first PING can overtake the SUBs: the second follows them
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 asyncio.run(main())

@@ -41,6 +41,7 @@ async def main():
         await msg.respond(json.dumps(request["a"] + request["b"]).encode())
     await client.subscribe({SUBJECT!r}, queue="raw", cb=handle)
     await client.flush()
+    await client.flush()  # nats-py's first PING can overtake the SUB: the second follows it
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 asyncio.run(main())

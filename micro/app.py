@@ -508,7 +508,7 @@ class Micro:
         await self.modules.stop()
         if self.client is not None and not self.client.is_closed:
             with contextlib.suppress(Exception):
-                await self.client.flush(timeout=2)
+                await confirm(self.client, 2)  # what was published reached the server
             # A server that is gone cannot be told goodbye; the stop must finish all the same.
             with contextlib.suppress(NatsError, OSError):
                 await self.client.close()

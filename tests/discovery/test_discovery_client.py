@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from micro import DiscoveryTimeoutError, Micro, Settings, ValidationError
+from micro.bus.connection import confirm
 from micro.bus.subjects import command_subject
 from micro.discovery import ServiceRecord
 from micro.testing import NatsServer
@@ -191,7 +192,7 @@ async def test_malformed_answers_from_other_responders_are_skipped(
             await rogue.publish(msg.reply, body)
 
     await rogue.subscribe("$SRV.INFO", cb=answer)
-    await rogue.flush()
+    await confirm(rogue, 5)
     try:
         async with (
             Micro(micro_settings, service="fine").add("a", lambda: 1),

@@ -7,6 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from micro import Context, Micro, Settings, ValidationError
+from micro.bus.connection import confirm
 from micro.testing import wait_until as until
 
 
@@ -35,9 +36,9 @@ class Inbox:
 
 async def settle(publisher: Micro, *listeners: Micro) -> None:
     """Every event published so far has been handed to, and handled by, every listener."""
-    await publisher.client.flush()
+    await confirm(publisher.client, 5)  # every publish reached the server
     for micro in listeners:
-        await micro.client.flush()  # its PONG comes after every message routed to it
+        await confirm(micro.client, 5)  # its PONG comes after every message routed to it
         for listener in micro._events.listeners:
             await asyncio.wait_for(listener.subscription._pending_queue.join(), 5)
         if micro._events._tasks:
@@ -163,7 +164,7 @@ async def test_listeners_added_while_serving_receive_later_events(
         service.on("late", inbox.listener("l"))
         # on() subscribes in the background: wait until the server knows the subscription
         await until(lambda: bool(service._events.listeners))
-        await service.client.flush()
+        await confirm(service.client, 5)
         await emitter.emit("late", 1)
         await inbox.wait_for(lambda: inbox.of("l") == [1])
 
