@@ -4,7 +4,9 @@ W2  ``deposit`` over the bus against 100 accounts: validate, durable append with
     concurrency, apply to the balance model, reply. Micro (a service process built from
     sheets) versus a raw nats-py service doing the same work by hand: pydantic validation,
     a JetStream publish with ``Nats-Expected-Last-Subject-Sequence``, an in-memory dict
-    update, the reply. Sequential p50/p99, then throughput with 64 calls in flight.
+    update, the reply. Sequential p50/p99, then throughput with 64 calls in flight. Also
+    the CPU micro's command cycle takes alone (pipeline, projector, models on the memory
+    store, called directly): the part of a command that is micro's own code.
 W3  Rebuild the balance model from 100,000 events: ``commander.rebuild()`` versus a raw
     nats-py ordered-consumer replay applying the same dict update.
 R1M Restart of a service with 1,000,000 events of history from a snapshot: time until it
@@ -42,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from micro import Micro, Settings
+from micro import Context, Micro, Settings
 from micro.eventstore import ANY, NO_STREAM, NewEvent, open_event_store
 from micro.log import configure_logging
 from micro.readmodel.snapshots import Snapshooter
@@ -334,6 +336,41 @@ async def w2_micro(
         stop_process(service)
 
 
+async def pipeline_alone(app: Path, total: int) -> dict[str, float]:
+    """The command cycle's own CPU per deposit, without the bus and without a durable append.
+
+    The pipeline, projector and models of the W2 service, on the memory store, called
+    directly: what micro spends on a command beyond nats-py, asyncio and JetStream.
+    """
+    micro = Micro(
+        namespace="pipeline",
+        service="bank",
+        app_dir=app,
+        log_level="warning",
+        event_store="memory",
+    )
+    micro.commander.add_command("open account")
+    micro.commander.add_command("deposit")
+    await micro.commander.start()
+    try:
+        pipeline, rules = micro.commander.pipeline, micro.commander.rules
+        assert pipeline is not None
+
+        def context(command: str) -> Context:
+            return Context(service="bank", command=command, trace_id="bench", span_id="bench")
+
+        for account in range(ACCOUNTS):
+            await pipeline.run(rules["open account"], {"id": f"a{account}"}, context("open account"))
+        started = time.process_time()
+        for number in range(total):
+            payload = {"id": f"a{number % ACCOUNTS}", "amount": 1}
+            await pipeline.run(rules["deposit"], payload, context("deposit"))
+        cpu = time.process_time() - started
+    finally:
+        await micro.commander.stop()
+    return {"us_per_command": cpu / total * 1e6}
+
+
 # -- W3 ----------------------------------------------------------------------------------
 
 
@@ -515,6 +552,8 @@ async def run(args: argparse.Namespace, url: str, app: Path) -> dict[str, Any]:
                     for key, value in figures.items():  # noise only ever makes it slower
                         best[key] = (max if key == "throughput" else min)(best[key], value)
                     progress.advance(task)
+            alone = await pipeline_alone(app, args.total)
+            results["W2 pipeline"] = alone
         if "W3" in args.parts:
             per_account = args.rebuild_events // ACCOUNTS
             task = progress.add_task("W3 writing history", total=per_account * ACCOUNTS)
@@ -593,6 +632,11 @@ def report(results: dict[str, Any]) -> None:
             )
         console.print(table)
         console.print("goal: micro throughput >= 1.0x raw")
+        if "W2 pipeline" in results:
+            console.print(
+                "micro's command cycle alone (pipeline, projector, models; memory store, no "
+                f"bus): {results['W2 pipeline']['us_per_command']:.0f} us CPU per deposit"
+            )
     if "W3 raw" in results:
         table = Table(title="W3 rebuild the balance model")
         for column in ("variant", "events", "seconds", "events/s", "speed vs raw"):
