@@ -360,7 +360,9 @@ async def pipeline_alone(app: Path, total: int) -> dict[str, float]:
             return Context(service="bank", command=command, trace_id="bench", span_id="bench")
 
         for account in range(ACCOUNTS):
-            await pipeline.run(rules["open account"], {"id": f"a{account}"}, context("open account"))
+            await pipeline.run(
+                rules["open account"], {"id": f"a{account}"}, context("open account")
+            )
         started = time.process_time()
         for number in range(total):
             payload = {"id": f"a{number % ACCOUNTS}", "amount": 1}
