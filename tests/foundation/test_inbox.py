@@ -55,7 +55,9 @@ async def test_a_request_without_a_reply_times_out_near_its_own_deadline(client:
     long = asyncio.ensure_future(inbox.request("inbox.slow", b"a", None, 30))
     with pytest.raises(TimeoutError):
         await inbox.request("inbox.slow", b"b", None, 0.2)
-    assert time.monotonic() - started < 0.9
+    # Far below the long request's 30 s: a timer armed only for the earliest deadline
+    # seen first would keep the short one waiting that long.
+    assert time.monotonic() - started < 5
     assert (await long).data == b"re:a"
     await inbox.close()
 
