@@ -304,6 +304,30 @@ class Gateway:
                 )
             return table
 
+    async def _first_look(self) -> None:
+        # One look at discovery gathers replies for a fixed window, and a loaded machine can
+        # answer after it: without looking again, the first requests to a required service
+        # would get 404 until the next refresh.
+        deadline = time.monotonic() + self.settings.required_wait
+        pause = 0.05
+        while True:
+            try:
+                await self.refresh()
+            except MicroError as error:
+                _log.warning("look at discovery failed", error=str(error))
+            missing = self.readiness()["missing"]
+            left = deadline - time.monotonic()
+            if not missing or left <= 0:
+                break
+            await asyncio.sleep(min(pause, left))
+            pause = min(1.0, pause * 2)
+        if missing:
+            _log.warning(
+                "required services not found, listening anyway",
+                missing=missing,
+                waited=self.settings.required_wait,
+            )
+
     async def _refresh_on_miss(self) -> None:
         # A miss looks again at once, but a stream of bad paths must not become a stream
         # of discovery requests.
@@ -709,10 +733,7 @@ class Gateway:
         if not self.micro.serving:
             await self.micro.open()
         self._closing.clear()
-        try:
-            await self.refresh()
-        except MicroError as error:
-            _log.warning("first look at discovery failed", error=str(error))
+        await self._first_look()
         if self.feed is not None:
             await self.feed.start()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-refresh")

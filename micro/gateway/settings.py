@@ -51,6 +51,10 @@ class GatewaySettings(BaseSettings):
     required_services: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Services that must be discovered before ``/readyz`` says ready."""
 
+    required_wait: float = Field(default=10.0, ge=0)
+    """Seconds ``start()`` keeps looking at discovery for the required services before it
+    listens anyway (``/readyz`` then names the ones missing); 0: one look only."""
+
     verify_command: str | None = None
     """Command that checks a bearer token for the event feed (``auth whoami``); ``None``:
     any bearer token is taken at its word (development only)."""

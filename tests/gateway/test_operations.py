@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from gateway_support import Stack
 
 from micro import Micro, Settings
 from micro.gateway import Gateway, GatewaySettings
+from micro.gateway.routes import RouteTable
 
 
 async def test_healthz_is_200(stack: Stack) -> None:
@@ -94,6 +97,60 @@ async def test_cors_is_off_by_default_and_configurable(
                 "/api/demo/greet", json={"name": "x"}, headers={"Origin": "http://example.test"}
             )
             assert "X-Micro-Position" in response.headers["access-control-expose-headers"]
+    finally:
+        await gateway.stop()
+        await gateway.micro.close()
+
+
+class _WatchedGateway(Gateway):
+    """A gateway that says when its first look at discovery is over."""
+
+    looked: asyncio.Event
+
+    async def refresh(self) -> RouteTable:
+        table = await super().refresh()
+        self.looked.set()
+        return table
+
+
+async def test_start_looks_again_until_a_required_service_is_found(
+    micro_settings: Settings,
+) -> None:
+    gateway = _WatchedGateway(
+        Micro(micro_settings, service="gateway"),
+        GatewaySettings(port=0, required_services=["late"], required_wait=30),
+    )
+    gateway.looked = asyncio.Event()
+    starting = asyncio.create_task(gateway.start())
+    late = Micro(micro_settings, service="late").add("ping", lambda request: "pong")
+    try:
+        await asyncio.wait_for(gateway.looked.wait(), 10)
+        assert gateway.readiness()["missing"] == ["late"]
+        await late.open()
+        await asyncio.wait_for(starting, 30)
+        assert gateway.readiness()["ready"] is True
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            response = await client.post("/api/late/ping", json={})
+        assert response.json() == "pong"
+    finally:
+        await gateway.stop()
+        await gateway.micro.close()
+        await late.close()
+
+
+async def test_start_listens_anyway_once_the_wait_for_required_services_is_over(
+    micro_settings: Settings,
+) -> None:
+    gateway = Gateway(
+        Micro(micro_settings, service="gateway"),
+        GatewaySettings(port=0, required_services=["absent"], required_wait=0.2),
+    )
+    await gateway.start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["missing"] == ["absent"]
     finally:
         await gateway.stop()
         await gateway.micro.close()
