@@ -397,7 +397,7 @@ class JetStreamEventStore(EventStore):
                 if create_error.err_code != _STREAM_NAME_IN_USE:
                     raise _translate(f"creating {what}", create_error) from create_error
                 # Another process created it first: check what it made.
-                info = await self._api(client, self._subjects.stream_info, b"")
+                info = await self._stream_info(client)
             else:
                 _log.info("created event stream", stream=self._subjects.stream)
         self._check_config(info.get("config") or {})
@@ -758,10 +758,30 @@ class JetStreamEventStore(EventStore):
 
     async def last_position(self) -> int:
         try:
-            info = await self._api(self.client, self._subjects.stream_info, b"")
+            info = await self._stream_info(self.client)
         except _ApiError as error:
             raise _translate("reading the stream state", error) from error
         return int(info["state"]["last_seq"])
+
+    async def _stream_info(self, client: Client) -> dict[str, Any]:
+        """The state of a stream known to exist, asked again while a replica says "not found".
+
+        Until a new replicated stream has elected its leader, every replica answers info
+        requests from its local copy, and one that has not made that copy yet answers "not
+        found" at once, ahead of the others: a service starting beside the one that created
+        the stream can get that answer. Only an answer that persists to the timeout counts.
+        """
+        deadline = time.monotonic() + self._timeout
+        pause = 0.02
+        while True:
+            try:
+                return await self._api(client, self._subjects.stream_info, b"")
+            except _ApiError as error:
+                left = deadline - time.monotonic()
+                if error.err_code != _STREAM_NOT_FOUND or left <= 0:
+                    raise
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, 0.5)
 
     def read_all(
         self, from_position: int = 0, limit: int | None = None

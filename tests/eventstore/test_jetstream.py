@@ -20,6 +20,7 @@ from micro.errors import (
     ConfigError,
     ConflictError,
     EventStoreUnavailableError,
+    InternalError,
     PayloadTooLargeError,
     ValidationError,
 )
@@ -236,6 +237,32 @@ class TestStreamGone:
 
         with pytest.raises(EventStoreUnavailableError, match="no JetStream stream stores"):
             await store.append("s", [new_event()], expected_version=NO_STREAM)
+
+    async def test_the_stream_state_is_asked_again_while_the_stream_is_not_found(
+        self, lossy: _AckLosingClient, nats_server: NatsServer, micro_namespace: str
+    ) -> None:
+        # A replica of a replicated stream still being set up answers "not found" ahead of
+        # the others; here the stream really is gone for a moment, then made again.
+        async with JetStreamEventStore(lossy, namespace=micro_namespace, timeout=30) as store:  # type: ignore[arg-type]
+            await store.append("s", [new_event()], expected_version=NO_STREAM)
+            await lossy.jetstream().delete_stream(store.stream_name)
+            info = f"$JS.API.STREAM.INFO.{store.stream_name}"
+            lossy.requests.clear()
+            reading = asyncio.create_task(store.last_position())
+            await wait_until(lambda: lossy.requests.count(info) >= 2, DEADLINE, "a second ask")
+            async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace):
+                assert await reading == 0
+
+    async def test_a_stream_that_stays_not_found_is_reported_after_the_timeout(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        await lossy.jetstream().delete_stream(lossy_store.stream_name)
+        lossy.requests.clear()
+
+        with pytest.raises(InternalError, match="stream not found"):
+            await lossy_store.last_position()
+
+        assert lossy.requests.count(f"$JS.API.STREAM.INFO.{lossy_store.stream_name}") >= 2
 
 
 class TestRoundTrips:
