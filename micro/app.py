@@ -520,13 +520,15 @@ class Micro:
     async def serve(self) -> None:
         """Serve until ``stop()`` or SIGINT/SIGTERM, then drain and close."""
         self._stop = asyncio.Event()
-        try:
-            with stop_on_signals(self._stop):
+        # The handlers stay installed while draining: a second SIGTERM then is a no-op,
+        # not a kill that drops the requests in flight.
+        with stop_on_signals(self._stop):
+            try:
                 await self.open()
                 await self._stop.wait()
                 _log.info("stopping: draining requests in flight", service=self.settings.service)
-        finally:
-            await self.close()
+            finally:
+                await self.close()
 
     def start(self) -> None:
         """Serve in the foreground until SIGINT/SIGTERM (the blocking form of ``serve``)."""

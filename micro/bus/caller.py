@@ -261,6 +261,10 @@ class Caller:
                     await asyncio.sleep(pause)
                     attempt += 1
                     wait = deadline - time.time()
+                    if wait <= 0:
+                        # The pause overslept the deadline (a busy loop): the
+                        # last error says more than a zero-length send would.
+                        raise
         except MicroError as error:
             if self.hooks.on_act_finished:
                 await self.hooks.run_observers(

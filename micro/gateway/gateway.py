@@ -78,6 +78,7 @@ _log = structlog.get_logger("micro.gateway")
 STATIC = Path(__file__).parent / "static"
 POSITION_HEADER = "X-Micro-Position"
 _MISS_REFRESH_GAP = 0.5
+_LOOKS_MISSED_BEFORE_DROP = 2
 _KEEPALIVE = 15.0
 _RESERVED_QUERY = frozenset({"min_position", "access_token"})
 
@@ -167,6 +168,7 @@ class Gateway:
             else None
         )
         self._refreshed_at = 0.0
+        self._missed: dict[str, int] = {}
         self._refresh_lock = asyncio.Lock()
         self._in_flight = 0
         self._closing = asyncio.Event()
@@ -280,7 +282,7 @@ class Gateway:
     async def refresh(self) -> RouteTable:
         """Look at discovery now and swap in the route table it gives."""
         async with self._refresh_lock:
-            records = await self.micro.services()
+            records = self._keep_recently_seen(await self.micro.services())
             table = RouteTable.build(
                 records,
                 prefix=self.settings.prefix,
@@ -303,6 +305,22 @@ class Gateway:
                     routes=len(table.operations),
                 )
             return table
+
+    def _keep_recently_seen(self, answered: list[ServiceRecord]) -> list[ServiceRecord]:
+        # A look gathers replies for a fixed window, and a busy instance can answer after
+        # it: dropping its routes on one missed look would 404 a running service. An
+        # instance goes only when it misses two looks in a row.
+        seen = {record.id for record in answered}
+        kept = list(answered)
+        missed: dict[str, int] = {}
+        for record in self.records:
+            if record.id not in seen:
+                count = self._missed.get(record.id, 0) + 1
+                if count < _LOOKS_MISSED_BEFORE_DROP:
+                    kept.append(record)
+                    missed[record.id] = count
+        self._missed = missed
+        return kept
 
     async def _first_look(self) -> None:
         # One look at discovery gathers replies for a fixed window, and a loaded machine can
@@ -784,13 +802,14 @@ class Gateway:
     async def serve(self) -> None:
         """Serve until SIGINT/SIGTERM, then stop the gateway and close the micro."""
         stop = asyncio.Event()
-        try:
-            with stop_on_signals(stop):
+        # Handlers stay installed while draining, so a second signal cannot cut it short.
+        with stop_on_signals(stop):
+            try:
                 await self.start()
                 await stop.wait()
-        finally:
-            await self.stop()
-            await self.micro.close()
+            finally:
+                await self.stop()
+                await self.micro.close()
 
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

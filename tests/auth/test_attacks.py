@@ -152,7 +152,7 @@ async def test_an_oversized_password_is_refused_before_hashing(scene: Scene) -> 
 
 
 async def test_brute_force_logins_hit_a_growing_lockout(make_service, auth_settings, store) -> None:
-    service = make_service(auth_lockout_attempts=3, auth_lockout_seconds=0.3, auth_lockout_factor=5)
+    service = make_service(auth_lockout_attempts=3, auth_lockout_seconds=2, auth_lockout_factor=5)
     async with service, Micro(auth_settings, service="client") as client:
         await sign_up(client)
         for _ in range(3):
@@ -166,7 +166,7 @@ async def test_brute_force_logins_hit_a_growing_lockout(make_service, auth_setti
         assert locked.value.status == 429
         assert locked.value.details["retry_after"] >= 1
         # Wait for the first lockout to pass (a deadline, not a guess), then fail again.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while True:
             try:
                 await log_in(client, password="Guess-Guess-1")

@@ -166,7 +166,10 @@ async def test_concurrent_withdrawals_over_two_instances_never_overdraw(
         meta = await customer(client)
         await open_accounts(client, meta, a1=60)
         outcomes = await asyncio.gather(
-            *(client.act("withdraw", {"id": "a1", "amount": 1}, meta=meta) for _ in range(100)),
+            *(
+                client.act("withdraw", {"id": "a1", "amount": 1}, meta=meta, timeout=30)
+                for _ in range(100)
+            ),
             return_exceptions=True,
         )
         last = await store.last_position()

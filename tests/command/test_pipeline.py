@@ -169,7 +169,7 @@ class TestBadInput:
             # be applied before the one ahead of it.
             store.blocked_appends["tally-a"] = asyncio.Event()
             first = asyncio.create_task(
-                client.act("add", {"id": "a", "amount": 5}, timeout=0.5, idempotency_key="k")
+                client.act("add", {"id": "a", "amount": 5}, timeout=2.0, idempotency_key="k")
             )
             await until(lambda: "tally-a" in store.waiting, what="the append to start")
             store.hold()

@@ -35,7 +35,9 @@ def run_cli(micro_settings: Settings):
     }
 
     def run(*args: str):
-        return runner.invoke(app, ["services", *args], env=env)
+        # Whole-list output: gather long enough that a loaded machine's replies all arrive.
+        wait = () if "--wait" in args else ("--wait", "2")
+        return runner.invoke(app, ["services", *args, *wait], env=env)
 
     return run
 

@@ -121,7 +121,7 @@ async def test_discover_returns_at_once_when_every_service_already_runs(
     ):
         started = time.monotonic()
         records = await caller.discover(wait_for=["bank", "auth"], timeout=5)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3
     assert {"bank", "auth"} <= {record.service for record in records}
 
 

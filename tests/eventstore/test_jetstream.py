@@ -100,7 +100,7 @@ async def lossy_store(
     lossy: _AckLosingClient, micro_namespace: str
 ) -> AsyncIterator[JetStreamEventStore]:
     # a lost acknowledgement is noticed once this timeout passes
-    store = JetStreamEventStore(lossy, namespace=micro_namespace, timeout=0.5)  # type: ignore[arg-type]
+    store = JetStreamEventStore(lossy, namespace=micro_namespace, timeout=1.5)  # type: ignore[arg-type]
     async with store:
         yield store
 
@@ -443,10 +443,11 @@ class TestConnection:
     async def test_operations_on_a_stopped_server_raise_unavailable(self, tmp_path: Path) -> None:
         server = NatsServer(store_dir=tmp_path / "nats").start()
         try:
-            store = JetStreamEventStore(url=server.url, namespace="gone", timeout=0.3)
+            store = JetStreamEventStore(url=server.url, namespace="gone")
             async with store:
                 await store.append("s", [new_event()])
                 server.stop()
+                store._timeout = 0.3  # short only for the operations meant to fail
 
                 for operation in (
                     store.append("s", [new_event()]),

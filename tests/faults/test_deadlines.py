@@ -71,7 +71,7 @@ async def test_a_stalled_withdrawal_whose_caller_gave_up_is_not_stored_later(
         await pipeline.run(rules["open account"], {"id": "a1", "owner": "ann"}, context("o", 5))
         await pipeline.run(rules["deposit"], {"id": "a1", "amount": 50}, context("d", 5))
         store.gate.clear()
-        attempt = context("w", 0.3)
+        attempt = context("w", 2.0)
         stalled = asyncio.create_task(
             pipeline.run(rules["withdraw"], {"id": "a1", "amount": 40}, attempt)
         )

@@ -94,8 +94,8 @@ async def test_nobody_serving_fails_fast_with_service_not_found(micro_settings) 
     async with Micro(micro_settings) as micro:
         started = time.monotonic()
         with pytest.raises(ServiceNotFoundError, match="nobody|no service"):
-            await micro.act("unknown command", {}, timeout=5)
-        assert time.monotonic() - started < 1
+            await micro.act("unknown command", {}, timeout=10)
+        assert time.monotonic() - started < 3
 
 
 async def test_a_slow_service_raises_timeout_naming_the_command(micro_settings) -> None:
@@ -131,13 +131,13 @@ async def test_nested_act_carries_trace_meta_and_the_shrinking_deadline(micro_se
     outer_service = Micro(micro_settings, service="outer").add("outer", outer)
     inner_service = Micro(micro_settings, service="inner").add("inner", inner)
     async with outer_service, inner_service, Micro(micro_settings) as caller:
-        reply = await caller.act("outer", {}, timeout=2, meta={"token": "t-1"})
+        reply = await caller.act("outer", {}, timeout=10, meta={"token": "t-1"})
     assert reply == "inner done"
     assert seen["inner_trace"] == seen["outer_trace"]
     assert seen["inner_meta"] == {"token": "t-1", "extra": 1}
     assert seen["inner_hops"] == 1
     assert seen["caller"] == "outer"
-    assert 1.5 < seen["outer_remaining"] <= 2
+    assert 5 < seen["outer_remaining"] <= 10
     assert seen["inner_remaining"] <= seen["outer_remaining"] - 0.3
 
 
@@ -315,7 +315,7 @@ def test_start_serves_until_sigterm_then_exits_cleanly(spawn) -> None:
         """
     )
     service.signal(signal.SIGTERM)
+    assert service.wait() == 0
     out, _ = service.stop()
-    assert service.process.returncode == 0
     assert out.strip() == "stopped"
     assert os.getpid() != service.pid

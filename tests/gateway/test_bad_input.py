@@ -133,7 +133,7 @@ async def test_a_slow_command_is_504(stack: Stack) -> None:
 
 async def test_too_many_calls_in_flight_are_429_with_retry_after(stack: Stack) -> None:
     stack.gateway.settings.max_in_flight = 1
-    slow = asyncio.ensure_future(stack.client.post("/api/demo/slow", json={"seconds": 1}))
+    slow = asyncio.ensure_future(stack.client.post("/api/demo/slow", json={"seconds": 3}))
 
     def busy() -> bool:
         return b"micro_gateway_in_flight 1.0" in stack.gateway.metrics.render()

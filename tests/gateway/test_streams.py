@@ -10,6 +10,7 @@ import orjson
 from gateway_support import Stack
 
 from micro.eventstore.base import ANY, NewEvent
+from micro.testing import wait_until as until
 
 
 async def _sse(response: httpx.Response) -> AsyncIterator[tuple[str, str | None, object]]:
@@ -71,7 +72,10 @@ async def test_the_event_feed_needs_a_token(stack: Stack) -> None:
 
 async def test_appended_events_appear_live_on_the_feed(stack: Stack) -> None:
     async def append_soon() -> None:
-        await asyncio.sleep(0.1)  # not a wait for a condition: lets the client connect first
+        feed = stack.gateway.feed
+        assert feed is not None
+        # Live events only: append once the client's queue has joined the feed.
+        await until(lambda: len(feed._clients) == 1, what="the client to join the feed")
         await stack.store.append("account-1", [NewEvent("AccountOpened", {"id": "1"})], ANY)
         await stack.store.append("user-ada", [NewEvent("UserSignedUp", {"hash": "x"})], ANY)
         await stack.store.append("account-1", [NewEvent("Deposited", {"amount": 5})], ANY)

@@ -147,12 +147,16 @@ async def test_a_fatal_error_exits_the_process_non_zero_after_draining(
         """
         from micro.modules.error import FatalError
 
+        exploded = asyncio.Event()
+
         async def slow():
             print("slow started", flush=True)
-            await asyncio.sleep(0.3)
+            await exploded.wait()  # still in flight when the fatal error comes
+            await asyncio.sleep(0.1)
             return "finished"
 
         def explode():
+            exploded.set()
             raise FatalError("the disk is gone")
 
         micro = Micro(service="fragile")

@@ -152,7 +152,7 @@ async def test_a_consumer_that_stops_reading_does_not_hold_up_the_service(
         await asyncio.wait_for(finished.wait(), 10)
         started = time.monotonic()
         assert await caller.act("ping") == "pong"
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3
         assert len(stream_inboxes()) == 1
         await stream.aclose()  # what the event loop does for an abandoned generator
         assert stream_inboxes() == []
@@ -162,7 +162,7 @@ async def test_the_stream_timeout_bounds_the_whole_stream_not_the_gap_between_me
     micro_settings: Settings,
 ) -> None:
     async def trickle(request, ctx: Context) -> str:
-        for index in range(20):
+        for index in range(100):
             await ctx.send(index)
             await asyncio.sleep(0.05)  # the work being streamed: a message every 50 ms
         return "end"
@@ -174,16 +174,17 @@ async def test_the_stream_timeout_bounds_the_whole_stream_not_the_gap_between_me
         received = []
         started = time.monotonic()
         with pytest.raises(TimeoutError, match="did not end within"):
-            await collect(caller.act_stream("trickle", timeout=0.4), received)
+            await collect(caller.act_stream("trickle", timeout=1.0), received)
         elapsed = time.monotonic() - started
-    assert 0.4 <= elapsed < 0.9
-    assert 3 <= len(received) < 20
+    # The gaps are 50 ms, so a per-gap timeout would never fire; the whole takes >= 5 s.
+    assert 1.0 <= elapsed < 3.0
+    assert 1 <= len(received) < 100
 
 
 async def test_a_stream_to_a_command_nobody_serves_fails_fast(micro_settings: Settings) -> None:
     async with Micro(micro_settings, service="caller") as caller:
         started = time.monotonic()
         with pytest.raises(ServiceNotFoundError):
-            async for _ in caller.act_stream("nobody serves this", timeout=5):
+            async for _ in caller.act_stream("nobody serves this", timeout=10):
                 pass
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3
