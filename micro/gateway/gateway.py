@@ -11,7 +11,9 @@ What it serves:
 - ``POST <prefix>/<service>/<command>`` for every command, ``GET`` with query parameters for
   every view, plus the explicit routes; each request is validated against the schema its
   service published before it is sent. The table follows services as they come and go (a
-  look at discovery every ``refresh_interval`` seconds, and at once on an unknown path).
+  look at discovery every ``refresh_interval`` seconds, and at once on an unknown path; an
+  instance is dropped once it misses two looks in a row, and until then a call to a route
+  nobody serves any more is a 503 ``service_not_found``).
 - ``Authorization: Bearer <token>`` travels to the service as ``meta["token"]``;
   ``Idempotency-Key`` as the idempotency key. A command's reply carries the position of its
   last event in ``X-Micro-Position``; a view or command called with ``?min_position=`` waits for it.
