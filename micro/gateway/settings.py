@@ -46,7 +46,8 @@ class GatewaySettings(BaseSettings):
     """Calls the gateway forwards at once; beyond it callers get 429 with Retry-After."""
 
     refresh_interval: float = Field(default=5.0, gt=0)
-    """Seconds between two looks at discovery (a miss looks at once, at most every 0.5s)."""
+    """Seconds between two looks at discovery (a miss looks at once, at most every 0.5s).
+    An instance loses its routes once it misses two looks in a row."""
 
     required_services: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Services that must be discovered before ``/readyz`` says ready."""
