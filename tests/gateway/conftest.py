@@ -34,7 +34,7 @@ class Person(BaseModel):
     address: Nested
 
 
-def build_service(settings: Settings) -> Micro:
+def build_service(settings: Settings, release: asyncio.Event) -> Micro:
     micro = Micro(settings, service="demo")
 
     def greet(request: Greeting, ctx: Context) -> dict:
@@ -69,6 +69,10 @@ def build_service(settings: Settings) -> Micro:
         await asyncio.sleep(float(request.get("seconds", 1)))
         return "done"
 
+    async def hold(request: dict) -> str:
+        await release.wait()
+        return "released"
+
     def register(person: Person) -> dict:
         return person.model_dump()
 
@@ -80,6 +84,7 @@ def build_service(settings: Settings) -> Micro:
     micro.add("count", count)
     micro.add("register person", register)
     micro.add("slow", slow)
+    micro.add("hold", hold)
     return micro
 
 
@@ -92,7 +97,8 @@ ROUTES = [
 @pytest.fixture
 async def stack(micro_settings: Settings) -> AsyncIterator[Stack]:
     store = MemoryEventStore()
-    service = build_service(micro_settings)
+    release = asyncio.Event()
+    service = build_service(micro_settings, release)
     await service.open()
     gateway = Gateway(
         Micro(micro_settings, service="gateway"),
@@ -103,8 +109,9 @@ async def stack(micro_settings: Settings) -> AsyncIterator[Stack]:
     await gateway.start()
     client = httpx.AsyncClient(base_url=gateway.url, timeout=10)
     try:
-        yield Stack(service, gateway, client, store)
+        yield Stack(service, gateway, client, store, release)
     finally:
+        release.set()
         await client.aclose()
         await gateway.stop()
         await gateway.micro.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -19,3 +20,5 @@ class Stack:
     gateway: Gateway
     client: httpx.AsyncClient
     store: MemoryEventStore
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    """Lets the demo service's ``hold`` command return."""

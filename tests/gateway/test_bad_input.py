@@ -127,13 +127,13 @@ async def test_a_stopped_service_is_503_with_retry_after(stack: Stack) -> None:
 
 async def test_a_slow_command_is_504(stack: Stack) -> None:
     stack.gateway.settings.request_timeout = 0.2
-    response = await stack.client.post("/api/demo/slow", json={"seconds": 1})
+    response = await stack.client.post("/api/demo/hold", json={})
     _error(response, 504, "timeout")
 
 
 async def test_too_many_calls_in_flight_are_429_with_retry_after(stack: Stack) -> None:
     stack.gateway.settings.max_in_flight = 1
-    slow = asyncio.ensure_future(stack.client.post("/api/demo/slow", json={"seconds": 3}))
+    held = asyncio.ensure_future(stack.client.post("/api/demo/hold", json={}))
 
     def busy() -> bool:
         return b"micro_gateway_in_flight 1.0" in stack.gateway.metrics.render()
@@ -142,7 +142,8 @@ async def test_too_many_calls_in_flight_are_429_with_retry_after(stack: Stack) -
     response = await stack.client.post("/api/demo/greet", json={"name": "x"})
     _error(response, 429, "too_many_requests")
     assert response.headers["retry-after"] == "1"
-    assert (await slow).status_code == 200
+    stack.release.set()
+    assert (await held).status_code == 200
     await _still_serving(stack)
 
 

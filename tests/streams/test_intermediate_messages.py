@@ -161,8 +161,12 @@ async def test_a_consumer_that_stops_reading_does_not_hold_up_the_service(
 async def test_the_stream_timeout_bounds_the_whole_stream_not_the_gap_between_messages(
     micro_settings: Settings,
 ) -> None:
+    caller_gave_up = asyncio.Event()
+
     async def trickle(request, ctx: Context) -> str:
         for index in range(100):
+            if caller_gave_up.is_set():
+                break  # nobody listens any more: end, so closing the service need not wait
             await ctx.send(index)
             await asyncio.sleep(0.05)  # the work being streamed: a message every 50 ms
         return "end"
@@ -176,6 +180,7 @@ async def test_the_stream_timeout_bounds_the_whole_stream_not_the_gap_between_me
         with pytest.raises(TimeoutError, match="did not end within"):
             await collect(caller.act_stream("trickle", timeout=1.0), received)
         elapsed = time.monotonic() - started
+        caller_gave_up.set()
     # The gaps are 50 ms, so a per-gap timeout would never fire; the whole takes >= 5 s.
     assert 1.0 <= elapsed < 3.0
     assert 1 <= len(received) < 100
