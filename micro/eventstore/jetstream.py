@@ -28,6 +28,10 @@ append of an event id whose first append is still being replicated (two instance
 one retried command) is refused with err 10158 ("duplicate message id is in process"); the
 store waits a moment and tries again, which then finds the first append's outcome.
 
+Writing: appends to different streams that arrive while one is out at the server leave
+together as one atomic batch (``_group_commit``): one disk sync and one acknowledgement for
+the group, each message still checked against its own expected sequence.
+
 Reading: ``read`` pages through one subject with batched direct gets (ADR-31);
 ``read_all`` and ``subscribe`` drain an ephemeral pull consumer, history and live alike.
 
@@ -80,6 +84,7 @@ from micro.errors import (
     ValidationError,
 )
 from micro.eventstore._encoding import check_unique_ids, dumps, recorded_at
+from micro.eventstore._group_commit import GroupCommit, Outgoing
 from micro.eventstore.base import (
     ANY,
     EXISTS,
@@ -313,6 +318,7 @@ class JetStreamEventStore(EventStore):
         self._start_lock = asyncio.Lock()
         self._started = False
         self._replies: _ReplyRouter | None = None
+        self._commits: GroupCommit | None = None
         self._pullers: weakref.WeakSet[_Puller] = weakref.WeakSet()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -338,6 +344,7 @@ class JetStreamEventStore(EventStore):
                 await self._ensure_stream(self._client)
                 self._replies = _ReplyRouter(self._client)
                 await self._replies.start()
+                self._commits = GroupCommit(self._replies.request, self._publish_one, self._timeout)
             except BaseException:
                 if self._owns_client:
                     await self._client.close()
@@ -352,6 +359,9 @@ class JetStreamEventStore(EventStore):
             self._started = False
             for puller in list(self._pullers):
                 puller.stop()  # open subscriptions end with an error, not silently
+            if self._commits is not None:
+                await self._commits.close()
+                self._commits = None
             if self._replies is not None:
                 await self._replies.close()
                 self._replies = None
@@ -447,6 +457,11 @@ class JetStreamEventStore(EventStore):
         if isinstance(response.get("error"), dict):
             raise _ApiError(response["error"])
         return response
+
+    async def _publish_one(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        # Not ``self.client``: batches already out finish while the store closes.
+        assert self._client is not None
+        await self._client.publish(subject, body, headers=headers)
 
     def _limit(self) -> tuple[int, str]:
         """The largest event body accepted, and what sets it."""
@@ -580,31 +595,18 @@ class JetStreamEventStore(EventStore):
         last_sequence: int,
     ) -> tuple[int, bool]:
         """Publish the events after ``last_sequence``; (sequence of the last, duplicate)."""
-        client = self.client
         subject = self._subjects.event(stream)
-        expected_header = str(last_sequence)
-        last = len(events) - 1
-        batch_id = uuid.uuid4().hex if last else ""
+        messages = []
+        for index, (event, (data, metadata)) in enumerate(zip(events, encoded, strict=True)):
+            event_id = str(event.id)
+            body = _envelope(event_id, event.type, first_version + index, data, metadata)
+            headers = {"Nats-Msg-Id": event_id}
+            if index == 0:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(last_sequence)
+            messages.append(Outgoing(subject, body, headers))
+        assert self._commits is not None
         try:
-            for index, (event, (data, metadata)) in enumerate(zip(events, encoded, strict=True)):
-                event_id = str(event.id)
-                body = _envelope(event_id, event.type, first_version + index, data, metadata)
-                headers = {"Nats-Msg-Id": event_id}
-                if index == 0:
-                    headers["Nats-Expected-Last-Subject-Sequence"] = expected_header
-                if batch_id:
-                    # ADR-50 atomic batch: all messages are stored at the commit or none is.
-                    headers["Nats-Batch-Id"] = batch_id
-                    headers["Nats-Batch-Sequence"] = str(index + 1)
-                if index < last:
-                    # Messages on one connection arrive in order, so only the commit needs a
-                    # reply: a whole batch costs one round trip.
-                    await client.publish(subject, body, headers=headers)
-                    continue
-                if batch_id:
-                    headers["Nats-Batch-Commit"] = "1"
-                assert self._replies is not None
-                reply = await self._replies.request(subject, body, headers, self._timeout)
+            ack = await self._commits.publish(messages)
         except MaxPayloadError as error:
             limit, source = self._limit()
             raise PayloadTooLargeError(
@@ -622,7 +624,6 @@ class JetStreamEventStore(EventStore):
             raise _unavailable(
                 f"no acknowledgement for the append to {stream!r} (retrying it is safe)", error
             ) from error
-        ack: dict[str, Any] = orjson.loads(reply.data)
         if isinstance(ack.get("error"), dict):
             raise _ApiError(ack["error"])
         return int(ack["seq"]), bool(ack.get("duplicate"))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -55,6 +56,7 @@ class _AckLosingClient:
         self._client = client
         self._events = f"{namespace}.ev."
         self.lose_next = False
+        self.lose_next_commit = False  # the next atomic batch's commit
         self.requests: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -69,8 +71,11 @@ class _AckLosingClient:
     ) -> Any:
         if reply:
             self.requests.append(subject)
-            if self.lose_next and subject.startswith(self._events):
-                self.lose_next = False
+            commit = "Nats-Batch-Commit" in (kwargs.get("headers") or {})
+            if subject.startswith(self._events) and (
+                self.lose_next or (commit and self.lose_next_commit)
+            ):
+                self.lose_next = self.lose_next_commit = False
                 reply = self._client.new_inbox()  # nobody listens there: the ack is lost
         return await self._client.publish(subject, payload, reply=reply, **kwargs)
 
@@ -363,6 +368,121 @@ class TestAtomicBatches:
 
         assert [event.data["n"] for event in received] == list(range(50))
         assert [event.version for event in received] == list(range(50))
+
+
+async def _batch_ids(client: Client, namespace: str, positions: list[int]) -> list[str | None]:
+    """The ``Nats-Batch-Id`` each stored message was published with (None: sent alone)."""
+    found: list[str | None] = []
+    for position in positions:
+        reply = await client.request(
+            f"$JS.API.STREAM.MSG.GET.{namespace.upper()}_EVENTS",
+            orjson.dumps({"seq": position}),
+            timeout=DEADLINE,
+        )
+        raw = base64.b64decode(orjson.loads(reply.data)["message"].get("hdrs") or "")
+        lines = raw.decode().split("\r\n")
+        ids = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Nats-Batch-Id")]
+        found.append(ids[0] if ids else None)
+    return found
+
+
+class TestGroupCommit:
+    """Appends that queue up while one is out at the server leave together, atomically."""
+
+    async def test_appends_queued_behind_one_leave_as_one_batch_each_at_its_own_position(
+        self, store: JetStreamEventStore, client: Client, micro_namespace: str
+    ) -> None:
+        appends = {f"s{n}": [new_event(n=n, k=k) for k in range(1 + n % 3)] for n in range(20)}
+
+        results = await asyncio.gather(
+            *(store.append(stream, events, NO_STREAM) for stream, events in appends.items())
+        )
+
+        for (stream, events), result in zip(appends.items(), results, strict=True):
+            stored = await store.read(stream)
+            assert [event.id for event in stored] == [event.id for event in events]
+            assert (result.version, result.position) == (len(events) - 1, stored[-1].position)
+            assert [event.id for event in result.events] == [event.id for event in events]
+            assert [event.position for event in result.events] == [e.position for e in stored]
+        # the first append found the line free and left alone; the other 19 waited for it
+        first, *queued = [result.position for result in results]
+        assert await _batch_ids(client, micro_namespace, [first]) == [None]
+        batches = await _batch_ids(client, micro_namespace, queued)
+        assert len(set(batches)) == 1
+        assert batches[0] is not None
+        assert await store.last_position() == sum(len(events) for events in appends.values())
+
+    async def test_a_conflict_in_a_batch_fails_only_its_own_append(
+        self,
+        store: JetStreamEventStore,
+        client: Client,
+        nats_server: NatsServer,
+        micro_namespace: str,
+    ) -> None:
+        await store.append("contended", [new_event()], NO_STREAM)
+        async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as other:
+            await other.append("contended", [new_event()], expected_version=0)
+        # this store still believes "contended" is at version 0, so its append is sent
+        innocent = {f"s{n}": [new_event(n=n)] for n in range(10)}
+
+        outcomes = await asyncio.gather(
+            store.append("lead", [new_event()], NO_STREAM),
+            store.append("contended", [new_event()], expected_version=0),
+            *(store.append(stream, events, NO_STREAM) for stream, events in innocent.items()),
+            return_exceptions=True,
+        )
+
+        assert isinstance(outcomes[1], ConcurrencyError)
+        assert outcomes[1].actual == 1
+        for (stream, events), outcome in zip(innocent.items(), outcomes[2:], strict=True):
+            assert not isinstance(outcome, BaseException), outcome
+            assert [event.id for event in await store.read(stream)] == [events[0].id]
+        assert await store.stream_version("contended") == 1
+        # the refused batch stored nothing; each innocent append was then stored alone
+        positions = [outcome.position for outcome in outcomes[2:]]  # type: ignore[union-attr]
+        assert await _batch_ids(client, micro_namespace, positions) == [None] * 10
+
+    async def test_appends_whose_batch_ack_was_lost_retry_into_their_original_results(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        appends = {f"s{n}": [new_event(n=n, k=k) for k in range(1 + n % 2)] for n in range(6)}
+        lossy.lose_next_commit = True
+
+        first = await asyncio.gather(
+            lossy_store.append("lead", [new_event()], NO_STREAM),
+            *(lossy_store.append(s, events, NO_STREAM) for s, events in appends.items()),
+            return_exceptions=True,
+        )
+
+        assert not isinstance(first[0], BaseException), first[0]
+        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in first[1:])
+        retried = await asyncio.gather(
+            *(lossy_store.append(s, events, NO_STREAM) for s, events in appends.items())
+        )
+        for (stream, events), result in zip(appends.items(), retried, strict=True):
+            stored = await lossy_store.read(stream)
+            assert [event.id for event in stored] == [event.id for event in events]
+            assert (result.version, result.position) == (len(events) - 1, stored[-1].position)
+
+    async def test_an_append_whose_caller_gave_up_before_it_left_is_not_sent(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        commits = lossy_store._commits
+        assert commits is not None
+        lossy.lose_next = True  # the lead waits out its timeout: the others stay queued
+        lead = asyncio.create_task(lossy_store.append("lead", [new_event()], NO_STREAM))
+        abandoned = asyncio.create_task(lossy_store.append("abandoned", [new_event()]))
+        kept = asyncio.create_task(lossy_store.append("kept", [new_event()]))
+        await wait_until(lambda: commits.queued == 2, what="two appends queued")
+
+        abandoned.cancel()
+
+        with pytest.raises(EventStoreUnavailableError):
+            await lead
+        assert (await kept).version == 0
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        assert await lossy_store.stream_version("abandoned") is None
 
 
 class TestStreamConfiguration:
