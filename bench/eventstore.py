@@ -4,7 +4,8 @@ Starts its own nats-server (loopback, JetStream with ``sync_interval: always``) 
 directory and measures:
 
 * appends, one at a time and 64 in flight: the store versus raw ``js.publish`` with the
-  ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id`` headers;
+  ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id`` headers (in flight, the store
+  sends the appends that queue up behind one as a single atomic batch);
 * replay of 100,000 events: ``read_all`` and ``subscribe`` versus a raw nats-py ordered
   consumer (receiving only, and receiving plus ``orjson.loads`` of each body), and the
   store's replay with other pull batch sizes.

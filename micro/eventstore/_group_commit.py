@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -43,14 +44,12 @@ class Outgoing:
     headers: dict[str, str]
 
 
-_ALONE: Final[dict[str, Any]] = {}
-"""The outcome that sends an append again on its own: its batch was refused as a whole."""
-
-
 @dataclass(slots=True)
 class _Waiting:
+    """An append waiting for the line; an outcome of None sends it again on its own."""
+
     messages: Sequence[Outgoing]
-    outcome: asyncio.Future[dict[str, Any]] = field(
+    outcome: asyncio.Future[dict[str, Any] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -68,7 +67,7 @@ class GroupCommit:
         self._request = request
         self._publish = publish
         self._timeout = timeout
-        self._queue: list[_Waiting] = []
+        self._queue: deque[_Waiting] = deque()
         self._out = False
         self._senders: set[asyncio.Task[None]] = set()
 
@@ -82,7 +81,7 @@ class GroupCommit:
         waiting = _Waiting(messages)
         self._queue.append(waiting)
         outcome = await waiting.outcome
-        if outcome is _ALONE:
+        if outcome is None:  # its batch was refused as a whole
             return await self._send(messages)
         return outcome
 
@@ -104,11 +103,11 @@ class GroupCommit:
         while queue:
             waiting = queue[0]
             if waiting.outcome.done():  # its caller gave up before it left
-                queue.pop(0)
+                queue.popleft()
                 continue
             if batch and size + len(waiting.messages) > MAX_BATCH:
                 break
-            batch.append(queue.pop(0))
+            batch.append(queue.popleft())
             size += len(waiting.messages)
         if not batch:
             self._out = False
@@ -142,7 +141,7 @@ class GroupCommit:
             ack = await self._send(messages)
         except MaxPayloadError:
             # One message too big for the connection: let it find that out on its own.
-            self._resolve_all(batch, _ALONE)
+            self._resolve_all(batch, None)
             return
         except Exception as error:
             for waiting in batch:
@@ -153,7 +152,7 @@ class GroupCommit:
         if isinstance(problem, dict):
             # 503: the stream cannot store anything now, whoever asks; otherwise the
             # refusal is some append's own (a conflict, a duplicate id): ask one by one.
-            self._resolve_all(batch, ack if problem.get("code") == 503 else _ALONE)
+            self._resolve_all(batch, ack if problem.get("code") == 503 else None)
             return
         sequence = int(ack["seq"]) - len(messages)
         for waiting in batch:
@@ -162,7 +161,7 @@ class GroupCommit:
                 waiting.outcome.set_result({"seq": sequence, "duplicate": False})
 
     @staticmethod
-    def _resolve_all(batch: list[_Waiting], outcome: dict[str, Any]) -> None:
+    def _resolve_all(batch: list[_Waiting], outcome: dict[str, Any] | None) -> None:
         for waiting in batch:
             if not waiting.outcome.done():
                 waiting.outcome.set_result(outcome)

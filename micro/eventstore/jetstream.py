@@ -84,7 +84,7 @@ from micro.errors import (
     ValidationError,
 )
 from micro.eventstore._encoding import check_unique_ids, dumps, recorded_at
-from micro.eventstore._group_commit import GroupCommit, Outgoing
+from micro.eventstore._group_commit import MAX_BATCH, GroupCommit, Outgoing
 from micro.eventstore.base import (
     ANY,
     EXISTS,
@@ -102,7 +102,7 @@ __all__ = ["JetStreamEventStore"]
 
 _log = structlog.get_logger("micro.eventstore")
 
-MAX_EVENTS_PER_APPEND: Final = 1000
+MAX_EVENTS_PER_APPEND: Final = MAX_BATCH
 """The server's limit on messages in one atomic batch."""
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_-]+$")
