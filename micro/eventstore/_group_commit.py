@@ -2,15 +2,19 @@
 
 With ``sync_interval: always`` the server syncs its disk once per stored message, and a
 JetStream publish costs it about as much again in bookkeeping; an ADR-50 atomic batch pays
-both once for the whole batch. So while one publish is out at the server, the appends that
-arrive meanwhile wait and leave together in the next batch, each message still carrying its
-own ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id``. An append that finds
-nothing out leaves at once, so a lone caller waits for nobody.
+both once for the whole batch. So while one batch (or lone append) is out at the server,
+the appends that arrive meanwhile wait and leave together in the next one, each message
+still carrying its own ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id``. An
+append that finds nothing out leaves at once, so a lone caller waits for nobody.
 
 A batch is stored whole or not at all. When the server refuses one, the refusal does not
-say whose message caused it, so each append in it is sent again on its own and gets its
-own answer: a conflict stays one append's conflict. Refusals that concern everyone (the
-stream unavailable, no answer in time) reach every append of the batch as they are.
+say whose message caused it, so each append in it is sent again on its own, all at once,
+and gets its own answer: a conflict stays one append's conflict. A failure with no answer
+(no acknowledgement in time, a lost connection) reaches every append of the batch.
+
+An append waits for the line at most the store's timeout: one still queued when its time
+is up fails without leaving. Once it leaves it waits up to the timeout again for its
+acknowledgement, so a server that stops answering fails an append within twice the timeout.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from typing import Any, Final
 
 import orjson
 from nats.aio.msg import Msg
-from nats.errors import MaxPayloadError
+from nats.errors import ConnectionClosedError, MaxPayloadError
 
-__all__ = ["GroupCommit", "Outgoing"]
+__all__ = ["MAX_BATCH", "GroupCommit", "Outgoing"]
 
 MAX_BATCH: Final = 1000
 """The server's limit on messages in one atomic batch."""
@@ -49,18 +53,20 @@ class _Waiting:
     """An append waiting for the line; an outcome of None sends it again on its own."""
 
     messages: Sequence[Outgoing]
+    deadline: float
     outcome: asyncio.Future[dict[str, Any] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
 class GroupCommit:
-    """Sends appends, one publish out at a time, batching those that queue up meanwhile.
+    """Sends appends, one batch out at a time, batching those that queue up meanwhile.
 
     ``publish`` returns the parsed acknowledgement of the append's last message: ``seq``
     (its stream sequence) and, for a message sent alone, ``duplicate``; or the server's
-    ``error``. Transport failures (``TimeoutError``, ``NoRespondersError``, nats-py errors)
-    are raised as they are.
+    ``error``. Failures without an answer (``TimeoutError``, ``NoRespondersError``, nats-py
+    errors) are raised as they are; after ``close`` every append fails with
+    ``ConnectionClosedError``.
     """
 
     def __init__(self, request: Request, publish: Publish, timeout: float) -> None:
@@ -69,6 +75,7 @@ class GroupCommit:
         self._timeout = timeout
         self._queue: deque[_Waiting] = deque()
         self._out = False
+        self._closed = False
         self._senders: set[asyncio.Task[None]] = set()
 
     async def publish(self, messages: Sequence[Outgoing]) -> dict[str, Any]:
@@ -78,7 +85,8 @@ class GroupCommit:
                 return await self._send(messages)
             finally:
                 self._next()
-        waiting = _Waiting(messages)
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(messages, loop.time() + self._timeout)
         self._queue.append(waiting)
         outcome = await waiting.outcome
         if outcome is None:  # its batch was refused as a whole
@@ -87,23 +95,41 @@ class GroupCommit:
 
     @property
     def queued(self) -> int:
-        """Appends waiting for the publish that is out."""
-        return len(self._queue)
+        """Appends waiting for the line (not those whose callers gave up)."""
+        return sum(not waiting.outcome.done() for waiting in self._queue)
+
+    def stop(self) -> None:
+        """Refuse new appends and fail the queued ones: they never left, nothing is stored."""
+        self._closed = True
+        self._fail_queue(ConnectionClosedError())
 
     async def close(self) -> None:
-        """Wait for the batches already out; appends still queued go with them."""
+        """``stop``, then wait for the batches out to end (close their replies first)."""
+        self.stop()
         while self._senders:
             await asyncio.gather(*self._senders, return_exceptions=True)
 
+    def _fail_queue(self, error: BaseException) -> None:
+        while self._queue:
+            waiting = self._queue.popleft()
+            if not waiting.outcome.done():
+                waiting.outcome.set_exception(error)
+
     def _next(self) -> None:
-        """Send what queued up while the last publish was out, or mark the line free."""
+        """Send what queued up while the last batch was out, or mark the line free."""
+        if self._closed:
+            self._fail_queue(ConnectionClosedError())
         batch: list[_Waiting] = []
         size = 0
         queue = self._queue
+        now = asyncio.get_running_loop().time()
         while queue:
             waiting = queue[0]
             if waiting.outcome.done():  # its caller gave up before it left
                 queue.popleft()
+                continue
+            if waiting.deadline <= now:
+                queue.popleft().outcome.set_exception(TimeoutError("no turn to publish in time"))
                 continue
             if batch and size + len(waiting.messages) > MAX_BATCH:
                 break
@@ -118,11 +144,16 @@ class GroupCommit:
 
     async def _send_batch(self, batch: list[_Waiting]) -> None:
         try:
+            # A caller may have given up between being picked and this task's first step.
+            batch = [waiting for waiting in batch if not waiting.outcome.done()]
             if len(batch) == 1:
                 await self._settle_alone(batch[0])
-            else:
+            elif batch:
                 await self._settle_together(batch)
         finally:
+            for waiting in batch:  # cancelled, or failed in an unforeseen way
+                if not waiting.outcome.done():
+                    waiting.outcome.set_exception(ConnectionClosedError())
             self._next()
 
     async def _settle_alone(self, waiting: _Waiting) -> None:
@@ -148,11 +179,10 @@ class GroupCommit:
                 if not waiting.outcome.done():
                     waiting.outcome.set_exception(error)
             return
-        problem = ack.get("error")
-        if isinstance(problem, dict):
-            # 503: the stream cannot store anything now, whoever asks; otherwise the
-            # refusal is some append's own (a conflict, a duplicate id): ask one by one.
-            self._resolve_all(batch, ack if problem.get("code") == 503 else None)
+        if isinstance(ack.get("error"), dict) or ack.get("count") != len(messages):
+            # Refused (a conflict, a duplicate id, an outage: whose, the server does not
+            # say), or an acknowledgement whose count cannot place each append: one by one.
+            self._resolve_all(batch, None)
             return
         sequence = int(ack["seq"]) - len(messages)
         for waiting in batch:
@@ -168,13 +198,15 @@ class GroupCommit:
 
     async def _send(self, messages: Sequence[Outgoing]) -> dict[str, Any]:
         """Publish the messages, atomically if more than one; the parsed acknowledgement."""
-        last = len(messages) - 1
-        if not last:
+        if self._closed:
+            raise ConnectionClosedError
+        if len(messages) == 1:
             only = messages[0]
             reply = await self._request(only.subject, only.body, only.headers, self._timeout)
             ack: dict[str, Any] = orjson.loads(reply.data)
             return ack
         batch_id = uuid.uuid4().hex
+        last = len(messages) - 1
         for index, message in enumerate(messages):
             headers = {
                 **message.headers,

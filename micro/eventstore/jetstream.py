@@ -344,7 +344,12 @@ class JetStreamEventStore(EventStore):
                 await self._ensure_stream(self._client)
                 self._replies = _ReplyRouter(self._client)
                 await self._replies.start()
-                self._commits = GroupCommit(self._replies.request, self._publish_one, self._timeout)
+                client = self._client
+
+                async def publish(subject: str, body: bytes, headers: dict[str, str]) -> None:
+                    await client.publish(subject, body, headers=headers)
+
+                self._commits = GroupCommit(self._replies.request, publish, self._timeout)
             except BaseException:
                 if self._owns_client:
                     await self._client.close()
@@ -359,12 +364,14 @@ class JetStreamEventStore(EventStore):
             self._started = False
             for puller in list(self._pullers):
                 puller.stop()  # open subscriptions end with an error, not silently
-            if self._commits is not None:
-                await self._commits.close()
-                self._commits = None
+            commits, self._commits = self._commits, None
+            if commits is not None:
+                commits.stop()  # before the replies: no batch may leave into a closed inbox
             if self._replies is not None:
                 await self._replies.close()
                 self._replies = None
+            if commits is not None:
+                await commits.close()
             if self._owns_client and self._client is not None:
                 with contextlib.suppress(NatsError, OSError):
                     await self._client.close()
@@ -457,11 +464,6 @@ class JetStreamEventStore(EventStore):
         if isinstance(response.get("error"), dict):
             raise _ApiError(response["error"])
         return response
-
-    async def _publish_one(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
-        # Not ``self.client``: batches already out finish while the store closes.
-        assert self._client is not None
-        await self._client.publish(subject, body, headers=headers)
 
     def _limit(self) -> tuple[int, str]:
         """The largest event body accepted, and what sets it."""
@@ -604,9 +606,11 @@ class JetStreamEventStore(EventStore):
             if index == 0:
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(last_sequence)
             messages.append(Outgoing(subject, body, headers))
-        assert self._commits is not None
+        commits = self._commits
+        if commits is None:
+            raise EventStoreUnavailableError("event store unavailable: the store was closed")
         try:
-            ack = await self._commits.publish(messages)
+            ack = await commits.publish(messages)
         except MaxPayloadError as error:
             limit, source = self._limit()
             raise PayloadTooLargeError(

@@ -49,15 +49,19 @@ class TestJetStreamEventStore(EventStoreContract):
 
 class _AckLosingClient:
     """A nats-py client whose next append is stored by the server but whose acknowledgement
-    never arrives, as when a connection drops at the wrong moment. It also counts the round
-    trips the store makes (requests, and publishes that ask for a reply)."""
+    never arrives, as when a connection drops at the wrong moment, or arrives only when the
+    test releases it, as from a slow server. It also counts the round trips the store makes
+    (requests, and publishes that ask for a reply) and the atomic batches it commits."""
 
     def __init__(self, client: Client, namespace: str) -> None:
         self._client = client
         self._events = f"{namespace}.ev."
         self.lose_next = False
         self.lose_next_commit = False  # the next atomic batch's commit
+        self.hold_next = False
+        self._held: tuple[str, Any] | None = None  # (the store's reply subject, our inbox)
         self.requests: list[str] = []
+        self.commits = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -72,12 +76,27 @@ class _AckLosingClient:
         if reply:
             self.requests.append(subject)
             commit = "Nats-Batch-Commit" in (kwargs.get("headers") or {})
+            self.commits += commit
             if subject.startswith(self._events) and (
                 self.lose_next or (commit and self.lose_next_commit)
             ):
                 self.lose_next = self.lose_next_commit = False
                 reply = self._client.new_inbox()  # nobody listens there: the ack is lost
+            elif subject.startswith(self._events) and self.hold_next:
+                self.hold_next = False
+                inbox = self._client.new_inbox()
+                self._held = (reply, await self._client.subscribe(inbox))
+                reply = inbox
         return await self._client.publish(subject, payload, reply=reply, **kwargs)
+
+    async def release(self) -> None:
+        """Let the held acknowledgement reach the store."""
+        assert self._held is not None
+        reply, inbox = self._held
+        self._held = None
+        ack = await inbox.next_msg(timeout=DEADLINE)
+        await inbox.unsubscribe()
+        await self._client.publish(reply, ack.data)
 
 
 @pytest.fixture
@@ -414,21 +433,22 @@ class TestGroupCommit:
 
     async def test_a_conflict_in_a_batch_fails_only_its_own_append(
         self,
-        store: JetStreamEventStore,
+        lossy_store: JetStreamEventStore,
+        lossy: _AckLosingClient,
         client: Client,
         nats_server: NatsServer,
         micro_namespace: str,
     ) -> None:
-        await store.append("contended", [new_event()], NO_STREAM)
+        await lossy_store.append("contended", [new_event()], NO_STREAM)
         async with JetStreamEventStore(url=nats_server.url, namespace=micro_namespace) as other:
             await other.append("contended", [new_event()], expected_version=0)
         # this store still believes "contended" is at version 0, so its append is sent
         innocent = {f"s{n}": [new_event(n=n)] for n in range(10)}
 
         outcomes = await asyncio.gather(
-            store.append("lead", [new_event()], NO_STREAM),
-            store.append("contended", [new_event()], expected_version=0),
-            *(store.append(stream, events, NO_STREAM) for stream, events in innocent.items()),
+            lossy_store.append("lead", [new_event()], NO_STREAM),
+            lossy_store.append("contended", [new_event()], expected_version=0),
+            *(lossy_store.append(s, events, NO_STREAM) for s, events in innocent.items()),
             return_exceptions=True,
         )
 
@@ -436,11 +456,31 @@ class TestGroupCommit:
         assert outcomes[1].actual == 1
         for (stream, events), outcome in zip(innocent.items(), outcomes[2:], strict=True):
             assert not isinstance(outcome, BaseException), outcome
-            assert [event.id for event in await store.read(stream)] == [events[0].id]
-        assert await store.stream_version("contended") == 1
-        # the refused batch stored nothing; each innocent append was then stored alone
+            assert [event.id for event in await lossy_store.read(stream)] == [events[0].id]
+        assert await lossy_store.stream_version("contended") == 1
+        # one batch of the eleven was committed and refused, storing nothing; each innocent
+        # append was then stored alone
+        assert lossy.commits == 1
         positions = [outcome.position for outcome in outcomes[2:]]  # type: ignore[union-attr]
         assert await _batch_ids(client, micro_namespace, positions) == [None] * 10
+
+    async def test_a_batch_holds_at_most_the_server_limit_of_messages(
+        self, store: JetStreamEventStore, client: Client, micro_namespace: str
+    ) -> None:
+        sizes = {"lead": 1, "big": 600, "bigger": 600, "small": 1}
+
+        results = await asyncio.gather(
+            *(store.append(s, [new_event(n=n) for n in range(size)]) for s, size in sizes.items())
+        )
+
+        big, bigger, small = results[1:]
+        assert [result.version + 1 for result in results] == list(sizes.values())
+        [first] = set(await _batch_ids(client, micro_namespace, [big.position - 599, big.position]))
+        second = await _batch_ids(client, micro_namespace, [bigger.position, small.position])
+        # 600 + 600 is over 1000: the second big append waited for the next batch
+        assert first is not None
+        assert second[0] == second[1] != first
+        assert small.position == bigger.position + 1
 
     async def test_appends_whose_batch_ack_was_lost_retry_into_their_original_results(
         self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
@@ -469,20 +509,89 @@ class TestGroupCommit:
     ) -> None:
         commits = lossy_store._commits
         assert commits is not None
-        lossy.lose_next = True  # the lead waits out its timeout: the others stay queued
+        lossy.hold_next = True  # the lead's ack waits for the test: the others stay queued
         lead = asyncio.create_task(lossy_store.append("lead", [new_event()], NO_STREAM))
         abandoned = asyncio.create_task(lossy_store.append("abandoned", [new_event()]))
         kept = asyncio.create_task(lossy_store.append("kept", [new_event()]))
         await wait_until(lambda: commits.queued == 2, what="two appends queued")
 
         abandoned.cancel()
+        await lossy.release()
 
-        with pytest.raises(EventStoreUnavailableError):
-            await lead
+        assert (await lead).version == 0
         assert (await kept).version == 0
         with pytest.raises(asyncio.CancelledError):
             await abandoned
         assert await lossy_store.stream_version("abandoned") is None
+
+    async def test_an_append_queued_longer_than_the_timeout_fails_without_leaving(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        lossy.lose_next = True  # the lead waits out its timeout, and so do those behind it
+        outcomes = await asyncio.gather(
+            lossy_store.append("lead", [new_event()], NO_STREAM),
+            lossy_store.append("late-1", [new_event()]),
+            lossy_store.append("late-2", [new_event()]),
+            return_exceptions=True,
+        )
+
+        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes)
+        assert "no turn to publish in time" in str(outcomes[1])
+        assert await lossy_store.stream_version("late-1") is None
+        assert await lossy_store.stream_version("late-2") is None
+        assert await lossy_store.stream_version("lead") == 0  # stored, its ack lost
+
+    async def test_closing_fails_queued_appends_at_once_and_sends_none_of_them(
+        self, client: Client, micro_namespace: str
+    ) -> None:
+        lossy = _AckLosingClient(client, micro_namespace)
+        store = JetStreamEventStore(lossy, namespace=micro_namespace, timeout=60)  # type: ignore[arg-type]
+        await store.start()
+        commits = store._commits
+        assert commits is not None
+        lossy.hold_next = True
+        appends = [
+            asyncio.create_task(store.append(stream, [new_event()]))
+            for stream in ("lead", "queued-1", "queued-2")
+        ]
+        await wait_until(lambda: commits.queued == 2, what="two appends queued")
+
+        async with asyncio.timeout(DEADLINE):  # far below the 60 s acknowledgement timeout
+            await store.close()
+            outcomes = await asyncio.gather(*appends, return_exceptions=True)
+
+        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes)
+        assert all("closed" in str(outcome) for outcome in outcomes)
+        async with JetStreamEventStore(client, namespace=micro_namespace) as reader:
+            assert await reader.stream_version("queued-1") is None
+            assert await reader.stream_version("queued-2") is None
+
+    async def test_a_batch_whose_sender_is_cancelled_fails_its_appends_and_frees_streams(
+        self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
+    ) -> None:
+        commits = lossy_store._commits
+        assert commits is not None
+        lossy.hold_next = True
+        lead = asyncio.create_task(lossy_store.append("lead", [new_event()], NO_STREAM))
+        batched = [
+            asyncio.create_task(lossy_store.append(stream, [new_event()]))
+            for stream in ("b-1", "b-2")
+        ]
+        await wait_until(lambda: commits.queued == 2, what="two appends queued")
+        lossy.lose_next_commit = True  # the batch's commit stays unanswered
+        await lossy.release()
+        await lead
+        await wait_until(lambda: lossy.commits == 1, what="the batch committed")
+
+        for sender in list(commits._senders):
+            sender.cancel()
+
+        async with asyncio.timeout(DEADLINE):
+            outcomes = await asyncio.gather(*batched, return_exceptions=True)
+        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes)
+        # their streams are not left locked: the next appends go through
+        assert (await lossy_store.append("b-1", [new_event()])).version == 1
+        assert (await lossy_store.append("b-2", [new_event()])).version == 1
 
 
 class TestStreamConfiguration:
