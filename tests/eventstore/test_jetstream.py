@@ -511,8 +511,8 @@ class TestGroupCommit:
         assert commits is not None
         lossy.hold_next = True  # the lead's ack waits for the test: the others stay queued
         lead = asyncio.create_task(lossy_store.append("lead", [new_event()], NO_STREAM))
-        abandoned = asyncio.create_task(lossy_store.append("abandoned", [new_event()]))
-        kept = asyncio.create_task(lossy_store.append("kept", [new_event()]))
+        abandoned = asyncio.create_task(lossy_store.append("abandoned", [new_event()], NO_STREAM))
+        kept = asyncio.create_task(lossy_store.append("kept", [new_event()], NO_STREAM))
         await wait_until(lambda: commits.queued == 2, what="two appends queued")
 
         abandoned.cancel()
@@ -550,8 +550,9 @@ class TestGroupCommit:
         commits = store._commits
         assert commits is not None
         lossy.hold_next = True
+        # NO_STREAM needs no look-up first, so the appends reach the line in this order
         appends = [
-            asyncio.create_task(store.append(stream, [new_event()]))
+            asyncio.create_task(store.append(stream, [new_event()], NO_STREAM))
             for stream in ("lead", "queued-1", "queued-2")
         ]
         await wait_until(lambda: commits.queued == 2, what="two appends queued")
@@ -574,7 +575,7 @@ class TestGroupCommit:
         lossy.hold_next = True
         lead = asyncio.create_task(lossy_store.append("lead", [new_event()], NO_STREAM))
         batched = [
-            asyncio.create_task(lossy_store.append(stream, [new_event()]))
+            asyncio.create_task(lossy_store.append(stream, [new_event()], NO_STREAM))
             for stream in ("b-1", "b-2")
         ]
         await wait_until(lambda: commits.queued == 2, what="two appends queued")
