@@ -110,10 +110,9 @@ class GroupCommit:
             await asyncio.gather(*self._senders, return_exceptions=True)
 
     def _fail_queue(self, error: BaseException) -> None:
-        while self._queue:
-            waiting = self._queue.popleft()
-            if not waiting.outcome.done():
-                waiting.outcome.set_exception(error)
+        queued = list(self._queue)
+        self._queue.clear()
+        self._resolve_all(queued, error)
 
     def _next(self) -> None:
         """Send what queued up while the last batch was out, or mark the line free."""
@@ -146,54 +145,48 @@ class GroupCommit:
         try:
             # A caller may have given up between being picked and this task's first step.
             batch = [waiting for waiting in batch if not waiting.outcome.done()]
-            if len(batch) == 1:
-                await self._settle_alone(batch[0])
-            elif batch:
-                await self._settle_together(batch)
+            if batch:
+                await self._settle(batch)
         finally:
             for waiting in batch:  # cancelled, or failed in an unforeseen way
                 if not waiting.outcome.done():
                     waiting.outcome.set_exception(ConnectionClosedError())
             self._next()
 
-    async def _settle_alone(self, waiting: _Waiting) -> None:
-        try:
-            outcome = await self._send(waiting.messages)
-        except Exception as error:  # the append's own failure, for its caller to judge
-            if not waiting.outcome.done():
-                waiting.outcome.set_exception(error)
-            return
-        if not waiting.outcome.done():
-            waiting.outcome.set_result(outcome)
-
-    async def _settle_together(self, batch: list[_Waiting]) -> None:
+    async def _settle(self, batch: list[_Waiting]) -> None:
+        """Send the batch and give each append its outcome."""
+        together = len(batch) > 1
         messages = [message for waiting in batch for message in waiting.messages]
         try:
             ack = await self._send(messages)
-        except MaxPayloadError:
+        except MaxPayloadError as error:
             # One message too big for the connection: let it find that out on its own.
-            self._resolve_all(batch, None)
+            self._resolve_all(batch, None if together else error)
             return
-        except Exception as error:
-            for waiting in batch:
-                if not waiting.outcome.done():
-                    waiting.outcome.set_exception(error)
+        except Exception as error:  # no answer: the same news for every append
+            self._resolve_all(batch, error)
             return
-        if isinstance(ack.get("error"), dict) or ack.get("count") != len(messages):
+        if not together:
+            self._resolve_all(batch, ack)  # its own answer, refusal or not
+        elif isinstance(ack.get("error"), dict) or ack.get("count") != len(messages):
             # Refused (a conflict, a duplicate id, an outage: whose, the server does not
             # say), or an acknowledgement whose count cannot place each append: one by one.
             self._resolve_all(batch, None)
-            return
-        sequence = int(ack["seq"]) - len(messages)
-        for waiting in batch:
-            sequence += len(waiting.messages)
-            if not waiting.outcome.done():
-                waiting.outcome.set_result({"seq": sequence, "duplicate": False})
+        else:
+            sequence = int(ack["seq"]) - len(messages)
+            for waiting in batch:
+                sequence += len(waiting.messages)
+                if not waiting.outcome.done():
+                    waiting.outcome.set_result({"seq": sequence, "duplicate": False})
 
     @staticmethod
-    def _resolve_all(batch: list[_Waiting], outcome: dict[str, Any] | None) -> None:
+    def _resolve_all(batch: list[_Waiting], outcome: dict[str, Any] | BaseException | None) -> None:
         for waiting in batch:
-            if not waiting.outcome.done():
+            if waiting.outcome.done():
+                continue
+            if isinstance(outcome, BaseException):
+                waiting.outcome.set_exception(outcome)
+            else:
                 waiting.outcome.set_result(outcome)
 
     async def _send(self, messages: Sequence[Outgoing]) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -391,18 +390,9 @@ class TestAtomicBatches:
 
 async def _batch_ids(client: Client, namespace: str, positions: list[int]) -> list[str | None]:
     """The ``Nats-Batch-Id`` each stored message was published with (None: sent alone)."""
-    found: list[str | None] = []
-    for position in positions:
-        reply = await client.request(
-            f"$JS.API.STREAM.MSG.GET.{namespace.upper()}_EVENTS",
-            orjson.dumps({"seq": position}),
-            timeout=DEADLINE,
-        )
-        raw = base64.b64decode(orjson.loads(reply.data)["message"].get("hdrs") or "")
-        lines = raw.decode().split("\r\n")
-        ids = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Nats-Batch-Id")]
-        found.append(ids[0] if ids else None)
-    return found
+    stream = f"{namespace.upper()}_EVENTS"
+    stored = [await client.jetstream().get_msg(stream, position) for position in positions]
+    return [(message.headers or {}).get("Nats-Batch-Id") for message in stored]
 
 
 class TestGroupCommit:
