@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     event_store_duplicate_window: float = Field(default=120.0, gt=0)
     """Seconds JetStream remembers event ids to drop duplicates."""
 
+    event_store_start_timeout: float = Field(default=30.0, ge=0)
+    """Seconds a starting service waits for a JetStream cluster that does not answer yet."""
+
     command_retries: int = Field(default=10, ge=0, le=100)
     """Times a command is decided again after losing an optimistic-concurrency race."""
 

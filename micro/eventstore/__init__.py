@@ -74,4 +74,5 @@ def open_event_store(settings: Settings, client: Client | None = None) -> EventS
         namespace=settings.namespace,
         replicas=settings.event_store_replicas,
         duplicate_window=settings.event_store_duplicate_window,
+        start_timeout=settings.event_store_start_timeout,
     )

@@ -275,6 +275,8 @@ class JetStreamEventStore(EventStore):
 
     Given a ``client`` (a service's shared nats-py connection) the store uses it and leaves
     it open on ``close``; given a ``url`` it connects itself and closes what it opened.
+    ``timeout`` bounds each request to JetStream; ``start_timeout`` is how long ``start``
+    waits for a cluster that does not answer yet (still electing its leaders).
 
     Usage::
 
@@ -292,6 +294,7 @@ class JetStreamEventStore(EventStore):
         duplicate_window: float = 120.0,
         max_event_bytes: int | None = None,
         timeout: float = 5.0,
+        start_timeout: float = 30.0,
     ) -> None:
         if client is None and not url:
             raise ConfigError("JetStreamEventStore needs a nats-py client or a url")
@@ -303,6 +306,8 @@ class JetStreamEventStore(EventStore):
             raise ConfigError("duplicate_window must be a positive number of seconds")
         if max_event_bytes is not None and max_event_bytes <= 0:
             raise ConfigError("max_event_bytes must be positive")
+        if start_timeout < 0:
+            raise ConfigError("start_timeout must be zero or a positive number of seconds")
         self._client = client
         self._url = url
         self._owns_client = client is None
@@ -311,6 +316,7 @@ class JetStreamEventStore(EventStore):
         self._duplicate_window = duplicate_window
         self._max_event_bytes = max_event_bytes
         self._timeout = timeout
+        self._start_timeout = start_timeout
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         # One lock per stream while someone appends to it: appends to one stream from this
         # process queue up instead of racing each other through refusals.
@@ -341,7 +347,7 @@ class JetStreamEventStore(EventStore):
             if self._client is None:
                 self._client = await _connect(self._url or "")
             try:
-                await self._ensure_stream(self._client)
+                await self._ensure_stream_in_time(self._client)
                 self._replies = _ReplyRouter(self._client)
                 await self._replies.start()
                 client = self._client
@@ -398,6 +404,34 @@ class JetStreamEventStore(EventStore):
             "deny_delete": True,
             "deny_purge": True,
         }
+
+    async def _ensure_stream_in_time(self, client: Client) -> None:
+        """``_ensure_stream``, asked again while JetStream is only slow to answer.
+
+        A cluster that is still electing its leaders (just started, or a node just came
+        back) lets stream requests time out for a few seconds; a service starting then
+        waits for it, up to ``start_timeout``, instead of dying. A server without
+        JetStream (no responders) or a refusal is an answer, and fails at once.
+        """
+        deadline = time.monotonic() + self._start_timeout
+        delay = 0.1
+        while True:
+            try:
+                await self._ensure_stream(client)
+                return
+            except EventStoreUnavailableError as error:
+                if isinstance(error.__cause__, NoRespondersError):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                _log.warning(
+                    "JetStream is not answering yet; asking again",
+                    stream=self._subjects.stream,
+                    reason=str(error),
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _ensure_stream(self, client: Client) -> None:
         what = f"stream {self._subjects.stream}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ class NatsCluster:
             node.stop()
 
     def wait_for_jetstream(self, timeout: float = 30.0) -> None:
-        """Block until the JetStream meta group has a leader (the cluster takes writes).
+        """Block until the JetStream meta leader answers (the cluster takes writes).
 
         Runs its own event loop in a worker thread, so it works from sync and async code.
         """
@@ -93,6 +94,7 @@ class NatsCluster:
 
     async def _wait_for_meta_leader(self, timeout: float) -> None:
         import nats
+        from nats.js.errors import NotFoundError
 
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
@@ -109,7 +111,12 @@ class NatsCluster:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                await client.jetstream().account_info()
+                jetstream = client.jetstream()
+                await jetstream.account_info()
+                # Only the meta leader answers for a stream that does not exist: "not
+                # found" means the cluster can create streams now.
+                with contextlib.suppress(NotFoundError):
+                    await jetstream.stream_info("MICRO_CLUSTER_READY_PROBE")
                 return
             except Exception as error:
                 last_error = error

@@ -1,12 +1,17 @@
-"""The JetStream store on a 3-node cluster: one event appended at once through every node."""
+"""The JetStream store on a 3-node cluster: appends through every node, starts without quorum."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import pytest
+from structlog.testing import capture_logs
+
+from micro.errors import EventStoreUnavailableError
 from micro.eventstore import NO_STREAM, AppendResult, JetStreamEventStore, NewEvent
 from micro.testing.cluster import NatsCluster
+from micro.testing.waiting import wait_until
 
 
 async def test_an_event_appended_at_once_through_every_node_is_stored_once_for_all(
@@ -33,3 +38,51 @@ async def test_an_event_appended_at_once_through_every_node_is_stored_once_for_a
         for store in stores:
             await store.close()
     assert [event.data["number"] for event in stored] == list(range(20))
+
+
+async def test_a_store_starting_while_the_cluster_has_no_quorum_waits_for_it(
+    cluster: NatsCluster,
+) -> None:
+    # Two of three nodes frozen: the one left cannot answer stream requests (no meta
+    # leader), as while a cluster is still electing. The store asks again until it can.
+    store = JetStreamEventStore(
+        url=cluster.nodes[0].url, namespace="patient", replicas=3, timeout=1.0
+    )
+    frozen = cluster.nodes[1:]
+    for node in frozen:
+        node.pause()
+    try:
+        with capture_logs() as logs:
+            starting = asyncio.create_task(store.start())
+            await wait_until(
+                lambda: any(log["event"].startswith("JetStream is not answering") for log in logs),
+                15,
+                "the store to report that it asks again",
+            )
+            assert not starting.done()
+    finally:
+        for node in frozen:
+            node.resume()
+    try:
+        await asyncio.wait_for(starting, 30)
+        result = await store.append("p-1", [NewEvent("Happened", {})], NO_STREAM)
+        assert result.position >= 1
+    finally:
+        await store.close()
+
+
+async def test_a_store_that_may_not_wait_fails_at_once_without_quorum(
+    cluster: NatsCluster,
+) -> None:
+    store = JetStreamEventStore(
+        url=cluster.nodes[0].url, namespace="hasty", replicas=3, timeout=1.0, start_timeout=0
+    )
+    frozen = cluster.nodes[1:]
+    for node in frozen:
+        node.pause()
+    try:
+        with pytest.raises(EventStoreUnavailableError, match="event store unavailable"):
+            await store.start()
+    finally:
+        for node in frozen:
+            node.resume()
