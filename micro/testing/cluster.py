@@ -111,12 +111,10 @@ class NatsCluster:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                jetstream = client.jetstream()
-                await jetstream.account_info()
                 # Only the meta leader answers for a stream that does not exist: "not
                 # found" means the cluster can create streams now.
                 with contextlib.suppress(NotFoundError):
-                    await jetstream.stream_info("MICRO_CLUSTER_READY_PROBE")
+                    await client.jetstream().stream_info("MICRO_CLUSTER_READY_PROBE")
                 return
             except Exception as error:
                 last_error = error

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from structlog.testing import capture_logs
@@ -40,19 +42,30 @@ async def test_an_event_appended_at_once_through_every_node_is_stored_once_for_a
     assert [event.data["number"] for event in stored] == list(range(20))
 
 
-async def test_a_store_starting_while_the_cluster_has_no_quorum_waits_for_it(
-    cluster: NatsCluster,
-) -> None:
-    # Two of three nodes frozen: the one left cannot answer stream requests (no meta
-    # leader), as while a cluster is still electing. The store asks again until it can.
-    store = JetStreamEventStore(
-        url=cluster.nodes[0].url, namespace="patient", replicas=3, timeout=1.0
-    )
+@contextlib.contextmanager
+def two_nodes_frozen(cluster: NatsCluster) -> Iterator[None]:
+    """Nodes 2 and 3 stopped (SIGSTOP): node 1 alone has no quorum and no meta leader."""
     frozen = cluster.nodes[1:]
     for node in frozen:
         node.pause()
     try:
-        with capture_logs() as logs:
+        yield
+    finally:
+        for node in frozen:
+            node.resume()
+
+
+async def test_a_store_starting_while_the_cluster_has_no_quorum_waits_for_it(
+    cluster: NatsCluster,
+) -> None:
+    # The node left cannot answer stream requests, as while a cluster is still electing.
+    # The store asks again until it can.
+    store = JetStreamEventStore(
+        url=cluster.nodes[0].url, namespace="patient", replicas=3, timeout=1.0
+    )
+    starting = None
+    try:
+        with two_nodes_frozen(cluster), capture_logs() as logs:
             starting = asyncio.create_task(store.start())
             await wait_until(
                 lambda: any(log["event"].startswith("JetStream is not answering") for log in logs),
@@ -60,14 +73,12 @@ async def test_a_store_starting_while_the_cluster_has_no_quorum_waits_for_it(
                 "the store to report that it asks again",
             )
             assert not starting.done()
-    finally:
-        for node in frozen:
-            node.resume()
-    try:
         await asyncio.wait_for(starting, 30)
         result = await store.append("p-1", [NewEvent("Happened", {})], NO_STREAM)
         assert result.position >= 1
     finally:
+        if starting is not None:
+            starting.cancel()  # a start still waiting when the test failed
         await store.close()
 
 
@@ -77,12 +88,8 @@ async def test_a_store_that_may_not_wait_fails_at_once_without_quorum(
     store = JetStreamEventStore(
         url=cluster.nodes[0].url, namespace="hasty", replicas=3, timeout=1.0, start_timeout=0
     )
-    frozen = cluster.nodes[1:]
-    for node in frozen:
-        node.pause()
-    try:
-        with pytest.raises(EventStoreUnavailableError, match="event store unavailable"):
-            await store.start()
-    finally:
-        for node in frozen:
-            node.resume()
+    with (
+        two_nodes_frozen(cluster),
+        pytest.raises(EventStoreUnavailableError, match="event store unavailable"),
+    ):
+        await store.start()
