@@ -5,6 +5,8 @@ from __future__ import annotations
 from micro.app import Micro
 from micro.bus.caller import Reply, RetryPolicy
 from micro.bus.context import Context
+from micro.directory import Directory
+from micro.discovery import ServiceList
 from micro.errors import (
     BadRequestError,
     ConcurrencyError,
@@ -38,6 +40,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "Context",
+    "Directory",
     "DiscoveryTimeoutError",
     "EventStoreUnavailableError",
     "ForbiddenError",
@@ -52,6 +55,7 @@ __all__ = [
     "Reply",
     "RetryPolicy",
     "RuleViolation",
+    "ServiceList",
     "ServiceNotFoundError",
     "Session",
     "Settings",

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from micro._cli_common import fail, load_settings
 from micro.bus.connection import connect
-from micro.discovery import ServiceRecord, group_by_service, list_services
+from micro.discovery import ServiceList, ServiceRecord, group_by_service, list_services
 from micro.errors import MicroError
 from micro.settings import Settings
 
@@ -34,9 +34,22 @@ services_app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 AllOption = Annotated[bool, typer.Option("--all-namespaces", "-A", help="Include every namespace.")]
 WaitOption = Annotated[
-    float, typer.Option("--wait", help="Seconds to gather replies for.", min=0.01)
+    float | None,
+    typer.Option(
+        "--wait",
+        help="Most seconds to gather replies for (default: MICRO_DISCOVERY_DEADLINE).",
+        min=0.01,
+    ),
 ]
-_WAIT = 0.5
+GapOption = Annotated[
+    float | None,
+    typer.Option(
+        "--gap",
+        help="Quiet seconds after the last reply that end the gathering "
+        "(default: MICRO_DISCOVERY_GAP).",
+        min=0.01,
+    ),
+]
 
 
 def _settings() -> Settings:
@@ -45,9 +58,15 @@ def _settings() -> Settings:
 
 
 def _records(
-    settings: Settings, name: str | None, *, stats: bool, all_namespaces: bool, wait: float
-) -> list[ServiceRecord]:
-    async def look() -> list[ServiceRecord]:
+    settings: Settings,
+    name: str | None,
+    *,
+    stats: bool,
+    all_namespaces: bool,
+    wait: float | None,
+    gap: float | None,
+) -> ServiceList:
+    async def look() -> ServiceList:
         client = await connect(settings, name="micro-cli")
         try:
             return await list_services(
@@ -55,17 +74,27 @@ def _records(
                 namespace=None if all_namespaces else settings.namespace,
                 service=name,
                 stats=stats,
-                window=wait,
+                schemas=name is not None,
+                gap=settings.discovery_gap if gap is None else gap,
+                deadline=settings.discovery_deadline if wait is None else wait,
             )
         finally:
             await client.close()
 
     try:
-        return asyncio.run(look())
+        records = asyncio.run(look())
     except MicroError as error:
         fail(f"{error.code}: {error.message}")
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    if records.partial:
+        # On stderr: --json output stays parseable, and the warning is never lost in it.
+        typer.echo(
+            f"partial: replies were still arriving after {wait or settings.discovery_deadline:g}s;"
+            " more instances may be running (raise --wait)",
+            err=True,
+        )
+    return records
 
 
 def _print_json(records: list[ServiceRecord]) -> None:
@@ -78,17 +107,27 @@ def _where(settings: Settings, all_namespaces: bool) -> str:
 
 
 def _named(
-    settings: Settings, name: str, *, stats: bool, all_namespaces: bool, wait: float
+    settings: Settings,
+    name: str,
+    *,
+    stats: bool,
+    all_namespaces: bool,
+    wait: float | None,
+    gap: float | None,
 ) -> list[ServiceRecord]:
-    records = _records(settings, name, stats=stats, all_namespaces=all_namespaces, wait=wait)
+    records = _records(
+        settings, name, stats=stats, all_namespaces=all_namespaces, wait=wait, gap=gap
+    )
     if not records:
         fail(f"no service named {name!r} answered {_where(settings, all_namespaces)}")
     return records
 
 
-def _list(as_json: bool, all_namespaces: bool, wait: float) -> None:
+def _list(as_json: bool, all_namespaces: bool, wait: float | None, gap: float | None) -> None:
     settings = _settings()
-    records = _records(settings, None, stats=False, all_namespaces=all_namespaces, wait=wait)
+    records = _records(
+        settings, None, stats=False, all_namespaces=all_namespaces, wait=wait, gap=gap
+    )
     if as_json:
         _print_json(records)
         return
@@ -117,19 +156,23 @@ def _default(
     context: typer.Context,
     as_json: JsonOption = False,
     all_namespaces: AllOption = False,
-    wait: WaitOption = _WAIT,
+    wait: WaitOption = None,
+    gap: GapOption = None,
 ) -> None:
     """Services seen in discovery; without a sub-command, the same as ``ls``."""
     if context.invoked_subcommand is None:
-        _list(as_json, all_namespaces, wait)
+        _list(as_json, all_namespaces, wait, gap)
 
 
 @services_app.command("ls")
 def ls(
-    as_json: JsonOption = False, all_namespaces: AllOption = False, wait: WaitOption = _WAIT
+    as_json: JsonOption = False,
+    all_namespaces: AllOption = False,
+    wait: WaitOption = None,
+    gap: GapOption = None,
 ) -> None:
     """List services: versions, instances and endpoints."""
-    _list(as_json, all_namespaces, wait)
+    _list(as_json, all_namespaces, wait, gap)
 
 
 def _schema_summary(schema: dict[str, Any] | None) -> str:
@@ -145,11 +188,12 @@ def info(
     name: Annotated[str, typer.Argument(help="The service name.")],
     as_json: JsonOption = False,
     all_namespaces: AllOption = False,
-    wait: WaitOption = _WAIT,
+    wait: WaitOption = None,
+    gap: GapOption = None,
 ) -> None:
     """Show each instance of a service and its endpoints with their schemas."""
     settings = _settings()
-    records = _named(settings, name, stats=False, all_namespaces=all_namespaces, wait=wait)
+    records = _named(settings, name, stats=False, all_namespaces=all_namespaces, wait=wait, gap=gap)
     if as_json:
         _print_json(records)
         return
@@ -184,11 +228,12 @@ def stats(
     name: Annotated[str, typer.Argument(help="The service name.")],
     as_json: JsonOption = False,
     all_namespaces: AllOption = False,
-    wait: WaitOption = _WAIT,
+    wait: WaitOption = None,
+    gap: GapOption = None,
 ) -> None:
     """Show requests, errors and processing times of each endpoint of each instance."""
     settings = _settings()
-    records = _named(settings, name, stats=True, all_namespaces=all_namespaces, wait=wait)
+    records = _named(settings, name, stats=True, all_namespaces=all_namespaces, wait=wait, gap=gap)
     if as_json:
         _print_json(records)
         return

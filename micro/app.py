@@ -27,7 +27,8 @@ from micro.bus.hooks import Hooks, check_middleware
 from micro.bus.responder import Responder
 from micro.bus.services import ServiceResponder, new_instance_id
 from micro.command.commander import Commander, app_dir
-from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
+from micro.directory import discover
+from micro.discovery import ServiceList, ServiceRecord, list_services
 from micro.errors import ConfigError
 from micro.log import configure_logging
 from micro.modules.builtin import register_builtin_modules
@@ -305,12 +306,11 @@ class Micro:
     def _announced(self) -> bool:
         return bool(self.endpoints or self._listeners)
 
-    def _learn(self, records: list[ServiceRecord]) -> list[ServiceRecord]:
+    def _learn(self, records: list[ServiceRecord]) -> None:
         # Idempotent commands seen in discovery are retried on retryable errors from now on.
         if self._caller is not None:
             for record in records:
                 self._caller.idempotent.update(e.name for e in record.endpoints if e.idempotent)
-        return records
 
     async def services(
         self,
@@ -318,12 +318,17 @@ class Micro:
         *,
         stats: bool = False,
         all_namespaces: bool = False,
-        window: float = DEFAULT_WINDOW,
-    ) -> list[ServiceRecord]:
+        schemas: bool = True,
+        gap: float | None = None,
+        deadline: float | None = None,
+    ) -> ServiceList:
         """Every running service instance of this namespace (or of service ``name``).
 
-        Replies are gathered for ``window`` seconds; ``stats=True`` adds each endpoint's
-        request and error counts and timings.
+        Replies are gathered until none came for ``gap`` seconds, for ``deadline`` seconds
+        at most (``discovery_gap`` and ``discovery_deadline`` by default); the list's
+        ``partial`` is true when the deadline cut it short. ``stats=True`` adds each
+        endpoint's request and error counts and timings; ``schemas=False`` leaves the JSON
+        Schemas out (smaller answers).
 
         Usage::
 
@@ -331,15 +336,17 @@ class Micro:
                 print(record.service, record.version, record.id, len(record.endpoints))
         """
         client = self._require_caller().client
-        return self._learn(
-            await list_services(
-                client,
-                namespace=None if all_namespaces else self.settings.namespace,
-                service=name,
-                stats=stats,
-                window=window,
-            )
+        records = await list_services(
+            client,
+            namespace=None if all_namespaces else self.settings.namespace,
+            service=name,
+            stats=stats,
+            schemas=schemas,
+            gap=self.settings.discovery_gap if gap is None else gap,
+            deadline=self.settings.discovery_deadline if deadline is None else deadline,
         )
+        self._learn(records)
+        return records
 
     async def discover(
         self,
@@ -359,17 +366,19 @@ class Micro:
             await micro.discover(wait_for=["bank", "auth"], timeout=10)
         """
         client = self._require_caller().client
-        return self._learn(
-            await discover(
-                client,
-                wait_for,
-                namespace=self.settings.namespace,
-                timeout=timeout,
-                delay=delay,
-                factor=factor,
-                max_delay=max_delay,
-            )
+        records = await discover(
+            client,
+            wait_for,
+            namespace=self.settings.namespace,
+            timeout=timeout,
+            delay=delay,
+            factor=factor,
+            max_delay=max_delay,
+            gap=self.settings.discovery_gap,
+            deadline=self.settings.discovery_deadline,
         )
+        self._learn(records)
+        return records
 
     # -- the event-sourced side (modules) -----------------------------------------------
 
@@ -473,6 +482,7 @@ class Micro:
             await self._responder.serve(list(self.endpoints.values()))  # flushes all above
             for names, procedure in self._procedures:
                 await self._run_procedure(names, procedure)
+            await self._services.announce("started")
         except BaseException:
             await self.modules.stop()
             await self.client.close()
@@ -501,6 +511,8 @@ class Micro:
         await self.hooks.run_observers("on_stop", self)
         if self._services is not None:
             await self._services.stop()  # leave discovery first: no new callers find us
+            with contextlib.suppress(NatsError, OSError):
+                await self._services.announce("stopped")
         if self._events is not None:
             await self._events.drain(self.settings.drain_timeout)
         if self._responder is not None:

@@ -167,7 +167,7 @@ def permissions(
     The app is imported but not started. Give each service its own NATS user with exactly
     these permissions: it can then serve only its own commands.
     """
-    from micro.bus.subjects import command_subject, service_subscriptions
+    from micro.bus.subjects import announce_subject, command_subject, service_subscriptions
 
     path = _target_file(target).resolve()
     sys.path.insert(0, str(path.parent))
@@ -186,6 +186,7 @@ def permissions(
         f"{namespace}.cmd.>",
         f"{namespace}.emit.>",
         f"{namespace}.ev.>",
+        announce_subject(namespace, ">"),
         "$JS.API.>",
         "$JS.ACK.>",
         "$JS.FC.>",

@@ -1,7 +1,10 @@
 """Finding services: the Python client of the NATS Services API (ADR-32).
 
 A request to ``$SRV.INFO`` (or ``$SRV.INFO.<name>``) is answered by every running instance,
-so replies are gathered on a fresh inbox for a short window. Each reply becomes a
+so replies are gathered on a fresh inbox until they stop coming: a look ends after a quiet
+gap (``discovery_gap``), and at the latest at ``discovery_deadline``, in which case the list
+says it is ``partial``. A fixed window would cut a large answer short without a sign: at
+thousands of instances the answers take longer than any small window. Each reply becomes a
 ``ServiceRecord``: one per instance, with its endpoints and their schemas, and with
 statistics when asked for. Services of other namespaces (and non-micro services) are left out
 unless asked for, because ``$SRV`` subjects are shared by everyone on the NATS server.
@@ -12,13 +15,15 @@ Usage::
         for record in await micro.services(stats=True):
             print(record.service, record.version, [e.name for e in record.endpoints])
         await micro.discover(wait_for=["bank", "auth"], timeout=10)
+
+A stable view that follows discovery over time is ``micro.directory.Directory``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -39,20 +44,25 @@ from micro.bus.services import (
     STATS_RESPONSE,
 )
 from micro.bus.subjects import service_subject
-from micro.errors import DiscoveryTimeoutError, ValidationError
+from micro.errors import ValidationError
 
 __all__ = [
-    "DEFAULT_WINDOW",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_GAP",
+    "LEAN_INFO_REQUEST",
     "EndpointRecord",
     "EndpointStatsRecord",
+    "ServiceList",
     "ServiceRecord",
-    "discover",
+    "check_positive",
     "group_by_service",
     "list_services",
 ]
 
-DEFAULT_WINDOW = 0.25
-"""Seconds replies to one ``$SRV`` request are gathered for."""
+DEFAULT_GAP = 0.3
+"""Quiet seconds after the last answer that end a look at discovery (as the ``nats`` CLI)."""
+DEFAULT_DEADLINE = 5.0
+"""Seconds a look at discovery lasts at most, however long the answers keep coming."""
 
 
 class EndpointStatsRecord(BaseModel):
@@ -210,38 +220,77 @@ def _service(info: dict[str, Any], stats: dict[str, Any] | None) -> ServiceRecor
 # -- asking --------------------------------------------------------------------------------
 
 
+class ServiceList(list[ServiceRecord]):
+    """The instances that answered one look, and whether the look saw every answer.
+
+    ``partial`` is true when the deadline ended the look while answers were still arriving:
+    more instances may be running than the list holds.
+    """
+
+    partial: bool = False
+
+    def __init__(self, records: Iterable[ServiceRecord] = (), *, partial: bool = False) -> None:
+        super().__init__(records)
+        self.partial = partial
+
+
+class _Gathered:
+    def __init__(self) -> None:
+        self.replies: list[dict[str, Any]] = []
+        self.partial = False
+
+
 async def _gather(
     client: Client,
     subject: str,
     kind: str,
-    window: float,
-    enough: Callable[[list[dict[str, Any]]], bool] | None = None,
-) -> list[dict[str, Any]]:
-    """The JSON replies of type ``kind`` to one request, gathered on a fresh inbox."""
+    *,
+    gap: float,
+    deadline: float,
+    body: bytes = b"",
+    expected: Collection[str] = (),
+) -> _Gathered:
+    """The JSON replies of type ``kind`` to one request, gathered on a fresh inbox.
+
+    Reading goes on while replies keep coming and ends after ``gap`` quiet seconds, once
+    every id in ``expected`` answered (a known instance may answer late), and in any case
+    at ``deadline``. Ending at the deadline while replies were still coming is partial.
+    """
     inbox = client.new_inbox()
     subscription = await client.subscribe(inbox)
-    replies: list[dict[str, Any]] = []
+    gathered = _Gathered()
+    waiting = set(expected)
     try:
-        await client.publish(subject, b"", reply=inbox)
-        deadline = time.monotonic() + window
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await subscription.next_msg(timeout=left)
-            except (NatsTimeoutError, TimeoutError):
+        await client.publish(subject, body, reply=inbox)
+        started = time.monotonic()
+        last = started
+        end = started + deadline
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                gathered.partial = now - last < gap
                 break
+            quiet_until = last + gap
+            if now >= quiet_until and not waiting:
+                break
+            timeout = (quiet_until if now < quiet_until else end) - now
+            try:
+                msg = await subscription.next_msg(timeout=min(timeout, end - now))
+            except (NatsTimeoutError, TimeoutError):
+                continue
             if msg.headers and msg.headers.get("Status") == "503":
                 break  # "no responders": nothing subscribes to the subject, nothing will come
+            last = time.monotonic()
             try:
-                body = orjson.loads(msg.data)
+                reply = orjson.loads(msg.data)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(body, dict) and body.get("type") == kind:
-                replies.append(body)
-                if enough is not None and enough(replies):
-                    break
+            if isinstance(reply, dict) and reply.get("type") == kind:
+                gathered.replies.append(reply)
+                waiting.discard(str(reply.get("id")))
     finally:
         await subscription.unsubscribe()
-    return replies
+    return gathered
 
 
 def _in_namespace(body: dict[str, Any], namespace: str | None) -> bool:
@@ -251,108 +300,80 @@ def _in_namespace(body: dict[str, Any], namespace: str | None) -> bool:
     return isinstance(metadata, dict) and metadata.get(NAMESPACE_KEY) == namespace
 
 
+LEAN_INFO_REQUEST = orjson.dumps({"schemas": False})
+"""The body of an ``$SRV.INFO`` request for answers without the endpoints' JSON Schemas."""
+
+
 async def list_services(
     client: Client,
     *,
     namespace: str | None,
     service: str | None = None,
+    instance: str | None = None,
     stats: bool = False,
-    window: float = DEFAULT_WINDOW,
-    enough: Callable[[list[ServiceRecord]], bool] | None = None,
-) -> list[ServiceRecord]:
-    """Every instance that answers ``$SRV.INFO`` within ``window`` seconds.
+    schemas: bool = True,
+    gap: float = DEFAULT_GAP,
+    deadline: float = DEFAULT_DEADLINE,
+    expected: Collection[str] = (),
+) -> ServiceList:
+    """Every instance that answers ``$SRV.INFO``, gathered until the answers stop.
 
     ``namespace=None`` keeps services of every namespace and non-micro services too;
-    ``service`` asks only the instances of that service; ``stats`` adds ``$SRV.STATS``.
-    ``enough`` may end the window early once the records gathered so far suffice.
+    ``service`` asks only the instances of that service (``instance``: only that one of
+    them); ``stats`` adds ``$SRV.STATS``;
+    ``schemas=False`` asks micro services to leave their endpoints' JSON Schemas out.
+    Gathering ends ``gap`` seconds after the last answer (not before every id in
+    ``expected`` answered) or at ``deadline``; the result is ``partial`` when the deadline
+    cut it short.
     """
-    _check_positive("window", window)
-
-    def parse(bodies: list[dict[str, Any]]) -> list[ServiceRecord]:
-        records = (_service(body, None) for body in bodies if _in_namespace(body, namespace))
-        return [record for record in records if record is not None]
-
-    finished = None if enough is None else (lambda bodies: enough(parse(bodies)))
-    info_subject = service_subject("INFO", service)
+    check_positive("gap", gap)
+    check_positive("deadline", deadline)
+    info_subject = service_subject("INFO", service, instance)
+    body = b"" if schemas else LEAN_INFO_REQUEST
     if not stats:
-        return parse(await _gather(client, info_subject, INFO_RESPONSE, window, finished))
-    infos, statistics = await asyncio.gather(
-        _gather(client, info_subject, INFO_RESPONSE, window),
-        _gather(client, service_subject("STATS", service), STATS_RESPONSE, window),
-    )
-    by_id = {body.get("id"): body for body in statistics}
+        infos = await _gather(
+            client,
+            info_subject,
+            INFO_RESPONSE,
+            gap=gap,
+            deadline=deadline,
+            body=body,
+            expected=expected,
+        )
+        by_id: dict[Any, dict[str, Any]] = {}
+        partial = infos.partial
+    else:
+        infos, statistics = await asyncio.gather(
+            _gather(
+                client,
+                info_subject,
+                INFO_RESPONSE,
+                gap=gap,
+                deadline=deadline,
+                body=body,
+                expected=expected,
+            ),
+            _gather(
+                client,
+                service_subject("STATS", service, instance),
+                STATS_RESPONSE,
+                gap=gap,
+                deadline=deadline,
+            ),
+        )
+        by_id = {reply.get("id"): reply for reply in statistics.replies}
+        partial = infos.partial or statistics.partial
     records = (
-        _service(body, by_id.get(body.get("id")))
-        for body in infos
-        if _in_namespace(body, namespace)
+        _service(reply, by_id.get(reply.get("id")) if stats else None)
+        for reply in infos.replies
+        if _in_namespace(reply, namespace)
     )
-    return [record for record in records if record is not None]
+    return ServiceList((record for record in records if record is not None), partial=partial)
 
 
-def _check_positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValidationError(
             f"{name} must be a positive number, not {value!r}",
             details={"fields": [{"field": name, "reason": "not positive"}]},
         )
-
-
-async def discover(
-    client: Client,
-    wait_for: str | Iterable[str],
-    *,
-    namespace: str | None,
-    timeout: float = 10.0,
-    delay: float = 0.05,
-    factor: float = 2.0,
-    max_delay: float = 1.0,
-    window: float = DEFAULT_WINDOW,
-) -> list[ServiceRecord]:
-    """Wait until every service in ``wait_for`` has at least one instance.
-
-    Returns the instances seen by the last look (the look ends as soon as every awaited
-    service answered, so other instances may be missing from it: ``list_services`` for all).
-
-    Asks ``$SRV.INFO`` again after ``delay`` seconds, the pause growing by ``factor`` up to
-    ``max_delay``, until ``timeout``; then raises ``DiscoveryTimeoutError`` naming the
-    services still missing.
-    """
-    wanted = {wait_for} if isinstance(wait_for, str) else set(wait_for)
-    for number, name in (("timeout", timeout), ("delay", delay), ("max_delay", max_delay)):
-        _check_positive(number, name)
-    if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
-        raise ValidationError(
-            f"factor must be a number >= 1, not {factor!r}",
-            details={"fields": [{"field": "factor", "reason": "below 1"}]},
-        )
-    if not wanted:
-        return await list_services(client, namespace=namespace, window=window)
-    deadline = time.monotonic() + timeout
-    pause = delay
-    missing = sorted(wanted)
-    while True:
-        left = deadline - time.monotonic()
-
-        def complete(records: list[ServiceRecord]) -> bool:
-            return wanted <= {record.service for record in records}
-
-        records = await list_services(
-            client,
-            namespace=namespace,
-            service=next(iter(wanted)) if len(wanted) == 1 else None,
-            window=max(0.001, min(window, left)),
-            enough=complete,
-        )
-        missing = sorted(wanted - {record.service for record in records})
-        if not missing:
-            return records
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        await asyncio.sleep(min(pause, left))
-        pause = min(max_delay, pause * factor)
-    where = f" in namespace {namespace!r}" if namespace is not None else ""
-    raise DiscoveryTimeoutError(
-        f"services still missing after {timeout:g}s{where}: {', '.join(missing)}",
-        details={"missing": missing, "namespace": namespace, "timeout": timeout},
-    )

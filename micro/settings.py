@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     )
     """NATS server URL(s), comma separated. Unset: local server, or an embedded one."""
 
+    discovery_gap: float = Field(default=0.3, gt=0)
+    """Quiet seconds after the last answer that end a look at discovery."""
+
+    discovery_deadline: float = Field(default=5.0, gt=0)
+    """Seconds a look at discovery lasts at most; a look cut short says it is partial."""
+
+    discovery_missed_rounds: int = Field(default=3, ge=1)
+    """Looks in a row a running instance may miss before a directory lets it go."""
+
     connect_timeout: float = Field(default=2.0, gt=0)
     """Seconds to wait for the NATS connection before failing."""
 

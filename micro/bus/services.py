@@ -10,6 +10,13 @@ and the JSON Schemas of its request and reply when the handler is typed.
 The ``$SRV`` subjects are not namespaced (ADR-32 fixes them), so the namespace travels in
 the service metadata under ``micro.namespace``; ``micro.discovery`` filters on it.
 
+Two additions stay outside what ADR-32 tools see. An ``INFO`` request whose body is
+``{"schemas": false}`` gets the answer without the JSON Schemas (micro's own polling asks
+so; the schemas of an instance never change, so a follower fetches them once); an empty
+body, as every ADR-32 client sends, gets the full answer. And an instance announces its
+start and stop on ``<namespace>.srv.started|stopped`` (see ``announce``), so a follower of
+discovery needs no polling round to see either.
+
 Nothing here runs per command request: STATS reads the counters the responder keeps anyway.
 """
 
@@ -29,7 +36,12 @@ from nats.nuid import NUID
 
 from micro.bus.endpoint import Endpoint
 from micro.bus.responder import Responder
-from micro.bus.subjects import SERVICE_VERBS, endpoint_name, service_subscriptions
+from micro.bus.subjects import (
+    SERVICE_VERBS,
+    announce_subject,
+    endpoint_name,
+    service_subscriptions,
+)
 from micro.settings import Settings
 
 __all__ = [
@@ -83,6 +95,20 @@ def endpoint_metadata(endpoint: Endpoint) -> dict[str, str]:
     if reply is not None:
         metadata[REPLY_SCHEMA_KEY] = orjson.dumps(reply).decode()
     return metadata
+
+
+_SCHEMA_KEYS = frozenset({REQUEST_SCHEMA_KEY, REPLY_SCHEMA_KEY})
+
+
+def _wants_schemas(body: bytes) -> bool:
+    # ADR-32 requests carry an empty body (nats CLI, nats.js): they get the full answer.
+    if not body:
+        return True
+    try:
+        options = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return True
+    return not (isinstance(options, dict) and options.get("schemas") is False)
 
 
 def new_instance_id() -> str:
@@ -146,13 +172,16 @@ class ServiceResponder:
         """The ``io.nats.micro.v1.ping_response`` of this instance."""
         return self._identity(PING_RESPONSE)
 
-    def info(self) -> dict[str, Any]:
-        """The ``io.nats.micro.v1.info_response`` of this instance."""
+    def info(self, *, schemas: bool = True) -> dict[str, Any]:
+        """The ``io.nats.micro.v1.info_response`` of this instance (``schemas=False``: the
+        endpoints' metadata without their JSON Schemas, the bulk of an answer)."""
         endpoints = []
         for name, served in list(self.responder.served.items()):
             metadata = self._endpoint_metadata.get(name)
             if metadata is None:
                 metadata = self._endpoint_metadata[name] = endpoint_metadata(served.endpoint)
+            if not schemas:
+                metadata = {k: v for k, v in metadata.items() if k not in _SCHEMA_KEYS}
             endpoints.append(
                 {
                     "name": endpoint_name(name),
@@ -191,10 +220,18 @@ class ServiceResponder:
             "endpoints": endpoints,
         }
 
+    async def announce(self, event: str) -> None:
+        """Tell followers of discovery that this instance ``started`` or ``stopped``."""
+        if self._serving():
+            await self.client.publish(
+                announce_subject(self.settings.namespace, event), orjson.dumps(self.ping())
+            )
+
     async def _on_request(self, msg: Msg) -> None:
         # Subjects are $SRV.<VERB>[.<name>[.<id>]]; the subscriptions fix the rest, so only
-        # the verb can be wrong. Unknown verbs and requests without an inbox get no answer:
-        # the body is never read, so no body can make this fail.
+        # the verb can be wrong. Unknown verbs and requests without an inbox get no answer;
+        # the body is read only by INFO, and anything but {"schemas": false} means the
+        # full answer, so no body can make this fail.
         if not msg.reply or not self._serving():
             return
         verb = msg.subject.split(".", 2)[1] if msg.subject.count(".") >= 1 else ""
@@ -204,7 +241,7 @@ class ServiceResponder:
             if verb == "PING":
                 body = self.ping()
             elif verb == "INFO":
-                body = self.info()
+                body = self.info(schemas=_wants_schemas(msg.data))
             else:
                 body = self.stats()
             await self.client.publish(msg.reply, orjson.dumps(body))

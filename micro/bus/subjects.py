@@ -12,6 +12,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "SERVICE_PREFIX",
     "SERVICE_VERBS",
+    "announce_subject",
     "check_name",
     "command_subject",
     "decode_name",
@@ -112,6 +113,15 @@ def service_subscriptions(service: str, instance: str) -> list[str]:
         f"{SERVICE_PREFIX}.*.{service}",
         f"{SERVICE_PREFIX}.*.{service}.{instance}",
     ]
+
+
+def announce_subject(namespace: str, event: str) -> str:
+    """``<namespace>.srv.<event>``: where an instance says it ``started`` or ``stopped``.
+
+    Not under ``$SRV``: ADR-32 defines no announcements, and every micro instance listens
+    on ``$SRV.*``, so one there would reach thousands of instances that do not want it.
+    """
+    return f"{namespace}.srv.{event}"
 
 
 def endpoint_name(name: str) -> str:

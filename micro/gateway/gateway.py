@@ -11,9 +11,10 @@ What it serves:
 - ``POST <prefix>/<service>/<command>`` for every command, ``GET`` with query parameters for
   every view, plus the explicit routes; each request is validated against the schema its
   service published before it is sent. The table follows services as they come and go (a
-  look at discovery every ``refresh_interval`` seconds, and at once on an unknown path; an
-  instance is dropped once it misses two looks in a row, and until then a call to a route
-  nobody serves any more is a 503 ``service_not_found``).
+  look at discovery every ``refresh_interval`` seconds, at once on an unknown path, and on
+  an instance's start or stop announcement; a ``micro.directory.Directory`` drops an instance
+  that stopped at once, and one that vanished after ``discovery_missed_rounds`` missed looks,
+  and until then a call to a route nobody serves any more is a 503 ``service_not_found``).
 - ``Authorization: Bearer <token>`` travels to the service as ``meta["token"]``;
   ``Idempotency-Key`` as the idempotency key. A command's reply carries the position of its
   last event in ``X-Micro-Position``; a view or command called with ``?min_position=`` waits for it.
@@ -53,6 +54,7 @@ from starlette.staticfiles import StaticFiles
 from micro._signals import stop_on_signals
 from micro._tasks import stop_task
 from micro.app import Micro
+from micro.directory import Directory
 from micro.discovery import ServiceRecord
 from micro.errors import (
     BadRequestError,
@@ -80,7 +82,6 @@ _log = structlog.get_logger("micro.gateway")
 STATIC = Path(__file__).parent / "static"
 POSITION_HEADER = "X-Micro-Position"
 _MISS_REFRESH_GAP = 0.5
-_LOOKS_MISSED_BEFORE_DROP = 2
 _KEEPALIVE = 15.0
 _RESERVED_QUERY = frozenset({"min_position", "access_token"})
 
@@ -170,7 +171,7 @@ class Gateway:
             else None
         )
         self._refreshed_at = 0.0
-        self._missed: dict[str, int] = {}
+        self.directory: Directory | None = None
         self._refresh_lock = asyncio.Lock()
         self._in_flight = 0
         self._closing = asyncio.Event()
@@ -284,50 +285,61 @@ class Gateway:
     async def refresh(self) -> RouteTable:
         """Look at discovery now and swap in the route table it gives."""
         async with self._refresh_lock:
-            records = self._keep_recently_seen(await self.micro.services())
-            table = RouteTable.build(
-                records,
-                prefix=self.settings.prefix,
-                routes=self.routes,
-                schemas=self.schemas,
-                exclude=self.settings.exclude,
-            )
-            changed = {(o.method, o.path) for o in table.operations} != {
-                (o.method, o.path) for o in self.table.operations
-            }
-            self.records = records
-            self.table = table
+            await self._follow().look()
             self._refreshed_at = time.monotonic()
-            self.metrics.routes.set(len(table.operations))
-            if changed:
-                self._openapi = None
-                _log.info(
-                    "routes",
-                    services=sorted({r.service for r in records}),
-                    routes=len(table.operations),
-                )
-            return table
+            return self._rebuild()
 
-    def _keep_recently_seen(self, answered: list[ServiceRecord]) -> list[ServiceRecord]:
-        # A look gathers replies for a fixed window, and a busy instance can answer after
-        # it: dropping its routes on one missed look would 404 a running service. An
-        # instance goes only when it misses two looks in a row.
-        seen = {record.id for record in answered}
-        kept = list(answered)
-        missed: dict[str, int] = {}
-        for record in self.records:
-            if record.id not in seen:
-                count = self._missed.get(record.id, 0) + 1
-                if count < _LOOKS_MISSED_BEFORE_DROP:
-                    kept.append(record)
-                    missed[record.id] = count
-        self._missed = missed
-        return kept
+    def _follow(self) -> Directory:
+        if self.directory is None:
+            settings, client = self.micro.settings, self.micro.client
+            if client is None:
+                raise UnavailableError("the gateway's Micro is not connected")
+            self.directory = Directory(
+                client,
+                namespace=settings.namespace,
+                gap=settings.discovery_gap,
+                deadline=settings.discovery_deadline,
+                missed_rounds=settings.discovery_missed_rounds,
+                on_change=self._rebuild,
+            )
+        return self.directory
+
+    def _rebuild(self) -> RouteTable:
+        directory = self._follow()
+        records = directory.records
+        running = {record.service for record in records}
+        # A service whose last instance just stopped keeps its routes for one refresh: a call
+        # during a restart is a retryable 503, not a 404.
+        leaving = [
+            record
+            for record in directory.stopped_within(self.settings.refresh_interval)
+            if record.service not in running
+        ]
+        table = RouteTable.build(
+            records + leaving,
+            prefix=self.settings.prefix,
+            routes=self.routes,
+            schemas=self.schemas,
+            exclude=self.settings.exclude,
+        )
+        changed = {(o.method, o.path) for o in table.operations} != {
+            (o.method, o.path) for o in self.table.operations
+        }
+        self.records = records
+        self.table = table
+        self.metrics.routes.set(len(table.operations))
+        if changed:
+            self._openapi = None
+            _log.info(
+                "routes",
+                services=sorted({r.service for r in records}),
+                routes=len(table.operations),
+            )
+        return table
 
     async def _first_look(self) -> None:
-        # One look at discovery gathers replies for a fixed window, and a loaded machine can
-        # answer after it: without looking again, the first requests to a required service
-        # would get 404 until the next refresh.
+        # A required service may still be starting: without looking again, the first
+        # requests to it would get 404 until the next refresh.
         deadline = time.monotonic() + self.settings.required_wait
         pause = 0.05
         while True:
@@ -753,6 +765,7 @@ class Gateway:
         if not self.micro.serving:
             await self.micro.open()
         self._closing.clear()
+        await self._follow().start()
         await self._first_look()
         if self.feed is not None:
             await self.feed.start()
@@ -797,6 +810,9 @@ class Gateway:
             self._serving = None
         refresher, self._refresher = self._refresher, None
         await stop_task(refresher)
+        directory, self.directory = self.directory, None
+        if directory is not None:
+            await directory.stop()
         if self._socket is not None:
             self._socket.close()
             self._socket = None

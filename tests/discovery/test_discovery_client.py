@@ -14,10 +14,6 @@ from micro.bus.subjects import command_subject
 from micro.discovery import ServiceRecord
 from micro.testing import NatsServer
 
-# Lists that must hold every instance gather for longer than the default window: a loaded
-# machine can answer after 0.25 s, and these tests check the whole list.
-SETTLE = 1.0
-
 
 class Order(BaseModel):
     item: str
@@ -34,7 +30,7 @@ async def test_services_lists_typed_records_with_endpoints_and_schemas(
     shop = Micro(micro_settings, service="shop", version="2.0.0", description="Sells")
     shop.add("place order", place)
     async with shop, Micro(micro_settings, service="caller") as caller:
-        [record] = await caller.services(window=SETTLE)
+        [record] = await caller.services()
     assert isinstance(record, ServiceRecord)
     assert (record.service, record.version, record.id) == ("shop", "2.0.0", shop.instance_id)
     assert record.description == "Sells"
@@ -54,7 +50,7 @@ async def test_services_with_stats_reports_each_endpoints_counters(
     async with shop, Micro(micro_settings, service="caller") as caller:
         for _ in range(4):
             await caller.act("place order", {"item": "tea"})
-        [record] = await caller.services(stats=True, window=SETTLE)
+        [record] = await caller.services(stats=True)
     endpoint = record.endpoint("place order")
     assert endpoint is not None
     assert endpoint.stats is not None
@@ -73,11 +69,8 @@ async def test_services_keeps_its_own_namespace_unless_asked_for_all(
         Micro(other, service="theirs").add("a", lambda: 2),
         Micro(micro_settings, service="caller") as caller,
     ):
-        assert [r.service for r in await caller.services(window=SETTLE)] == ["mine"]
-        everywhere = {
-            (r.service, r.namespace)
-            for r in await caller.services(all_namespaces=True, window=SETTLE)
-        }
+        assert [r.service for r in await caller.services()] == ["mine"]
+        everywhere = {(r.service, r.namespace) for r in await caller.services(all_namespaces=True)}
     assert ("mine", micro_settings.namespace) in everywhere
     assert ("theirs", other.namespace) in everywhere
 
@@ -88,7 +81,7 @@ async def test_services_by_name_lists_every_instance_of_that_service(
     first = Micro(micro_settings, service="worker").add("work", lambda: 1)
     second = Micro(micro_settings, service="worker").add("work", lambda: 1)
     async with first, second, Micro(micro_settings, service="boss").add("x", lambda: 0) as boss:
-        records = await boss.services("worker", window=SETTLE)
+        records = await boss.services("worker")
     assert sorted(r.id for r in records) == sorted([first.instance_id, second.instance_id])
 
 
@@ -205,7 +198,7 @@ async def test_malformed_answers_from_other_responders_are_skipped(
             Micro(micro_settings, service="fine").add("a", lambda: 1),
             Micro(micro_settings, service="caller") as caller,
         ):
-            records = {record.service: record for record in await caller.services(window=SETTLE)}
+            records = {record.service: record for record in await caller.services()}
     finally:
         await rogue.close()
     assert set(records) == {"fine", "odd", "odder"}

@@ -62,7 +62,7 @@ async def test_read_your_writes_holds_on_every_instance_under_load(
         await asyncio.gather(*(write_then_read(writer) for writer in range(WRITERS)))
         served = {
             record.id: (record.endpoint("deposit") or record.endpoints[0]).stats
-            for record in await client.services("bank", stats=True, window=2.0)
+            for record in await client.services("bank", stats=True)
         }
         events = await read_store(scenario.url, scenario.namespace, 1)
         replayed = audit(events).replay.models()
