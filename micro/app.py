@@ -141,6 +141,8 @@ class Micro:
         self.endpoints[name] = endpoint
         if self._responder is not None:
             self._spawn(self._responder.add(endpoint))
+        if self._services is not None:
+            self._spawn(self._services.start())  # a client that starts serving joins $SRV
         return self
 
     def command(
@@ -467,7 +469,8 @@ class Micro:
         self._events = Events(self.client, self.settings, self._caller)
         for listener in self._listeners:
             await self._events.listen(listener)
-        # Always subscribed (3 subscriptions, nothing per request); silent while serving nothing.
+        # A Micro that serves nothing is a client and stays off $SRV: with no subscriber at
+        # all a look at discovery gets "no responders" at once instead of waiting.
         self._services = ServiceResponder(
             self.client,
             self.settings,
@@ -475,7 +478,8 @@ class Micro:
             instance_id=self.instance_id,
             serving=self._announced,
         )
-        await self._services.start()
+        if self._announced():
+            await self._services.start()
         try:
             # Modules first (the commander catches its models up): nothing is served before.
             await self.modules.start()

@@ -252,9 +252,12 @@ async def _gather(
 ) -> _Gathered:
     """The JSON replies of type ``kind`` to one request, gathered on a fresh inbox.
 
-    Reading goes on while replies keep coming and ends after ``gap`` quiet seconds, once
-    every id in ``expected`` answered (a known instance may answer late), and in any case
-    at ``deadline``. Ending at the deadline while replies were still coming is partial.
+    The first reply is awaited until ``deadline`` (a busy machine can be slow to start
+    answering; with no subscriber at all the server says so at once). After it, reading
+    goes on while replies keep coming and ends after ``gap`` quiet seconds, once every id in
+    ``expected`` answered (a known instance may answer late), and in any case at
+    ``deadline``. Ending at the deadline with no reply yet, or replies still coming, is
+    partial.
     """
     inbox = client.new_inbox()
     subscription = await client.subscribe(inbox)
@@ -262,20 +265,20 @@ async def _gather(
     waiting = set(expected)
     try:
         await client.publish(subject, body, reply=inbox)
-        started = time.monotonic()
-        last = started
-        end = started + deadline
+        end = time.monotonic() + deadline
+        last: float | None = None
         while True:
             now = time.monotonic()
             if now >= end:
-                gathered.partial = now - last < gap
+                # Something subscribes (else "no responders" came) but kept answering, or
+                # never answered: either way more may have been on the way.
+                gathered.partial = last is None or now - last < gap
                 break
-            quiet_until = last + gap
-            if now >= quiet_until and not waiting:
+            quiet_until = end if last is None or waiting else last + gap
+            if now >= quiet_until:
                 break
-            timeout = (quiet_until if now < quiet_until else end) - now
             try:
-                msg = await subscription.next_msg(timeout=min(timeout, end - now))
+                msg = await subscription.next_msg(timeout=quiet_until - now)
             except (NatsTimeoutError, TimeoutError):
                 continue
             if msg.headers and msg.headers.get("Status") == "503":

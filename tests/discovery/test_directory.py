@@ -30,7 +30,7 @@ from micro.testing import NatsServer, wait_until
 
 class SlowInstances:
     """``count`` instances of ``service`` answering ``$SRV.INFO``: the first after ``delay``
-    seconds, each next one ``spacing`` seconds later; none while ``silent``."""
+    seconds, each next one ``spacing`` seconds later."""
 
     def __init__(
         self,
@@ -48,7 +48,6 @@ class SlowInstances:
         self.ids = [f"{service}-{number}" for number in range(count)]
         self.delay = delay
         self.spacing = spacing
-        self.silent = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def info(self, instance: str) -> dict[str, Any]:
@@ -82,7 +81,7 @@ class SlowInstances:
                 await task
 
     async def _on_request(self, msg: Msg) -> None:
-        if self.silent or not msg.reply:
+        if not msg.reply:
             return
         parts = msg.subject.split(".")
         ids = [parts[3]] if len(parts) == 4 else self.ids
@@ -189,12 +188,20 @@ async def test_the_directory_keeps_an_instance_through_missed_rounds_then_lets_i
     directory = Directory(
         asker, namespace=micro_settings.namespace, gap=0.1, deadline=0.5, missed_rounds=3
     )
-    async with SlowInstances(raw, micro_settings.namespace) as slow:
-        assert len(await directory.look()) == 1
-        slow.silent = True
-        assert len(await directory.look()) == 1
-        assert len(await directory.look()) == 1
-        assert await directory.look() == []
+    async with (
+        Micro(micro_settings, service="quick").add("a", lambda: 1),
+        SlowInstances(raw, micro_settings.namespace) as slow,
+    ):
+
+        async def services() -> list[str]:
+            return [record.service for record in await directory.look()]
+
+        assert await services() == ["quick", "slow"]
+        slow.delay = 5.0  # after the deadline: the look misses it
+        assert await services() == ["quick", "slow"]
+        assert await services() == ["quick", "slow"]
+        assert await services() == ["quick"]
+        assert not directory.partial
 
 
 async def test_the_gateway_keeps_routes_when_one_round_misses_an_instance(
@@ -204,13 +211,14 @@ async def test_the_gateway_keeps_routes_when_one_round_misses_an_instance(
         update={"discovery_gap": 0.1, "discovery_deadline": 0.5, "discovery_missed_rounds": 2}
     )
     async with (
+        Micro(settings, service="quick").add("a", lambda: 1),
         Micro(settings, service="gateway") as micro,
         SlowInstances(raw, settings.namespace) as slow,
     ):
         gateway = Gateway(micro)
         await gateway.refresh()
         assert gateway.table.match("POST", "/api/slow/hello") is not None
-        slow.silent = True
+        slow.delay = 5.0  # after the deadline: the look misses it
         await gateway.refresh()
         assert gateway.table.match("POST", "/api/slow/hello") is not None
         await gateway.refresh()
@@ -261,3 +269,17 @@ async def test_looks_ask_lean_answers_and_keep_the_schemas_fetched_once(
             endpoint = record.endpoint("buy")
             assert endpoint is not None
             assert endpoint.request_schema == Item.model_json_schema()
+
+
+async def test_a_look_with_nothing_serving_ends_at_once_and_whole(
+    micro_settings: Settings,
+) -> None:
+    # A Micro that serves nothing stays off $SRV, so the server answers "no responders"
+    # instead of the look waiting out its (here very long) deadline.
+    async with Micro(micro_settings, service="caller") as caller:
+        started = asyncio.get_running_loop().time()
+        found = await caller.services(deadline=120)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert found == []
+    assert not found.partial
+    assert elapsed < 60
