@@ -22,6 +22,7 @@ A stable view that follows discovery over time is ``micro.directory.Directory``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Collection, Iterable
 from datetime import datetime
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 import pydantic
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -276,7 +278,14 @@ async def _gather(
                 break
             quiet_until = end if last is None or waiting else last + gap
             if now >= quiet_until:
-                break
+                # A stalled reader would take its own stall for a quiet gap: after a round
+                # trip to the server, everything sent before it has been read.
+                with contextlib.suppress(NatsError, TimeoutError):
+                    await client.flush(timeout=max(1, int(end - now + 0.999)))
+                if subscription.pending_msgs == 0:
+                    break
+                last = time.monotonic()
+                continue
             try:
                 msg = await subscription.next_msg(timeout=quiet_until - now)
             except (NatsTimeoutError, TimeoutError):
