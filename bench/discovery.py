@@ -163,7 +163,8 @@ async def wire_bytes(url: str, subject: str, body: bytes, settle: float = 1.0) -
     end = time.monotonic() + 30
     while time.monotonic() < end:
         try:
-            msg = await subscription.next_msg(timeout=settle)
+            # The first reply may take a while at thousands of instances; then settle.
+            msg = await subscription.next_msg(timeout=settle if sizes else 10)
         except (nats.errors.TimeoutError, TimeoutError):
             break
         sizes.append(len(msg.data))
