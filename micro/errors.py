@@ -9,10 +9,13 @@ also inherit from it, so ``except TimeoutError`` and ``except ValueError`` keep 
     ├── UnauthorizedError                      401 no valid credentials
     ├── ForbiddenError                         403 credentials lack a role
     ├── NotFoundError (LookupError)            404 the thing asked for does not exist
+    ├── MethodNotAllowedError                  405 the route exists, not for this method
     ├── ConflictError                          409 the request conflicts with current state
     │   └── ConcurrencyError                   409 an append lost an optimistic-concurrency race
     ├── PayloadTooLargeError (ValueError)      413 a message over the server's limit
+    ├── UnsupportedMediaTypeError              415 a body that is not JSON
     ├── RuleViolation                          422 a rule refused the command
+    ├── TooManyRequestsError                   429 the gateway forwards too many calls (retryable)
     ├── LoopDetectedError                      508 the call chain went around too many hops
     ├── OverloadedError                        503 too many requests in flight (retryable)
     ├── ServiceNotFoundError (LookupError)     503 nobody serves the command (retryable)
@@ -45,6 +48,7 @@ __all__ = [
     "ForbiddenError",
     "InternalError",
     "LoopDetectedError",
+    "MethodNotAllowedError",
     "MicroError",
     "NotFoundError",
     "OverloadedError",
@@ -53,8 +57,10 @@ __all__ = [
     "RuleViolation",
     "ServiceNotFoundError",
     "TimeoutError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnavailableError",
+    "UnsupportedMediaTypeError",
     "ValidationError",
     "error_class",
 ]
@@ -181,6 +187,13 @@ class NotFoundError(MicroError, LookupError):
     status = 404
 
 
+class MethodNotAllowedError(MicroError):
+    """The path exists, but not for this HTTP method."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
 class ConflictError(MicroError):
     code = "conflict"
     status = 409
@@ -214,6 +227,21 @@ class ConcurrencyError(ConflictError):
 class PayloadTooLargeError(MicroError, ValueError):
     code = "payload_too_large"
     status = 413
+
+
+class UnsupportedMediaTypeError(MicroError):
+    """A request body in a media type the gateway does not read (only JSON)."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class TooManyRequestsError(MicroError):
+    """The gateway is forwarding as many calls as it may; retry shortly."""
+
+    code = "too_many_requests"
+    status = 429
+    default_retryable = True
 
 
 class RuleViolation(MicroError):
