@@ -7,6 +7,7 @@ also inherit from it, so ``except TimeoutError`` and ``except ValueError`` keep 
     ├── BadRequestError (ValueError)           400 the request could not be read at all
     │   └── ValidationError                    400 the payload failed its schema (field errors)
     ├── UnauthorizedError                      401 no valid credentials
+    │   └── LockedOutError                     429 too many failed logins (auth module)
     ├── ForbiddenError                         403 credentials lack a role
     ├── NotFoundError (LookupError)            404 the thing asked for does not exist
     ├── MethodNotAllowedError                  405 the route exists, not for this method
@@ -25,6 +26,7 @@ also inherit from it, so ``except TimeoutError`` and ``except ValueError`` keep 
     │   └── DiscoveryTimeoutError              504 awaited services never appeared
     ├── ConfigError (ValueError)               500 settings or sheets are wrong
     ├── InternalError                          500 a handler failed unexpectedly
+    │   └── FatalError                         500 the service cannot carry on (error module)
     └── RemoteError                            500 an error code this process does not know
 
 On the wire an error reply carries the NATS service-error headers (``Nats-Service-Error`` and
@@ -45,8 +47,10 @@ __all__ = [
     "ConflictError",
     "DiscoveryTimeoutError",
     "EventStoreUnavailableError",
+    "FatalError",
     "ForbiddenError",
     "InternalError",
+    "LockedOutError",
     "LoopDetectedError",
     "MethodNotAllowedError",
     "MicroError",
@@ -171,10 +175,37 @@ class ValidationError(BadRequestError):
         fields = self.details.get("fields", [])
         return fields if isinstance(fields, list) else []
 
+    @classmethod
+    def from_pydantic(cls, error: Any, *, what: str = "payload") -> ValidationError:
+        """A pydantic ``ValidationError`` as ours: one ``{field, reason, type}`` per problem.
+
+        The message names up to five of them: ``invalid <what>: amount: Input should be...``.
+        """
+        fields = [
+            {
+                "field": ".".join(str(part) for part in item["loc"]) or "payload",
+                "reason": item["msg"],
+                "type": item["type"],
+            }
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        summary = "; ".join(f"{item['field']}: {item['reason']}" for item in fields[:5])
+        return cls(f"invalid {what}: {summary}", details={"fields": fields})
+
 
 class UnauthorizedError(MicroError):
     code = "unauthorized"
     status = 401
+
+
+class LockedOutError(UnauthorizedError):
+    """Too many failed logins: this login is refused until ``details["retry_after"]`` passes.
+
+    It is an ``UnauthorizedError`` so ``except UnauthorizedError`` still catches it.
+    """
+
+    code = "locked_out"
+    status = 429
 
 
 class ForbiddenError(MicroError):
@@ -297,6 +328,13 @@ class ConfigError(MicroError, ValueError):
 
 class InternalError(MicroError):
     code = "internal"
+    status = 500
+
+
+class FatalError(InternalError):
+    """The service cannot carry on: raising it stops the service (with the error module)."""
+
+    code = "fatal"
     status = 500
 
 

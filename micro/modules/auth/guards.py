@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from micro.bus.context import Context
 from micro.bus.endpoint import Endpoint
 from micro.bus.responder import call_handler
+from micro.context import Context
 from micro.modules.auth.identity import AuthUser
 
 __all__ = ["Authenticate", "Middleware", "middleware", "required"]

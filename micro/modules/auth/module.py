@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from micro.bus.context import Context, current_context, new_id
 from micro.command.sheets import RuleSheet, load_reducer_sheet, load_rule_sheet
+from micro.context import Context, current_context, new_id
 from micro.errors import (
     ConfigError,
     ConflictError,

@@ -13,8 +13,7 @@ import structlog
 from pydantic import BaseModel
 
 from micro._tasks import stop_task
-from micro.bus.endpoint import field_errors
-from micro.errors import ConfigError, UnavailableError
+from micro.errors import ConfigError, UnavailableError, ValidationError
 from micro.modules.config.store import DELETED, Callback, ConfigStore, parse_kv_key
 
 if TYPE_CHECKING:
@@ -93,7 +92,9 @@ class ConfigClient:
             self.value = self._build(self._global, self._own)
         except pydantic.ValidationError as error:
             await self._watcher.stop()
-            problems = "; ".join(f"{f['field']}: {f['reason']}" for f in field_errors(error))
+            problems = "; ".join(
+                f"{f['field']}: {f['reason']}" for f in ValidationError.from_pydantic(error).fields
+            )
             raise ConfigError(f"the stored configuration is invalid: {problems}") from None
         self._task = asyncio.create_task(self._follow(), name="micro: config watch")
 
@@ -139,7 +140,10 @@ class ConfigClient:
                     "config change refused: keeping the previous configuration",
                     key=entry.key,
                     revision=entry.revision,
-                    problems=[f"{f['field']}: {f['reason']}" for f in field_errors(error)],
+                    problems=[
+                        f"{f['field']}: {f['reason']}"
+                        for f in ValidationError.from_pydantic(error).fields
+                    ],
                 )
                 return
             old, self.value = self.value, new
