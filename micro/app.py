@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import pydantic
 import structlog
@@ -26,7 +28,7 @@ from micro.bus.events import Events, Listener
 from micro.bus.hooks import Hooks, check_middleware
 from micro.bus.responder import Responder
 from micro.bus.services import ServiceResponder, new_instance_id
-from micro.command.commander import Commander, app_dir
+from micro.context import Context, new_id
 from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
 from micro.errors import ConfigError, ValidationError
 from micro.log import configure_logging
@@ -34,6 +36,9 @@ from micro.modules.builtin import register_builtin_modules
 from micro.modules.loader import ModuleLoader
 from micro.session import Session
 from micro.settings import Settings
+
+if TYPE_CHECKING:
+    from micro.command.commander import Commander
 
 __all__ = ["Micro"]
 
@@ -50,6 +55,18 @@ def _settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
     except pydantic.ValidationError as error:
         invalid = ValidationError.from_pydantic(error, what="settings")
         raise ConfigError(invalid.message, details=invalid.details) from None
+
+
+def app_dir(depth: int = 2) -> Path:
+    """The folder of the file that made the Micro: where its sheets live by default."""
+    frame = sys._getframe(depth)
+    package = str(Path(__file__).parent)
+    while frame is not None:
+        filename = frame.f_globals.get("__file__")
+        if filename and not str(filename).startswith(package):
+            return Path(filename).resolve().parent
+        frame = frame.f_back  # type: ignore[assignment]
+    return Path.cwd()
 
 
 class Micro:
@@ -88,6 +105,7 @@ class Micro:
         self.modules = ModuleLoader(self)
         register_builtin_modules(self.modules)
         self._procedures: list[tuple[list[str], Callable[..., Any]]] = []
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.instance_id = new_instance_id()
         """This instance's id in the NATS Services API (``$SRV.PING.<service>.<id>``)."""
 
@@ -548,8 +566,36 @@ class Micro:
         return self._served
 
     def _spawn(self, coroutine: Any) -> None:
+        # Kept until done (the loop holds tasks only weakly), and a failure is logged.
         task = asyncio.ensure_future(coroutine)
-        task.add_done_callback(lambda done: done.exception() if not done.cancelled() else None)
+        self._tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("background task failed", error=repr(task.exception()))
+
+    def new_context(
+        self,
+        command: str,
+        *,
+        trace_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+        user: Any = None,
+        idempotency_key: str | None = None,
+    ) -> Context:
+        """A context for work no request started: calls made under it carry its trace."""
+        return Context(
+            service=self.settings.service,
+            command=command,
+            trace_id=trace_id or new_id(),
+            span_id=new_id(),
+            meta=dict(meta or {}),
+            user=user,
+            idempotency_key=idempotency_key,
+            _caller=self._caller,
+        )
 
     async def __aenter__(self) -> Self:
         return await self.open()
