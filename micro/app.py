@@ -106,6 +106,7 @@ class Micro:
         register_builtin_modules(self.modules)
         self._procedures: list[tuple[list[str], Callable[..., Any]]] = []
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._owns_client = True
         self.instance_id = new_instance_id()
         """This instance's id in the NATS Services API (``$SRV.PING.<service>.<id>``)."""
 
@@ -459,12 +460,17 @@ class Micro:
 
     # -- life cycle --------------------------------------------------------------------
 
-    async def open(self) -> Self:
-        """Connect and serve every endpoint; returns once the server confirmed them."""
+    async def open(self, *, client: Client | None = None) -> Self:
+        """Connect and serve every endpoint; returns once the server confirmed them.
+
+        ``client`` shares a connection that is already open (several services in one
+        process): this Micro then leaves it open when it closes.
+        """
         if self._opened:
             return self
         self._loop = asyncio.get_running_loop()
-        self.client = await connect(self.settings)
+        self._owns_client = client is None
+        self.client = client or await connect(self.settings)
         self._caller = Caller(
             self.client, self.settings, self.hooks, retries=self._retries, local=self.endpoints
         )
@@ -490,7 +496,8 @@ class Micro:
                 await self._run_procedure(names, procedure)
         except BaseException:
             await self.modules.stop()
-            await self.client.close()
+            if self._owns_client:
+                await self.client.close()
             raise
         self._opened = True
         self._served = True
@@ -525,8 +532,9 @@ class Micro:
             with contextlib.suppress(Exception):
                 await confirm(self.client, 2)  # what was published reached the server
             # A server that is gone cannot be told goodbye; the stop must finish all the same.
-            with contextlib.suppress(NatsError, OSError):
-                await self.client.close()
+            if self._owns_client:
+                with contextlib.suppress(NatsError, OSError):
+                    await self.client.close()
         self._responder = None
         self._caller = None
         self._events = None
