@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -20,6 +18,7 @@ import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from micro._app_dir import app_dir
 from micro._signals import stop_on_signals
 from micro.bus.caller import Caller, Reply, RetryPolicy
 from micro.bus.connection import confirm, connect
@@ -55,18 +54,6 @@ def _settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
     except pydantic.ValidationError as error:
         invalid = ValidationError.from_pydantic(error, what="settings")
         raise ConfigError(invalid.message, details=invalid.details) from None
-
-
-def app_dir(depth: int = 2) -> Path:
-    """The folder of the file that made the Micro: where its sheets live by default."""
-    frame = sys._getframe(depth)
-    package = str(Path(__file__).parent)
-    while frame is not None:
-        filename = frame.f_globals.get("__file__")
-        if filename and not str(filename).startswith(package):
-            return Path(filename).resolve().parent
-        frame = frame.f_back  # type: ignore[assignment]
-    return Path.cwd()
 
 
 class Micro:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
+from micro._app_dir import app_dir
 from micro.command.pipeline import CommandPipeline, Guard
 from micro.command.sheets import (
     ReducerSheet,
@@ -37,7 +38,7 @@ from micro.readmodel.projector import Projector, Reducer
 if TYPE_CHECKING:
     from micro.host import Host
 
-__all__ = ["Commander", "SnapshotSource"]
+__all__ = ["Commander", "SnapshotSource", "app_dir"]
 
 
 class SnapshotSource(Protocol):
