@@ -23,13 +23,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.caller import Caller
 from micro.bus.codec import decode, encode
-from micro.bus.context import Context, current_context, new_id
 from micro.bus.endpoint import Endpoint
 from micro.bus.responder import call_handler
 from micro.bus.subjects import check_name, event_subject
+from micro.context import Context, current_context, new_id
 from micro.errors import MicroError, ValidationError
 from micro.settings import Settings
 
@@ -106,7 +107,7 @@ class Events:
         headers = msg.headers or {}
         try:
             meta = orjson.loads(headers[h.META]) if headers.get(h.META) else {}
-            hops = int(headers.get(h.HOPS) or 0)
+            hops = parse_non_negative_int(headers.get(h.HOPS)) or 0
         except (ValueError, TypeError):
             meta, hops = {}, 0
         ctx = Context(

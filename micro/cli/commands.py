@@ -1,13 +1,12 @@
 """The ``micro`` command: run services, call them, look around.
 
-Errors print one readable line (and exit 1); ``--verbose`` adds the details.
+Errors print one readable line (and exit 1); ``--verbose`` adds the details. The command
+groups ``events``, ``services`` and ``config`` live in their own modules of this package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import os
 import runpy
 import sys
@@ -19,12 +18,16 @@ import orjson
 import typer
 from rich.console import Console
 
-from micro import __version__
-from micro._cli_common import fail, load_settings
 from micro.app import Micro
+from micro.cli._common import fail, load_settings
+from micro.cli._together import app_file, load_together, serve_together
+from micro.cli.config import config_app
+from micro.cli.events import events_app
+from micro.cli.services import services_app
+from micro.cli.version import version_report
 from micro.errors import MicroError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run_async"]
 
 app = typer.Typer(
     name="micro",
@@ -49,7 +52,7 @@ def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"micro {__version__}")
+        typer.echo(version_report())
         raise typer.Exit()
 
 
@@ -57,44 +60,52 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the versions of micro, nats-server, nats-py and Python.",
+        ),
     ] = False,
 ) -> None:
     """micro: event-sourced microservices over NATS."""
 
 
 def _target_file(target: Path) -> Path:
-    if target.is_dir():
-        for candidate in ("app.py", "main.py", "__main__.py"):
-            if (target / candidate).is_file():
-                return target / candidate
-        fail(f"{target} has no app.py, main.py or __main__.py to run")
-    if not target.is_file():
-        fail(f"{target} does not exist")
-    if target.suffix != ".py":
-        fail(f"{target} is not a Python file")
-    return target
+    return app_file(target)
 
 
 @app.command()
 def run(
-    target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
+    targets: Annotated[
+        list[Path],
+        typer.Argument(help="Python files, or folders with an app.py; several run together."),
+    ],
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a service (the file's own ``start()``, or the ``micro`` it defines)."""
-    path = _target_file(target).resolve()
-    sys.path.insert(0, str(path.parent))
-    sys.argv = [str(path)]
+    """Run a service (the file's own ``start()``, or the ``micro`` it defines).
+
+    Several apps, or an app defining a ``portal``, run in one process on one event loop,
+    sharing one NATS connection and one event store.
+    """
     try:
-        namespace = runpy.run_path(str(path), run_name="__main__")
+        if len(targets) == 1:
+            path = _target_file(targets[0]).resolve()
+            sys.path.insert(0, str(path.parent))
+            sys.argv = [str(path)]
+            namespace = runpy.run_path(str(path), run_name="__main__")
+            together = load_together([path], first=namespace)
+        else:
+            together = load_together(targets)
     except MicroError as error:
         fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    # A file that only builds its Micro (no start() call) is started here.
-    candidate = namespace.get("micro")
-    if isinstance(candidate, Micro) and not candidate.has_served and candidate.endpoints:
-        run_async(candidate.serve(), verbose=verbose)
+    if together.portal is not None or len(together.apps) > 1:
+        run_async(serve_together(together), verbose=verbose)
+    elif together.apps:
+        # A file that only builds its Micro (no start() call) is started here.
+        run_async(together.apps[0].serve(), verbose=verbose)
 
 
 def _parse_json(text: str | None, what: str) -> Any:
@@ -241,17 +252,9 @@ def dev(
                 time.sleep(0.5)
 
 
-def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
-    # Sub-commands live in their own modules; one that fails to import must not take the
-    # whole CLI down with it.
-    with contextlib.suppress(ImportError, AttributeError):
-        sub_app = getattr(importlib.import_module(module), attribute)
-        app.add_typer(sub_app, name=name, help=help_text)
-
-
-_mount("micro._cli_events", "events_app", "events", "Look at the event store.")
-_mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
-_mount("micro._cli_config", "config_app", "config", "The config server: get, set, ls, watch.")
+app.add_typer(events_app, name="events", help="Look at the event store.")
+app.add_typer(services_app, name="services", help="Services seen in discovery.")
+app.add_typer(config_app, name="config", help="The config server: get, set, ls, watch.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,7 +262,3 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MICRO_LOG_FORMAT", "auto")
     command: Callable[..., Any] = app
     command(args=argv)
-
-
-if __name__ == "__main__":
-    main()
