@@ -6,8 +6,9 @@ started here; instance ``i`` serves service ``svc<i mod S>``. For each N:
 
 - **rounds**: 20 looks with ``list_services`` (default gap 0.3 s, deadline 5 s, lean INFO as
   the directory asks): seconds until the look returned, instances seen, partial or not;
-  the nats-server's CPU per round (from /proc); and for contrast one look with the old
-  fixed quarter-second window.
+  the CPU per round of the nats-server and of the worker processes (from /proc), and the
+  machine's load average (the figures depend on what else runs); and for contrast one
+  look with the old fixed quarter-second window.
 - **bytes**: one raw ``$SRV.PING``, lean ``INFO`` and full ``INFO`` request, every reply
   counted: replies, bytes per reply, bytes per round.
 - **gateway** (``--gateway-seconds``, at the largest N): a ``Gateway`` follows discovery
@@ -176,12 +177,16 @@ async def wire_bytes(url: str, subject: str, body: bytes, settle: float = 1.0) -
     }
 
 
-async def rounds(url: str, server_pid: int, expected: int, count: int) -> dict[str, Any]:
+async def rounds(
+    url: str, server_pid: int, worker_pids: list[int], expected: int, count: int
+) -> dict[str, Any]:
     client = await nats.connect(url)
     times: list[float] = []
     seen: list[int] = []
     partial = 0
+    load = os.getloadavg()[0]
     cpu = cpu_seconds(server_pid)
+    workers_cpu = sum(cpu_seconds(pid) for pid in worker_pids)
     for _ in range(count):
         started = time.monotonic()
         found = await list_services(client, namespace=NAMESPACE, schemas=False)
@@ -189,6 +194,8 @@ async def rounds(url: str, server_pid: int, expected: int, count: int) -> dict[s
         seen.append(len(found))
         partial += found.partial
     server_cpu = (cpu_seconds(server_pid) - cpu) / count
+    workers_cpu = (sum(cpu_seconds(pid) for pid in worker_pids) - workers_cpu) / count
+    load = max(load, os.getloadavg()[0])
     old = await list_services(client, namespace=NAMESPACE, gap=0.25, deadline=0.25)
     await client.close()
     return {
@@ -199,6 +206,8 @@ async def rounds(url: str, server_pid: int, expected: int, count: int) -> dict[s
         "p50_s": statistics.median(times),
         "max_s": max(times),
         "server_cpu_ms": server_cpu * 1000,
+        "workers_cpu_ms": workers_cpu * 1000,
+        "load_average": load,
         "old_window_seen": len(old),
     }
 
@@ -256,7 +265,8 @@ async def measure(
             "workers_rss_mb": workers.rss_mb(),
             "server_rss_mb": rss_mb(server.pid),
         }
-        figures["rounds"] = await rounds(server.url, server.pid, instances, count)
+        pids = [process.pid for process in workers.processes]
+        figures["rounds"] = await rounds(server.url, server.pid, pids, instances, count)
         figures["ping"] = await wire_bytes(server.url, "$SRV.PING", b"")
         figures["lean_info"] = await wire_bytes(server.url, "$SRV.INFO", LEAN_INFO_REQUEST)
         figures["full_info"] = await wire_bytes(server.url, "$SRV.INFO", b"")
@@ -278,7 +288,8 @@ def report(results: list[dict[str, Any]]) -> None:
         "look p50 / max s",
         "partial",
         "old 0.25 s window saw",
-        "server CPU ms/look",
+        "CPU ms/look: server, instances",
+        "load avg",
         "ping B/reply",
         "lean INFO B/reply (round)",
         "full INFO B/reply (round)",
@@ -293,7 +304,8 @@ def report(results: list[dict[str, Any]]) -> None:
             f"{r['p50_s']:.2f} / {r['max_s']:.2f}",
             str(r["partial"]),
             f"{r['old_window_seen']:,}",
-            f"{r['server_cpu_ms']:.0f}",
+            f"{r['server_cpu_ms']:.0f}, {r['workers_cpu_ms']:.0f}",
+            f"{r['load_average']:.1f}",
             f"{figures['ping']['bytes_per_reply']:.0f}",
             f"{figures['lean_info']['bytes_per_reply']:.0f} "
             f"({figures['lean_info']['bytes_per_round'] / 1e6:.2f} MB)",
