@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=1000, ge=1)
     """Requests one instance handles at once; beyond it callers get ``OverloadedError``."""
 
+    codec: Literal["json", "msgpack"] = "json"
+    """The body codec this Micro's calls use; a service answers in the codec it was asked in.
+    JSON is what NATS tooling and other languages' clients speak."""
+
     embedded: bool = True
     """Start a nats-server when no ``nats_url`` is set and nothing listens locally."""
 

@@ -24,6 +24,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from micro._inbox import ReplyInbox
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
+from micro.bus.codecs import DEFAULT_CODEC, decode_body, encode_body
 from micro.bus.hooks import Hooks
 from micro.bus.subjects import check_name, command_subject
 from micro.context import Context, current_context, new_id
@@ -171,7 +172,8 @@ class Caller:
                 f"meta must be a dict, not {type(meta).__name__}",
                 details={"fields": [{"field": "meta", "reason": "not an object"}]},
             )
-        data = encode(payload)
+        codec = self.settings.codec
+        data = encode(payload) if codec == DEFAULT_CODEC else encode_body(payload, codec)
         limit = self.client.max_payload
         if limit and len(data) > limit - 4096:  # headers travel in the same message
             raise PayloadTooLargeError(
@@ -217,6 +219,8 @@ class Caller:
             headers[h.MIN_POSITION] = str(int(min_position))
         if stream:
             headers[h.STREAM] = "1"
+        if codec != DEFAULT_CODEC:
+            headers[h.CODEC] = codec
         return subject, data, headers, wait
 
     async def request(
@@ -350,7 +354,8 @@ class Caller:
                     )
                 kind = msg.headers.get(h.STREAM) if msg.headers else None
                 if kind == "more":
-                    yield decode(msg.data, what="stream message")
+                    codec = (msg.headers or {}).get(h.CODEC)
+                    yield decode_body(msg.data, codec, what="stream message")
                     continue
                 outcome = _read_reply(msg).value
                 yield outcome
@@ -382,5 +387,7 @@ def _read_reply(msg: Msg) -> Reply:
                 body = {"error": {"code": "remote_error", "message": headers.get(h.SERVICE_ERROR)}}
             raise MicroError.from_wire(body, status=status)
         position = headers.get(h.POSITION)
-        return Reply(decode(msg.data, what="reply"), int(position) if position else None)
+        codec = headers.get(h.CODEC)
+        value = decode(msg.data, what="reply") if codec is None else decode_body(msg.data, codec)
+        return Reply(value, int(position) if position else None)
     return Reply(decode(msg.data, what="reply"))

@@ -23,7 +23,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from micro.bus import headers as h
-from micro.bus.codec import decode, encode
+from micro.bus.codec import encode
+from micro.bus.codecs import decode_body, encode_body
 from micro.bus.connection import confirm
 from micro.bus.endpoint import Endpoint
 from micro.bus.subjects import command_subject
@@ -186,11 +187,13 @@ class Responder:
         endpoint = served.endpoint
         ctx: Context | None = None
         token = None
+        codec: str | None = None
         try:
             ctx = self._context(endpoint, msg)
             token = current_context.set(ctx)
+            codec = msg.headers.get(h.CODEC) if msg.headers else None
             if msg.headers and msg.headers.get(h.STREAM) == "1" and msg.reply:
-                ctx._send = self._sender(msg.reply, endpoint.name)
+                ctx._send = self._sender(msg.reply, endpoint.name, codec)
             if ctx.hops >= self.settings.max_hops:
                 raise LoopDetectedError(
                     f"{endpoint.name!r} was reached after {ctx.hops} nested calls "
@@ -198,13 +201,17 @@ class Responder:
                 )
             if ctx.deadline is not None and ctx.deadline <= time.time():
                 raise TimeoutError(f"the deadline of {endpoint.name!r} passed before it started")
-            payload = decode(msg.data, what="payload")
+            payload = decode_body(msg.data, codec, what="payload")
             if self.hooks.server_side:
                 reply = await self.hooks.run_server(endpoint, payload, ctx, self._invoke)
             else:
                 reply = await self._invoke(endpoint, payload, ctx)
             try:
-                body = encode(endpoint.dump(reply), what="reply")
+                body = (
+                    encode(endpoint.dump(reply), what="reply")
+                    if codec is None
+                    else encode_body(endpoint.dump(reply), codec, what="reply")
+                )
             except ValidationError as error:
                 raise InternalError(
                     f"{endpoint.name!r} returned a value that cannot be sent: {error}"
@@ -224,12 +231,14 @@ class Responder:
             ctx.finished = True
             if msg.reply:
                 reply_headers = None
-                if ctx._send is not None or ctx.position is not None:
+                if ctx._send is not None or ctx.position is not None or codec is not None:
                     reply_headers = {}
                     if ctx._send is not None:
                         reply_headers[h.STREAM] = "end"
                     if ctx.position is not None:
                         reply_headers[h.POSITION] = str(ctx.position)
+                    if codec is not None:
+                        reply_headers[h.CODEC] = codec
                 await self.client.publish(msg.reply, body, headers=reply_headers)
         finally:
             self._active -= 1
@@ -245,13 +254,14 @@ class Responder:
             return await _chain(endpoint, 0)(payload, ctx)
         return await call_handler(endpoint, payload, ctx)
 
-    def _sender(self, reply: str, name: str) -> Callable[[Any], Awaitable[None]]:
+    def _sender(self, reply: str, name: str, codec: str | None) -> Callable[[Any], Awaitable[None]]:
         stream_headers = {h.STREAM: "more"}
+        if codec is not None:
+            stream_headers[h.CODEC] = codec
 
         async def send(message: Any) -> None:
-            await self.client.publish(
-                reply, encode(message, what=f"message sent by {name!r}"), headers=stream_headers
-            )
+            data = encode_body(message, codec or "json", what=f"message sent by {name!r}")
+            await self.client.publish(reply, data, headers=stream_headers)
 
         return send
 
