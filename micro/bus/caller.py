@@ -26,7 +26,7 @@ from micro.bus import headers as h
 from micro.bus.codec import decode, encode
 from micro.bus.codecs import DEFAULT_CODEC, decode_body, encode_body
 from micro.bus.hooks import Hooks
-from micro.bus.subjects import check_name, command_subject
+from micro.bus.subjects import check_name, command_subject, fallback_subject
 from micro.context import Context, current_context, new_id
 from micro.errors import (
     LoopDetectedError,
@@ -288,7 +288,17 @@ class Caller:
         self, name: str, subject: str, data: bytes, headers: dict[str, str], wait: float
     ) -> Reply:
         try:
-            msg = await self._inbox.request(subject, data, headers, wait)
+            try:
+                msg = await self._inbox.request(subject, data, headers, wait)
+            except NoRespondersError:
+                # Nobody serves the command: the namespace's fallback, if a service holds
+                # one, answers instead. Asked only now, so served calls pay nothing for it.
+                msg = await self._inbox.request(
+                    fallback_subject(self.settings.namespace),
+                    data,
+                    {**headers, h.COMMAND: name},
+                    wait,
+                )
         except NoRespondersError:
             raise ServiceNotFoundError(
                 f"no service serves {name!r}", trace_id=headers[h.TRACE_ID]

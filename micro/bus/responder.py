@@ -44,7 +44,10 @@ if TYPE_CHECKING:
     from micro.bus.caller import Caller
     from micro.bus.hooks import Hooks
 
-__all__ = ["EndpointStats", "Responder", "call_handler"]
+__all__ = ["FALLBACK_KIND", "EndpointStats", "Responder", "call_handler"]
+
+FALLBACK_KIND = "fallback"
+"""The kind of the endpoint that answers commands no service serves (``Micro.fallback``)."""
 
 _log = structlog.get_logger("micro.responder")
 
@@ -96,8 +99,12 @@ class Responder:
             await self.add(endpoint, flush=False)
         await confirm(self.client, self.settings.connect_timeout)
 
-    async def add(self, endpoint: Endpoint, *, flush: bool = True) -> None:
-        subject = command_subject(self.settings.namespace, endpoint.name)
+    async def add(
+        self, endpoint: Endpoint, *, flush: bool = True, subject: str | None = None
+    ) -> None:
+        """Serve ``endpoint`` on its command subject (or on ``subject``)."""
+        if subject is None:
+            subject = command_subject(self.settings.namespace, endpoint.name)
         served = _Served(endpoint, subject)
         served.subscription = await self.client.subscribe(
             subject,
@@ -190,6 +197,8 @@ class Responder:
         codec: str | None = None
         try:
             ctx = self._context(endpoint, msg)
+            if endpoint.kind == FALLBACK_KIND and msg.headers:
+                ctx.command = msg.headers.get(h.COMMAND) or ctx.command
             token = current_context.set(ctx)
             codec = msg.headers.get(h.CODEC) if msg.headers else None
             if msg.headers and msg.headers.get(h.STREAM) == "1" and msg.reply:
@@ -308,7 +317,7 @@ class Responder:
 async def call_handler(endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
     """Validate the payload and run the handler alone (no middleware, no hooks)."""
     if endpoint.takes_payload:
-        argument = endpoint.parse(payload)
+        argument = endpoint.parse(payload, ctx.command)
         result = (
             endpoint.handler(argument, ctx)
             if endpoint.takes_context

@@ -78,7 +78,8 @@ async def test_the_reply_is_msgpack_on_the_wire_with_the_header(micro_settings) 
             )
         finally:
             await client.close()
-    assert reply.headers is not None and reply.headers[h.CODEC] == "msgpack"
+    assert reply.headers is not None
+    assert reply.headers[h.CODEC] == "msgpack"
     assert msgspec.msgpack.decode(reply.data)["total"] == 3
 
 
