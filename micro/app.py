@@ -480,6 +480,8 @@ class Micro:
             status["models"] = self.modules.instances["commander"].health()
         if "app_stream" in self.modules.instances:
             status["event_handlers"] = self.modules.instances["app_stream"].health()
+        if self._responder is not None and self._responder.load is not None:
+            status["load"] = self._responder.load.status()
         return status
 
     # -- life cycle --------------------------------------------------------------------

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=1000, ge=1)
     """Requests one instance handles at once; beyond it callers get ``OverloadedError``."""
 
+    shed_loop_lag: float = Field(default=0.0, ge=0)
+    """Seconds of event-loop lag beyond which new requests get ``OverloadedError``
+    (retryable) until the loop catches up; 0 turns it off."""
+
+    shed_rss_mib: int = Field(default=0, ge=0)
+    """Resident memory, in MiB, beyond which new requests get ``OverloadedError``; 0 off."""
+
     codec: Literal["json", "msgpack"] = "json"
     """The body codec this Micro's calls use; a service answers in the codec it was asked in.
     JSON is what NATS tooling and other languages' clients speak."""

@@ -27,6 +27,7 @@ from micro.bus.codec import encode
 from micro.bus.codecs import decode_body, encode_body
 from micro.bus.connection import confirm
 from micro.bus.endpoint import Endpoint
+from micro.bus.load import LoadMonitor
 from micro.bus.subjects import command_subject
 from micro.context import Context, current_context, new_id
 from micro.errors import (
@@ -88,6 +89,11 @@ class Responder:
         self._draining = False
         self._max_in_flight = settings.max_in_flight
         self._active = 0
+        self.load: LoadMonitor | None = None
+        if settings.shed_loop_lag or settings.shed_rss_mib:
+            self.load = LoadMonitor(
+                max_lag=settings.shed_loop_lag, max_rss=settings.shed_rss_mib * 2**20
+            )
 
     @property
     def in_flight(self) -> int:
@@ -95,6 +101,8 @@ class Responder:
 
     async def serve(self, endpoints: list[Endpoint]) -> None:
         """Subscribe every endpoint; returns once the server confirmed the subscriptions."""
+        if self.load is not None:
+            self.load.start()
         for endpoint in endpoints:
             await self.add(endpoint, flush=False)
         await confirm(self.client, self.settings.connect_timeout)
@@ -124,19 +132,16 @@ class Responder:
         async def on_message(msg: Msg) -> None:
             if self._draining:
                 return  # drained subscriptions may still hand over a last message: not ours
-            if self._active >= self._max_in_flight:
-                served.stats.requests += 1
-                await self._reply_error(
-                    msg,
-                    OverloadedError(
-                        f"{self.settings.service!r} has {self._active} requests in flight "
-                        f"(limit {self._max_in_flight}); try again shortly",
+            if self._active >= self._max_in_flight or self.load is not None:
+                why = self._overloaded()
+                if why is not None:
+                    served.stats.requests += 1
+                    error = OverloadedError(
+                        f"{self.settings.service!r} {why}; try again shortly",
                         service=self.settings.service,
-                    ),
-                    served,
-                    None,
-                )
-                return
+                    )
+                    await self._reply_error(msg, error, served, None)
+                    return
             # Counted here, not when the task starts: messages arriving in one burst are
             # all dispatched before any task runs, and each must see the ones before it.
             self._active += 1
@@ -149,6 +154,13 @@ class Responder:
             task.add_done_callback(self._in_flight.discard)
 
         return on_message
+
+    def _overloaded(self) -> str | None:
+        """Why a new request is refused now (too many in flight, or shedding), if it is."""
+        if self._active >= self._max_in_flight:
+            return f"has {self._active} requests in flight (limit {self._max_in_flight})"
+        reason = self.load.reason() if self.load is not None else None
+        return None if reason is None else f"sheds load: {reason}"
 
     def _context(self, endpoint: Endpoint, msg: Msg) -> Context:
         headers = msg.headers
@@ -310,6 +322,8 @@ class Responder:
         while self._in_flight and time.monotonic() < deadline:
             await asyncio.wait(set(self._in_flight), timeout=deadline - time.monotonic())
         self._draining = True
+        if self.load is not None:
+            await self.load.stop()
         if self._in_flight:
             _log.warning("requests still in flight after drain timeout", count=len(self._in_flight))
 
