@@ -22,6 +22,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from micro._inbox import ReplyInbox
+from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
 from micro.bus.codecs import DEFAULT_CODEC, decode_body, encode_body
@@ -392,12 +393,12 @@ def _read_reply(msg: Msg) -> Reply:
                 body = decode(msg.data, what="error reply")
             except MicroError:
                 body = None
-            status = int(code) if code.isdigit() else None
+            status = parse_non_negative_int(code)
             if body is None:
                 body = {"error": {"code": "remote_error", "message": headers.get(h.SERVICE_ERROR)}}
             raise MicroError.from_wire(body, status=status)
         position = headers.get(h.POSITION)
         codec = headers.get(h.CODEC)
         value = decode(msg.data, what="reply") if codec is None else decode_body(msg.data, codec)
-        return Reply(value, int(position) if position else None)
+        return Reply(value, parse_non_negative_int(position))
     return Reply(decode(msg.data, what="reply"))
