@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     auth_token_ttl: float = Field(default=900.0, gt=0)
     """Seconds a token is valid; ``auth refresh`` issues a new one."""
 
+    auth_sliding_sessions: bool = False
+    """Slide sessions: a call made with a token past half its lifetime is answered with a
+    fresh one (reply header ``Micro-Token``; ``X-Micro-Token`` through the gateway). A
+    revoked or expired session never slides, and no token outlives its session."""
+
     auth_session_ttl: float = Field(default=30 * 86400.0, gt=0)
     """Seconds a login session lives without a refresh."""
 

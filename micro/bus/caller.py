@@ -53,6 +53,8 @@ class Reply:
 
     value: Any
     position: int | None = None
+    token: str | None = None
+    """A fresh token for the caller's session, when the session slid (``Micro-Token``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,5 +402,5 @@ def _read_reply(msg: Msg) -> Reply:
         position = headers.get(h.POSITION)
         codec = headers.get(h.CODEC)
         value = decode(msg.data, what="reply") if codec is None else decode_body(msg.data, codec)
-        return Reply(value, parse_non_negative_int(position))
+        return Reply(value, parse_non_negative_int(position), headers.get(h.TOKEN))
     return Reply(decode(msg.data, what="reply"))

@@ -254,7 +254,12 @@ class Responder:
             ctx.finished = True
             if msg.reply:
                 reply_headers = None
-                if ctx._send is not None or ctx.position is not None or codec is not None:
+                if (
+                    ctx._send is not None
+                    or ctx.position is not None
+                    or codec is not None
+                    or ctx.token is not None
+                ):
                     reply_headers = {}
                     if ctx._send is not None:
                         reply_headers[h.STREAM] = "end"
@@ -262,6 +267,8 @@ class Responder:
                         reply_headers[h.POSITION] = str(ctx.position)
                     if codec is not None:
                         reply_headers[h.CODEC] = codec
+                    if ctx.token is not None:
+                        reply_headers[h.TOKEN] = ctx.token
                 await self.client.publish(msg.reply, body, headers=reply_headers)
         finally:
             self._active -= 1

@@ -93,6 +93,7 @@ _log = structlog.get_logger("micro.gateway")
 
 STATIC = Path(__file__).parent / "static"
 POSITION_HEADER = "X-Micro-Position"
+TOKEN_HEADER = "X-Micro-Token"
 _MISS_REFRESH_GAP = 0.5
 _LOOKS_MISSED_BEFORE_DROP = 2
 
@@ -492,6 +493,8 @@ class Gateway:
             self._in_flight -= 1
             self.metrics.in_flight.dec()
         headers = {POSITION_HEADER: str(reply.position)} if reply.position is not None else {}
+        if reply.token is not None:
+            headers[TOKEN_HEADER] = reply.token  # the session slid: the client keeps this one
         return json_response(reply.value, 200, headers)
 
     # -- streams -------------------------------------------------------------------------
