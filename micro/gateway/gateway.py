@@ -194,7 +194,7 @@ class Gateway:
                     allow_origins=self.settings.cors_origins,
                     allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                     allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-                    expose_headers=[POSITION_HEADER, "Retry-After"],
+                    expose_headers=[POSITION_HEADER, TOKEN_HEADER, "Retry-After"],
                 )
             )
         app = Starlette(
