@@ -48,11 +48,11 @@ class Context:
     """The authenticated user, when the auth module is loaded."""
     position: int | None = None
     """Set by a command that appended events: the reply carries it."""
-    token: str | None = None
-    """Set when the caller's session slid: the reply carries the fresh token."""
     _caller: Caller | None = field(default=None, repr=False)
     _send: Callable[[Any], Awaitable[None]] | None = field(default=None, repr=False)
     finished: bool = field(default=False, repr=False)
+    token: str | None = None
+    """Set when the caller's session slid: the reply carries the fresh token."""
 
     @property
     def remaining(self) -> float | None:

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import log_in, sign_up
 
 from micro import Micro, UnauthorizedError
 from micro.gateway import Gateway, GatewaySettings, Route
+from tests.auth.conftest import log_in, sign_up
 
 
 def aged(service: Micro, token: str, *, by: float) -> str:
