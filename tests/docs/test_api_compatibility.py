@@ -19,6 +19,11 @@ RELEASE_TAG = "v0.1.0"
 # The tag's commit, for a clone that did not fetch tags.
 RELEASE_COMMIT = "1b0a78d7c3f7e98bd23dc40f692d3a7a3f907c31"
 ACCEPTED: dict[str, str] = {  # "object.path": "why, and in which release"
+    "micro.bus.endpoint.Middleware": "a callback Protocol instead of a Callable alias, so that "
+    "micro exports and documents it; the same functions fit it (0.2.0)",
+    "micro.errors.error_class": "unused: MicroError.from_wire rebuilds errors (0.2.0)",
+    "micro.command.pipeline.CommandPipeline.handler": "unused: the commander makes the "
+    "handlers of its commands (0.2.0)",
     # Discovery gathers until the answers stop (a quiet gap, bounded by a deadline) instead
     # of for a fixed window, which cut answers short at thousands of instances (0.2.0).
     "micro.app.Micro.services": "window became gap and deadline (0.2.0)",
