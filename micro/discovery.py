@@ -236,6 +236,17 @@ class ServiceList(list[ServiceRecord]):
         self.partial = partial
 
 
+_PAUSE_FACTOR = 2.0
+
+
+def _paused(last: float | None, quiet: float) -> tuple[float, float]:
+    """The time of a reply that just arrived, and the quiet gap widened by the pause before it."""
+    now = time.monotonic()
+    if last is not None:
+        quiet = max(quiet, _PAUSE_FACTOR * (now - last))
+    return now, quiet
+
+
 class _Gathered:
     def __init__(self) -> None:
         self.replies: list[dict[str, Any]] = []
@@ -258,8 +269,10 @@ async def _gather(
     answering; with no subscriber at all the server says so at once). After it, reading
     goes on while replies keep coming and ends after ``gap`` quiet seconds, once every id in
     ``expected`` answered (a known instance may answer late), and in any case at
-    ``deadline``. Ending at the deadline with no reply yet, or replies still coming, is
-    partial.
+    ``deadline``. A pause between replies longer than half the gap widens the gap to twice
+    that pause: on a loaded machine the pauses grow, and the one that ends the look should
+    stand out from those before it. Ending at the deadline with no reply yet, or replies
+    still coming, is partial.
     """
     inbox = client.new_inbox()
     subscription = await client.subscribe(inbox)
@@ -269,14 +282,15 @@ async def _gather(
         await client.publish(subject, body, reply=inbox)
         end = time.monotonic() + deadline
         last: float | None = None
+        quiet = gap
         while True:
             now = time.monotonic()
             if now >= end:
                 # Something subscribes (else "no responders" came) but kept answering, or
                 # never answered: either way more may have been on the way.
-                gathered.partial = last is None or now - last < gap
+                gathered.partial = last is None or now - last < quiet
                 break
-            quiet_until = end if last is None or waiting else last + gap
+            quiet_until = end if last is None or waiting else last + quiet
             if now >= quiet_until:
                 # A stalled reader would take its own stall for a quiet gap: after a round
                 # trip to the server, everything sent before it has been read.
@@ -284,7 +298,7 @@ async def _gather(
                     await client.flush(timeout=max(1, int(end - now + 0.999)))
                 if subscription.pending_msgs == 0:
                     break
-                last = time.monotonic()
+                last, quiet = _paused(last, quiet)
                 continue
             try:
                 msg = await subscription.next_msg(timeout=quiet_until - now)
@@ -292,7 +306,7 @@ async def _gather(
                 continue
             if msg.headers and msg.headers.get("Status") == "503":
                 break  # "no responders": nothing subscribes to the subject, nothing will come
-            last = time.monotonic()
+            last, quiet = _paused(last, quiet)
             try:
                 reply = orjson.loads(msg.data)
             except orjson.JSONDecodeError:

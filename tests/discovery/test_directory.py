@@ -30,7 +30,7 @@ from micro.testing import NatsServer, wait_until
 
 class SlowInstances:
     """``count`` instances of ``service`` answering ``$SRV.INFO``: the first after ``delay``
-    seconds, each next one ``spacing`` seconds later."""
+    seconds, each next one ``spacing`` seconds later (or after the next of ``pauses``)."""
 
     def __init__(
         self,
@@ -41,6 +41,7 @@ class SlowInstances:
         count: int = 1,
         delay: float = 0.0,
         spacing: float = 0.0,
+        pauses: list[float] | None = None,
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -48,6 +49,7 @@ class SlowInstances:
         self.ids = [f"{service}-{number}" for number in range(count)]
         self.delay = delay
         self.spacing = spacing
+        self.pauses = pauses or []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def info(self, instance: str) -> dict[str, Any]:
@@ -93,7 +95,8 @@ class SlowInstances:
         await asyncio.sleep(self.delay)
         for number, instance in enumerate(ids):
             if number:
-                await asyncio.sleep(self.spacing)
+                pauses = self.pauses
+                await asyncio.sleep(pauses[number - 1] if number <= len(pauses) else self.spacing)
             await self.client.publish(inbox, orjson.dumps(self.info(instance)))
             await self.client.flush()
 
@@ -119,6 +122,19 @@ async def test_answers_that_keep_trickling_in_are_all_counted(
     async with SlowInstances(raw, micro_settings.namespace, count=20, spacing=0.1) as slow:
         found = await list_services(asker, namespace=micro_settings.namespace, gap=0.5, deadline=30)
     assert sorted(record.id for record in found) == sorted(slow.ids)
+    assert not found.partial
+
+
+async def test_pauses_that_grow_widen_the_quiet_gap(
+    raw: Client, asker: Client, micro_settings: Settings
+) -> None:
+    # The last pause is longer than the gap, but not than twice the pause before it: on a
+    # loaded machine that is how answers come, and the look waits for them.
+    async with SlowInstances(raw, micro_settings.namespace, count=3, pauses=[0.4, 0.6]) as slow:
+        found = await list_services(
+            asker, namespace=micro_settings.namespace, gap=0.45, deadline=30
+        )
+    assert sorted(record.id for record in found) == slow.ids
     assert not found.partial
 
 
