@@ -332,6 +332,8 @@ class Micro:
                 await confirm(events.client, self.settings.connect_timeout)
 
             self._spawn(listen())
+        if self._services is not None:
+            self._spawn(self._services.start())  # a client that starts listening joins $SRV
         return self
 
     async def emit(self, name: str, payload: Any = None) -> None:

@@ -12,9 +12,9 @@ gateway's route table and ``Micro.discover`` follow a directory.
 
 Usage::
 
-    directory = Directory(micro.client, namespace="bank")
-    await directory.start()
-    await directory.look()                      # one round; also directory.follow(interval)
+    directory = Directory(micro.client, namespace=micro.settings.namespace)
+    await directory.start()                     # follow start and stop announcements
+    await directory.look()                      # one round; call it again to follow
     print([record.service for record in directory.records])
     await directory.stop()
 """

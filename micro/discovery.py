@@ -262,6 +262,7 @@ async def _gather(
     deadline: float,
     body: bytes = b"",
     expected: Collection[str] = (),
+    most: int | None = None,
 ) -> _Gathered:
     """The JSON replies of type ``kind`` to one request, gathered on a fresh inbox.
 
@@ -314,6 +315,8 @@ async def _gather(
             if isinstance(reply, dict) and reply.get("type") == kind:
                 gathered.replies.append(reply)
                 waiting.discard(str(reply.get("id")))
+                if most is not None and len(gathered.replies) >= most:
+                    break
     finally:
         await subscription.unsubscribe()
     return gathered
@@ -356,6 +359,7 @@ async def list_services(
     check_positive("deadline", deadline)
     info_subject = service_subject("INFO", service, instance)
     body = b"" if schemas else LEAN_INFO_REQUEST
+    most = 1 if instance is not None else None  # one instance answers once
     if not stats:
         infos = await _gather(
             client,
@@ -365,6 +369,7 @@ async def list_services(
             deadline=deadline,
             body=body,
             expected=expected,
+            most=most,
         )
         by_id: dict[Any, dict[str, Any]] = {}
         partial = infos.partial
@@ -378,6 +383,7 @@ async def list_services(
                 deadline=deadline,
                 body=body,
                 expected=expected,
+                most=most,
             ),
             _gather(
                 client,
@@ -385,6 +391,7 @@ async def list_services(
                 STATS_RESPONSE,
                 gap=gap,
                 deadline=deadline,
+                most=most,
             ),
         )
         by_id = {reply.get("id"): reply for reply in statistics.replies}
