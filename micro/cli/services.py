@@ -2,7 +2,9 @@
 
 Settings come from the environment (``NATS_URL``, ``MICRO_NAMESPACE``); only services of
 that namespace are listed unless ``--all-namespaces``. ``--json`` prints the records for
-scripts. Errors print one readable line and exit 1.
+scripts. Errors print one readable line and exit 1. Replies are read until ``--gap`` quiet
+seconds, for ``--wait`` seconds at most; a look that ``--wait`` cut short prints a
+``partial:`` line on stderr.
 """
 
 from __future__ import annotations
