@@ -14,7 +14,6 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
 
-from micro._nats_server import NatsServer
 from micro.errors import (
     ConcurrencyError,
     ConfigError,
@@ -28,7 +27,7 @@ from micro.eventstore import open_event_store
 from micro.eventstore.base import ANY, NO_STREAM, EventStore, RecordedEvent
 from micro.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
 from micro.settings import Settings
-from micro.testing import wait_until
+from micro.testing import NatsServer, wait_until
 from micro.testing.eventstore_contract import EventStoreContract, new_event
 
 DEADLINE = 10.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fault_rig import FIGURES, Scenario, table
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

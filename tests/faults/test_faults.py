@@ -15,7 +15,7 @@ import nats
 import pytest
 from fault_rig import ATTEMPT_TIMEOUT, Scenario, until
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
 
 pytestmark = pytest.mark.timeout(150)

@@ -9,7 +9,7 @@ from pathlib import Path
 from fault_rig import Scenario, audit, log_in, read_store
 
 from micro import Micro
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 
 WRITERS = 6
 WRITES = 40
