@@ -22,7 +22,7 @@ from micro import Micro, Settings
 from micro.bus import headers as h
 from micro.bus.subjects import command_subject
 from micro.eventstore.memory import MemoryEventStore
-from tests.auth.conftest import FAST_HASHING, SECRET, log_in, sign_up
+from tests.auth.support import FAST_HASHING, SECRET, log_in, sign_up
 
 BANK = Path(__file__).resolve().parents[2] / "samples" / "bank" / "app.py"
 PER_ENDPOINT = 40
