@@ -10,6 +10,7 @@ import pytest
 
 from micro import Micro, Settings
 from micro.eventstore.memory import MemoryEventStore
+
 # PASSWORD, log_in and sign_up stay importable from here for tests written before
 # support.py existed; new tests import them from there.
 from tests.auth.support import FAST_HASHING, PASSWORD, SECRET, log_in, sign_up  # noqa: F401
