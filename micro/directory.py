@@ -51,6 +51,7 @@ DEFAULT_MISSED_ROUNDS = 3
 """Looks in a row an instance may miss before the directory lets it go."""
 _ONE_BY_ONE = 8
 # New instances of one service up to this many are asked one by one; more, all at once.
+_FETCHES_AT_ONCE = 32
 _STOPPED_MEMORY = 60.0
 # Seconds a stopped id is remembered: a look under way may still bring its last answer.
 
@@ -97,6 +98,9 @@ class Directory:
         self._changed = asyncio.Event()
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Thousands of instances starting together must not become thousands of requests
+        # in flight at once; the next look finds any still waiting here.
+        self._fetching = asyncio.Semaphore(_FETCHES_AT_ONCE)
 
     @property
     def records(self) -> list[ServiceRecord]:
@@ -160,16 +164,19 @@ class Directory:
 
     async def _fetch(self, name: str, instance: str) -> None:
         try:
-            found = await list_services(
-                self.client,
-                namespace=self.namespace,
-                service=name,
-                instance=instance,
-                schemas=self.schemas,
-                gap=self.gap,
-                deadline=self.deadline,
-                expected=[instance],
-            )
+            async with self._fetching:
+                if instance in self._records or instance in self._stopped:
+                    return  # a look found it meanwhile, or it stopped already
+                found = await list_services(
+                    self.client,
+                    namespace=self.namespace,
+                    service=name,
+                    instance=instance,
+                    schemas=self.schemas,
+                    gap=self.gap,
+                    deadline=self.deadline,
+                    expected=[instance],
+                )
         except Exception as error:
             _log.warning("cannot look at a started instance", service=name, error=str(error))
             return
