@@ -16,14 +16,16 @@ started here; instance ``i`` serves service ``svc<i mod S>``. For each N:
   directory and every service has its routes, and counts each miss.
 
 Run: ``python bench/discovery.py`` (500, 1,000, 2,000, 5,000 over 10 processes, gateway 60 s);
-``--instances 2000 --gateway-seconds 300`` for the five-minute gateway run; ``--quick``
-for a small smoke run. Every loop is bounded in count and time; everything binds 127.0.0.1.
+``--instances 2000 --gateway-seconds 300`` for the five-minute gateway run; ``--announce
+2000`` for how fast a gateway that polls once a minute sees 2,000 instances start and stop
+(their announcements); ``--quick`` for a small smoke run. Every loop is bounded in count and time; everything binds 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -42,7 +44,7 @@ from rich.table import Table
 from micro import Micro, Settings
 from micro.discovery import LEAN_INFO_REQUEST, list_services
 from micro.log import configure_logging
-from micro.testing import NatsServer
+from micro.testing import NatsServer, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -249,6 +251,45 @@ async def follow_with_gateway(
     }
 
 
+async def announced(url: str, instances: int, processes: int) -> dict[str, Any]:
+    """A gateway that polls only once a minute sees N instances start and stop: the
+    announcements, not its looks, bring them in and take them out."""
+    from micro.gateway import Gateway, GatewaySettings
+
+    services = max(100, instances // 10)
+    settings = Settings(nats_url=url, namespace=NAMESPACE, embedded=False, log_level="warning")
+    micro = Micro(settings, service="gateway")
+    await micro.open()
+    gateway = Gateway(micro, GatewaySettings(host="127.0.0.1", port=0, refresh_interval=60.0))
+    await gateway.start()
+    figures: dict[str, Any] = {"instances": instances}
+    try:
+        looks = gateway.directory.rounds if gateway.directory is not None else 0
+        started = time.monotonic()
+        workers = Workers(url, instances, processes, services)
+        try:
+            await asyncio.to_thread(workers.wait_ready, 900)
+            ready = time.monotonic()
+            with contextlib.suppress(AssertionError):
+                await wait_until(lambda: len(gateway.records) >= instances, 60, interval=0.05)
+            figures["shown"] = len(gateway.records)
+            figures["all_shown_after_ready_s"] = time.monotonic() - ready
+            figures["start_s"] = ready - started
+        finally:
+            stopping = time.monotonic()
+            await asyncio.to_thread(workers.stop)
+        with contextlib.suppress(AssertionError):
+            await wait_until(lambda: not gateway.records, 60, interval=0.05)
+        figures["left"] = len(gateway.records)
+        figures["all_gone_after_stop_s"] = time.monotonic() - stopping
+        directory = gateway.directory
+        figures["looks"] = (directory.rounds if directory is not None else 0) - looks
+    finally:
+        await gateway.stop()
+        await micro.close()
+    return figures
+
+
 async def measure(
     server: NatsServer, instances: int, processes: int, gateway_seconds: float, count: int
 ) -> dict[str, Any]:
@@ -333,6 +374,10 @@ async def main(arguments: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         server = NatsServer(store_dir=Path(folder) / "nats").start()
         try:
+            if arguments.announce:
+                figures = await announced(server.url, arguments.announce, arguments.processes)
+                print(orjson.dumps(figures).decode(), flush=True)
+                return
             for size in sizes:
                 gateway = arguments.gateway_seconds if size == max(sizes) else 0
                 figures = await measure(
@@ -352,6 +397,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--gateway-seconds", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="100 and 300 instances, 10 s")
+    parser.add_argument(
+        "--announce",
+        type=int,
+        default=0,
+        help="only this: N instances start and stop under a gateway that polls once a minute",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker:
