@@ -278,6 +278,7 @@ async def announced(url: str, instances: int, processes: int) -> dict[str, Any]:
         finally:
             stopping = time.monotonic()
             await asyncio.to_thread(workers.stop)
+            figures["workers_closed_s"] = time.monotonic() - stopping
         with contextlib.suppress(AssertionError):
             await wait_until(lambda: not gateway.records, 60, interval=0.05)
         figures["left"] = len(gateway.records)

@@ -52,6 +52,8 @@ DEFAULT_MISSED_ROUNDS = 3
 _ONE_BY_ONE = 8
 # New instances of one service up to this many are asked one by one; more, all at once.
 _FETCHES_AT_ONCE = 32
+_MANY_NEW = 64
+# More new instances than this in one look (or announced together) are asked all at once.
 _STOPPED_MEMORY = 60.0
 # Seconds a stopped id is remembered: a look under way may still bring its last answer.
 
@@ -101,6 +103,8 @@ class Directory:
         # Thousands of instances starting together must not become thousands of requests
         # in flight at once; the next look finds any still waiting here.
         self._fetching = asyncio.Semaphore(_FETCHES_AT_ONCE)
+        self._pending: dict[str, str] = {}
+        self._draining: asyncio.Task[None] | None = None
 
     @property
     def records(self) -> list[ServiceRecord]:
@@ -158,9 +162,24 @@ class Directory:
                 self._missed.pop(instance, None)
                 self._notify()
         elif msg.subject.endswith(".started") and instance not in self._records:
-            task = asyncio.create_task(self._fetch(name, instance))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._pending[instance] = name
+            if self._draining is None or self._draining.done():
+                self._draining = asyncio.create_task(self._drain())
+                self._tasks.add(self._draining)
+                self._draining.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        # Announcements that arrive together are handled together: a few are asked one by
+        # one, many by a look (which asks them all at once).
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            if len(batch) > _ONE_BY_ONE:
+                try:
+                    await self.look()
+                except Exception as error:
+                    _log.warning("cannot look at started instances", error=str(error))
+                continue
+            await asyncio.gather(*(self._fetch(name, i) for i, name in batch.items()))
 
     async def _fetch(self, name: str, instance: str) -> None:
         try:
@@ -226,6 +245,19 @@ class Directory:
             else:
                 unknown.setdefault(record.service, set()).add(record.id)
         partial = answered.partial
+        new = {instance for ids in unknown.values() for instance in ids}
+        if len(new) > _MANY_NEW:
+            # Many new instances (a fleet starting): one request answered by all in full
+            # costs less than one per service or per instance.
+            everyone = await list_services(
+                self.client,
+                namespace=self.namespace,
+                gap=self.gap,
+                deadline=self.deadline,
+                expected=new,
+            )
+            records.extend(record for record in everyone if record.id in new)
+            return ServiceList(records, partial=partial or everyone.partial)
         asks = [
             (service, instance, ids)
             for service, ids in sorted(unknown.items())
