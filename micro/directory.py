@@ -52,6 +52,7 @@ DEFAULT_MISSED_ROUNDS = 3
 _ONE_BY_ONE = 8
 # New instances of one service up to this many are asked one by one; more, all at once.
 _FETCHES_AT_ONCE = 32
+_NOTIFY_DELAY = 0.05
 _MANY_NEW = 64
 # More new instances than this in one look (or announced together) are asked all at once.
 _STOPPED_MEMORY = 60.0
@@ -66,7 +67,7 @@ class Directory:
     """The instances of ``namespace`` (every namespace when ``None``) that discovery sees.
 
     ``schemas=False`` keeps records without JSON Schemas (enough to know who runs).
-    ``on_change`` is called after every change of ``records``.
+    ``on_change`` is called after ``records`` changed (once for a burst of changes).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class Directory:
         self._fetching = asyncio.Semaphore(_FETCHES_AT_ONCE)
         self._pending: dict[str, str] = {}
         self._draining: asyncio.Task[None] | None = None
+        self._notice: asyncio.TimerHandle | None = None
 
     @property
     def records(self) -> list[ServiceRecord]:
@@ -134,6 +136,9 @@ class Directory:
         )
 
     async def stop(self) -> None:
+        if self._notice is not None:
+            self._notice.cancel()
+            self._notice = None
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             with contextlib.suppress(Exception):
@@ -206,7 +211,14 @@ class Directory:
                 self._notify()
 
     def _notify(self) -> None:
+        # on_change runs once per burst, not per change: two thousand stop announcements
+        # must not rebuild a route table two thousand times.
         self._changed.set()
+        if self.on_change is not None and self._notice is None:
+            self._notice = asyncio.get_running_loop().call_later(_NOTIFY_DELAY, self._fire)
+
+    def _fire(self) -> None:
+        self._notice = None
         if self.on_change is not None:
             self.on_change()
 
