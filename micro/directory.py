@@ -390,10 +390,8 @@ async def discover(
     seen then (see ``Directory.wait_for``)."""
     wanted = {wait_for} if isinstance(wait_for, str) else set(wait_for)
     check_positive("timeout", timeout)
-    # Without schemas: waiting needs to know who runs, not what they take.
-    follower = Directory(
-        client, namespace=namespace, gap=gap, deadline=min(deadline, timeout), schemas=False
-    )
+    # With schemas, as callers read them from the records; later looks stay lean anyway.
+    follower = Directory(client, namespace=namespace, gap=gap, deadline=min(deadline, timeout))
     await follower.start()
     try:
         if not wanted:
