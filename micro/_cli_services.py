@@ -119,7 +119,7 @@ def _default(
     all_namespaces: AllOption = False,
     wait: WaitOption = _WAIT,
 ) -> None:
-    """Services seen in discovery; without a sub-command, the same as ``ls``."""
+    """Services seen in discovery; without a sub-command, the same as ls."""
     if context.invoked_subcommand is None:
         _list(as_json, all_namespaces, wait)
 

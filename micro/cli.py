@@ -81,7 +81,7 @@ def run(
     target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a service (the file's own ``start()``, or the ``micro`` it defines)."""
+    """Run a service: the file's own start() call, or else the Micro named micro it defines."""
     path = _target_file(target).resolve()
     sys.path.insert(0, str(path.parent))
     sys.argv = [str(path)]
