@@ -21,6 +21,7 @@ from rich.console import Console
 
 from micro import __version__
 from micro._cli_common import fail, load_settings
+from micro._cli_errors import fail_to_start
 from micro.app import Micro
 from micro.errors import MicroError
 
@@ -87,14 +88,16 @@ def run(
     sys.argv = [str(path)]
     try:
         namespace = runpy.run_path(str(path), run_name="__main__")
-    except MicroError as error:
-        fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
+        # A file that only builds its Micro (no start() call) is started here.
+        candidate = namespace.get("micro")
+        if isinstance(candidate, Micro) and not candidate.has_served and candidate.endpoints:
+            asyncio.run(candidate.serve())
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    # A file that only builds its Micro (no start() call) is started here.
-    candidate = namespace.get("micro")
-    if isinstance(candidate, Micro) and not candidate.has_served and candidate.endpoints:
-        run_async(candidate.serve(), verbose=verbose)
+    except (typer.Exit, SystemExit):
+        raise
+    except Exception as error:
+        fail_to_start(error, verbose=verbose)
 
 
 def _parse_json(text: str | None, what: str) -> Any:

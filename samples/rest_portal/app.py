@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import runpy
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import structlog
 from micro import ConfigError, Micro
 from micro.eventstore import EventStore, open_event_store
 from micro.gateway import Gateway, GatewaySettings, Route
+from micro.gateway.listener import bind_listener
 
 HERE = Path(__file__).resolve().parent
 BANK_APP = HERE.parent / "bank" / "app.py"
@@ -114,46 +116,53 @@ async def run(stop: asyncio.Event | None = None) -> None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
                 installed.append(sig)
-    front = Micro(service="gateway")
-    await front.open()  # first: it starts the embedded broker when one is needed
-    store = await open_store(front)
-    bank = load_bank()
-    # The bank serves sign-up and login itself when it loads the auth module: a second
-    # service serving the same commands would run each of them twice.
-    auth = None if "auth login" in bank.endpoints else load_auth()
-    services = [service for service in (auth, bank) if service is not None]
-    serves_auth = any("auth whoami" in service.endpoints for service in services)
-    for service in services:
-        service.commander.store = store
-    gateway = Gateway(
-        front,
-        GatewaySettings(
-            required_services=[service.settings.service for service in services],
-            verify_command="auth whoami" if serves_auth else None,
-            exclude=["rebuild *"],  # operators rebuild models from the CLI, not the web
-        ),
-        routes=ROUTES,
-        schemas=SCHEMAS,
-        event_store=store,
-        console=HERE / "static",
-        title="micro REST portal",
-    )
-    opened: list[Micro] = []
+    # Before anything connects or serves: a taken port (the portal started twice) must stop
+    # this process before its bank joins the queue group beside the running one.
+    gateway_settings = GatewaySettings()
+    listener = bind_listener(gateway_settings.host, gateway_settings.port)
     try:
-        for service in services:
-            await service.open()
-            opened.append(service)
-        await gateway.start()
-        print(f"REST portal: {gateway.url}  (API docs: {gateway.url}/docs)", flush=True)
-        await stop.wait()
+        await _run(stop, listener, gateway_settings)
     finally:
+        listener.close()  # a no-op once the gateway closed it
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await gateway.stop()
-        for service in reversed(opened):
-            await service.close()
-        await store.close()
-        await front.close()
+
+
+async def _run(stop: asyncio.Event, listener: socket.socket, settings: GatewaySettings) -> None:
+    front = Micro(service="gateway")
+    # Closed in reverse order whatever step fails: a failed start leaves nothing subscribed.
+    async with contextlib.AsyncExitStack() as opened:
+        await front.open()  # first: it starts the embedded broker when one is needed
+        opened.push_async_callback(front.close)
+        store = await open_store(front)
+        opened.push_async_callback(store.close)
+        bank = load_bank()
+        # The bank serves sign-up and login itself when it loads the auth module: a second
+        # service serving the same commands would run each of them twice.
+        auth = None if "auth login" in bank.endpoints else load_auth()
+        services = [service for service in (auth, bank) if service is not None]
+        serves_auth = any("auth whoami" in service.endpoints for service in services)
+        for service in services:
+            service.commander.store = store
+        settings.required_services = [service.settings.service for service in services]
+        settings.verify_command = "auth whoami" if serves_auth else None
+        settings.exclude = ["rebuild *"]  # operators rebuild models from the CLI, not the web
+        gateway = Gateway(
+            front,
+            settings,
+            routes=ROUTES,
+            schemas=SCHEMAS,
+            event_store=store,
+            console=HERE / "static",
+            title="micro REST portal",
+        )
+        for service in services:
+            await service.open()
+            opened.push_async_callback(service.close)
+        opened.push_async_callback(gateway.stop)
+        await gateway.start(listener)
+        print(f"REST portal: {gateway.url}  (API docs: {gateway.url}/docs)", flush=True)
+        await stop.wait()
 
 
 def main() -> None:

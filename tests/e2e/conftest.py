@@ -35,10 +35,14 @@ _URL = re.compile(r"REST portal: (http://\S+)")
 class Portal:
     """A running portal process and the URL it printed."""
 
-    def __init__(self, url: str, process: subprocess.Popen[str], log: Path) -> None:
+    def __init__(
+        self, url: str, process: subprocess.Popen[str], log: Path, environment: dict[str, str]
+    ) -> None:
         self.url = url
         self.process = process
         self.log = log
+        self.environment = environment
+        """The environment it runs in (its NATS_URL, MICRO_NAMESPACE, MICRO_DATA_DIR...)."""
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +89,7 @@ def portal(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) ->
         process.stdout.close()
         raise RuntimeError(f"the portal did not start: {log.read_text()[-3000:]}")
     try:
-        yield Portal(url, process, log)
+        yield Portal(url, process, log, environment)
     finally:
         process.terminate()
         try:

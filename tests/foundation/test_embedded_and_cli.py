@@ -162,3 +162,18 @@ class TestCli:
         assert result.returncode == 1
         assert "request_timeout" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+    def test_run_reports_any_start_failure_in_one_line_and_the_traceback_when_verbose(
+        self, user_env, tmp_path
+    ) -> None:
+        app = tmp_path / "broken.py"
+        app.write_text("raise OSError(98, 'Address already in use')\n")
+        result = run_cli(["run", str(app)], user_env, tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            "error: OSError: [Errno 98] Address already in use (--verbose shows the traceback)"
+        ]
+        verbose = run_cli(["run", str(app), "--verbose"], user_env, tmp_path)
+        assert verbose.returncode == 1
+        assert "Traceback" in verbose.stderr
+        assert "broken.py" in verbose.stderr
