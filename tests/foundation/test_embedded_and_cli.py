@@ -10,12 +10,21 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from micro.bus.embedded import is_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = [sys.executable, "-m", "micro.cli"]
+TALLY = ROOT / "tests" / "command" / "apps" / "tally"
+TALLY_APP = f"""
+from pathlib import Path
+from micro import Micro
+micro = Micro(service="tally", app_dir=Path({str(TALLY)!r}))
+micro.commander.add_command("add")
+micro.start()
+"""
 
 
 def free_port() -> int:
@@ -122,6 +131,68 @@ def test_the_embedded_broker_dies_with_an_owner_killed_hard(user_env, tmp_path) 
     assert not is_listening("127.0.0.1", port)
 
 
+def tally_events(env: dict[str, str], cwd: Path, stream: str) -> list[int]:
+    """The amounts of ``stream``'s events, read from the store by ``micro events show``."""
+    shown = run_cli(["events", "show", stream, "--json"], env, cwd)
+    assert shown.returncode == 0, shown.stderr
+    return [orjson.loads(line)["data"]["amount"] for line in shown.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_the_broker_outlives_its_owner_while_another_service_uses_it(
+    user_env, tmp_path, stop
+) -> None:
+    port = int(user_env["MICRO_EMBEDDED_PORT"])
+    owner = start(MICRO + ["run", str(ROOT / "samples" / "simplest")], user_env, tmp_path)
+    second = None
+    try:
+        wait_for_line(owner, '"serving"')
+        (tmp_path / "tally_app.py").write_text(TALLY_APP)
+        second = start(MICRO + ["run", str(tmp_path / "tally_app.py")], user_env, tmp_path)
+        assert not any("started embedded" in line for line in wait_for_line(second, '"serving"'))
+        for _ in range(3):
+            added = run_cli(["act", "add", '{"id": "t", "amount": 5}'], user_env, tmp_path)
+            assert added.returncode == 0, added.stderr
+
+        owner.send_signal(stop)
+        finish(owner)
+        stopped = time.monotonic()
+        took_over = wait_for_line(second, "took over the embedded nats-server")
+        assert f"127.0.0.1:{port}" in took_over[-1]
+        assert str((tmp_path / ".micro" / "nats").resolve()) in took_over[-1]
+        # The second service answers again once its connection is back (it retries).
+        deadline = stopped + 30
+        while True:
+            added = run_cli(["act", "add", '{"id": "t", "amount": 7}'], user_env, tmp_path)
+            if added.returncode == 0 or time.monotonic() > deadline:
+                break
+        assert added.returncode == 0, added.stderr
+        # Every acknowledged event is in the store the new server opened, once each.
+        assert tally_events(user_env, tmp_path, "tally-t") == [5, 5, 5, 7]
+    finally:
+        owner.kill()
+        finish(owner)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            assert finish(second) == 0
+    # The last user left: the broker went with it.
+    assert not is_listening("127.0.0.1", port)
+
+
+def test_a_nats_server_nobody_of_micro_started_is_used_and_not_taken_over(
+    user_env, tmp_path, nats_server
+) -> None:
+    env = {**user_env, "MICRO_EMBEDDED_PORT": str(nats_server.port)}
+    service = start(MICRO + ["run", str(ROOT / "samples" / "simplest")], env, tmp_path)
+    try:
+        lines = wait_for_line(service, '"serving"')
+        assert not any("embedded" in line for line in lines)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert finish(service) == 0
+    assert is_listening("127.0.0.1", nats_server.port)
+
+
 class TestCli:
     def test_version(self, user_env, tmp_path) -> None:
         result = run_cli(["--version"], user_env, tmp_path)
@@ -148,7 +219,11 @@ class TestCli:
     def test_act_without_any_nats_says_so_and_starts_nothing(self, user_env, tmp_path) -> None:
         result = run_cli(["act", "anything"], user_env, tmp_path)
         assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.startswith("error: unavailable: nothing is running: ")
         assert "nothing listens on 127.0.0.1" in result.stderr
+        assert "micro run samples/simplest" in result.stderr
+        assert "disabled" not in result.stderr
         assert not (tmp_path / ".micro").exists()
 
     def test_run_refuses_a_missing_target(self, user_env, tmp_path) -> None:
