@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from refusals import RefusalsAsAnswers
 
 from micro import ConfigError, Micro
 from micro.eventstore import EventStore, open_event_store
@@ -156,6 +157,8 @@ async def _run(stop: asyncio.Event, listener: socket.socket, settings: GatewaySe
             console=HERE / "static",
             title="micro REST portal",
         )
+        # The console asks for refusals as answers; the API answers as always otherwise.
+        gateway.app.add_middleware(RefusalsAsAnswers)
         for service in services:
             await service.open()
             opened.push_async_callback(service.close)
