@@ -104,6 +104,8 @@ class _Broker:
         self._ready = threading.Event()
         self._error: UnavailableError | None = None
         self._exiting = False
+        self._owned = False
+        """Whether this process has run the server (a later start is a restart)."""
         self._state = threading.Lock()
         # The thread lives as long as the process: the servers it starts die with it.
         self._thread = threading.Thread(
@@ -256,10 +258,14 @@ class _Broker:
                             f"could not start the embedded nats-server on {self.url}: {error}"
                         ) from error
                     time.sleep(0.1 * 2**attempt)
+            restarted = self._owned
+            self._owned = True
             self.server = server
             self._write_record(server)
         self._ready.set()
-        if taking_over:
+        if restarted:
+            _log.warning("embedded nats-server started again", url=self.url, store=str(store_dir))
+        elif taking_over:
             _log.warning(
                 "took over the embedded nats-server: the process that ran it ended",
                 url=self.url,

@@ -43,6 +43,8 @@ def user_env(tmp_path: Path) -> dict[str, str]:
         MICRO_EMBEDDED_PORT=str(free_port()),
         MICRO_LOG_FORMAT="json",
         PYTHONPATH=str(ROOT),
+        # The embedded broker's lock and record go to the temporary folder: this test's own.
+        TMPDIR=str(tmp_path),
     )
     return env
 
@@ -148,7 +150,10 @@ def test_the_broker_outlives_its_owner_while_another_service_uses_it(
     try:
         wait_for_line(owner, '"serving"')
         (tmp_path / "tally_app.py").write_text(TALLY_APP)
-        second = start(MICRO + ["run", str(tmp_path / "tally_app.py")], user_env, tmp_path)
+        # From another folder: the one who takes over must open the owner's store, not its own.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        second = start(MICRO + ["run", str(tmp_path / "tally_app.py")], user_env, elsewhere)
         assert not any("started embedded" in line for line in wait_for_line(second, '"serving"'))
         for _ in range(3):
             added = run_cli(["act", "add", '{"id": "t", "amount": 5}'], user_env, tmp_path)
@@ -160,6 +165,7 @@ def test_the_broker_outlives_its_owner_while_another_service_uses_it(
         took_over = wait_for_line(second, "took over the embedded nats-server")
         assert f"127.0.0.1:{port}" in took_over[-1]
         assert str((tmp_path / ".micro" / "nats").resolve()) in took_over[-1]
+        assert (tmp_path / f"micro-{os.getuid()}" / f"nats-{port}.lock").is_file()
         # The second service answers again once its connection is back (it retries).
         deadline = stopped + 30
         while True:
@@ -169,6 +175,7 @@ def test_the_broker_outlives_its_owner_while_another_service_uses_it(
         assert added.returncode == 0, added.stderr
         # Every acknowledged event is in the store the new server opened, once each.
         assert tally_events(user_env, tmp_path, "tally-t") == [5, 5, 5, 7]
+        assert not (elsewhere / ".micro" / "nats").exists()
     finally:
         owner.kill()
         finish(owner)
@@ -176,6 +183,31 @@ def test_the_broker_outlives_its_owner_while_another_service_uses_it(
             second.send_signal(signal.SIGTERM)
             assert finish(second) == 0
     # The last user left: the broker went with it.
+    assert not is_listening("127.0.0.1", port)
+
+
+def test_the_owner_starts_its_server_again_when_it_dies_alone(user_env, tmp_path) -> None:
+    port = int(user_env["MICRO_EMBEDDED_PORT"])
+    owner = start(MICRO + ["run", str(ROOT / "samples" / "simplest")], user_env, tmp_path)
+    try:
+        wait_for_line(owner, '"serving"')
+        record = tmp_path / f"micro-{os.getuid()}" / f"nats-{port}.json"
+        first = orjson.loads(record.read_bytes())
+        assert first["owner"] == owner.pid
+        os.kill(first["pid"], signal.SIGKILL)
+        wait_for_line(owner, "embedded nats-server started again")
+        assert orjson.loads(record.read_bytes())["pid"] != first["pid"]
+        deadline = time.monotonic() + 30
+        while True:
+            product = run_cli(
+                ["act", "multiply two numbers", '{"first": 5, "second": 3}'], user_env, tmp_path
+            )
+            if product.returncode == 0 or time.monotonic() > deadline:
+                break
+        assert product.stdout.strip() == "15", product.stderr
+    finally:
+        owner.send_signal(signal.SIGTERM)
+        assert finish(owner) == 0
     assert not is_listening("127.0.0.1", port)
 
 
