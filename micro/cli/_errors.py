@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import NoReturn
 
-from micro._cli_common import fail
+from micro.cli._common import fail
 from micro.errors import MicroError
 
 __all__ = ["fail_to_start"]
