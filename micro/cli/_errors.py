@@ -12,9 +12,11 @@ __all__ = ["fail_to_start"]
 
 
 def fail_to_start(error: BaseException, *, verbose: bool) -> NoReturn:
-    """Print why the service stopped as one line (the traceback too with ``--verbose``)."""
+    """Print why the service stopped as one line (the traceback and details with ``--verbose``)."""
+    details = None
     if isinstance(error, MicroError):
         message = f"{error.code}: {error.message}"
+        details = error.to_wire()["error"]
     else:
         # Not one of micro's own errors: its type is part of the news (OSError, ImportError).
         message = f"{type(error).__name__}: {error}"
@@ -22,4 +24,4 @@ def fail_to_start(error: BaseException, *, verbose: bool) -> NoReturn:
         traceback.print_exception(error)
     else:
         message += " (--verbose shows the traceback)"
-    fail(message)
+    fail(message, details=details, verbose=verbose)
