@@ -18,13 +18,13 @@ import orjson
 import typer
 from rich.console import Console
 
-from micro import __version__
 from micro.app import Micro
 from micro.cli._common import fail, load_settings
 from micro.cli._errors import fail_to_start
 from micro.cli.config import config_app
 from micro.cli.events import events_app
 from micro.cli.services import services_app
+from micro.cli.version import version_report
 from micro.errors import MicroError
 
 __all__ = ["app", "main", "run_async"]
@@ -52,7 +52,7 @@ def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"micro {__version__}")
+        typer.echo(version_report())
         raise typer.Exit()
 
 
@@ -60,7 +60,12 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the versions of micro, nats-server, nats-py and Python.",
+        ),
     ] = False,
 ) -> None:
     """micro: event-sourced microservices over NATS."""
