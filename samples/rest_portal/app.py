@@ -5,11 +5,13 @@ and no separate auth service is started.)
 
 Run it with ``micro run samples/rest_portal`` (no NATS_URL needed: the embedded broker
 starts), then open the URL it prints. ``MICRO_GATEWAY_PORT`` changes the port (8080),
-``MICRO_GATEWAY_HOST`` the address (127.0.0.1).
+``MICRO_GATEWAY_HOST`` the address (127.0.0.1). The address is bound before anything else
+starts: a portal started twice stops at once, with one line naming the taken address.
 
 The bank is the bank sample as it is (its Micro runs here, beside the others, on one event
 loop). The three Micros share one event store, so a command's position is one the gateway's
-views and its live feed understand.
+views and its live feed understand. The console asks for a rule's refusal as an answer
+(``refusals.py``); every other caller gets the API's 422.
 """
 
 from __future__ import annotations
