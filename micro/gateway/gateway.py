@@ -75,6 +75,7 @@ from micro.eventstore.base import EventStore
 from micro.gateway.decoding import (
     bearer_meta,
     parse_min_position,
+    position_field,
     read_body,
     request_payload,
 )
@@ -83,6 +84,7 @@ from micro.gateway.feed import EventFeed
 from micro.gateway.listener import bind_listener
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
 from micro.gateway.openapi import build_openapi
+from micro.gateway.refusals import RefusalsAsAnswers
 from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
 from micro.gateway.sse import SSE_HEADERS, call_events, feed_events
@@ -205,6 +207,8 @@ class Gateway:
             },
         )
         app.add_middleware(MetricsMiddleware, metrics=self.metrics)
+        # Outermost: the metrics still count a refusal a caller asked to get as a 200.
+        app.add_middleware(RefusalsAsAnswers)
         return app
 
     def error_response(self, error: MicroError) -> Response:
@@ -544,15 +548,11 @@ class Gateway:
             start = request.headers.get("last-event-id") or request.query_params.get(
                 "from_position"
             )
-            from_position: int | None = None
-            if start is not None:
-                if not start.isdigit() or len(start) > 18:
-                    raise ValidationError(
-                        "from_position (or Last-Event-ID) must be a non-negative integer",
-                        details={"fields": [{"field": "from_position", "reason": "not integer"}]},
-                    )
-                # Last-Event-ID names the last event seen; resume after it.
-                from_position = int(start) + (1 if "last-event-id" in request.headers else 0)
+            from_position = position_field(
+                "from_position", start, what="from_position (or Last-Event-ID)"
+            )
+            if from_position is not None and "last-event-id" in request.headers:
+                from_position += 1  # Last-Event-ID names the last event seen: resume after it
         except MicroError as error:
             return self.error_response(error)
         return StreamingResponse(

@@ -23,7 +23,7 @@ async function api(method, path, body) {
   if (method !== "GET" && state.seen) {
     path += `${path.includes("?") ? "&" : "?"}min_position=${state.seen}`;
   }
-  // A rule's refusal comes back as a 200 (see refusals.py): an answer to show, not a
+  // A rule's refusal comes back as a 200 (the gateway's refusals.py): an answer to show, not a
   // failed request for the browser to log.
   const headers = { Prefer: "refusal=answer" };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;

@@ -1,10 +1,10 @@
-"""A rule's refusal as an answer, for the console: ``Prefer: refusal=answer``.
+"""A rule's refusal as an answer, for a page that asks: ``Prefer: refusal=answer``.
 
-Browsers log every fetch answered with an error status as a console error, and to the page a
-refused withdrawal is an answer like any other (it shows the reason beside the form). A
-request carrying the preference gets a refusal (422) as a 200 with the same JSON body and
-``Preference-Applied: refusal=answer`` (RFC 7240); every other request, and every other
-status, is answered as the API always answers.
+Browsers log every fetch answered with an error status as a console error, while to a web
+console a refused withdrawal is an answer like any other (it shows the reason beside the
+form). A request carrying the preference gets a refusal (422) as a 200 with the same JSON
+body and ``Preference-Applied: refusal=answer`` (RFC 7240); every other request, and every
+other status, is answered as the API always answers.
 """
 
 from __future__ import annotations
