@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Portal
 from playwright.sync_api import ConsoleMessage, Page, Request, Response, expect
+
+from tests.e2e.support import Portal
 
 PASSWORD = "correct-horse-battery-staple-42"
 

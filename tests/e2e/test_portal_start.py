@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import nats
 import orjson
-from conftest import ROOT, Portal
 
 from micro.bus.services import NAMESPACE_KEY
+from tests.e2e.support import ROOT, Portal
 
 
 async def ping(client: nats.NATS, namespace: str, window: float = 0.3) -> set[tuple[str, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_support import Stack
+from tests.gateway.support import Stack
 
 PREFER = {"Prefer": "refusal=answer"}
 
