@@ -175,6 +175,12 @@ class NatsServer:
             process.wait()
         self._join_reader()
 
+    def wait(self) -> None:
+        """Block until the process ends, however it ends (stopped, killed or crashed)."""
+        process = self._process
+        if process is not None:
+            process.wait()
+
     def _join_reader(self) -> None:
         if self._reader is not None:
             self._reader.join(5)

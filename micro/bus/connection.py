@@ -26,15 +26,17 @@ async def resolve_url(settings: Settings) -> str:
     if settings.nats_url:
         return settings.nats_url
     port = settings.embedded_port
+    if settings.embedded:
+        # Also when a server already listens there: this process then stands by to take
+        # it over, so the bus outlives the process that started it.
+        return await asyncio.to_thread(ensure_embedded_server, settings.data_dir, port)
     if await asyncio.to_thread(is_listening, "127.0.0.1", port):
         return f"nats://127.0.0.1:{port}"
-    if not settings.embedded:
-        raise UnavailableError(
-            f"no NATS_URL set and nothing listens on 127.0.0.1:{port} (embedded broker disabled)"
-        )
-    # Started from this thread, not a worker: the server is tied to the starting thread's
-    # life (it must die with the process), and worker threads come and go.
-    return ensure_embedded_server(settings.data_dir, port)
+    raise UnavailableError(
+        f"nothing is running: no NATS_URL is set and nothing listens on 127.0.0.1:{port}. "
+        "Start a service first (micro run samples/simplest, in another terminal), "
+        "or set NATS_URL to your NATS server"
+    )
 
 
 def _shown(url: str) -> str:

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from micro.app import Micro
 from micro.cli._common import fail, load_settings
+from micro.cli._errors import fail_to_start
 from micro.cli._together import app_file, load_together, serve_together
 from micro.cli.config import config_app
 from micro.cli.events import events_app
@@ -83,10 +84,10 @@ def run(
     ],
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a service (the file's own ``start()``, or the ``micro`` it defines).
+    """Run a service: the file's own start() call, or else the Micro named micro it defines.
 
-    Several apps, or an app defining a ``portal``, run in one process on one event loop,
-    sharing one NATS connection and one event store.
+    Several apps, or an app defining a Portal named portal, run in one process on one event
+    loop, sharing one NATS connection and one event store.
     """
     try:
         if len(targets) == 1:
@@ -97,15 +98,17 @@ def run(
             together = load_together([path], first=namespace)
         else:
             together = load_together(targets)
-    except MicroError as error:
-        fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
+        if together.portal is not None or len(together.apps) > 1:
+            asyncio.run(serve_together(together))
+        elif together.apps:
+            # A file that only builds its Micro (no start() call) is started here.
+            asyncio.run(together.apps[0].serve())
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    if together.portal is not None or len(together.apps) > 1:
-        run_async(serve_together(together), verbose=verbose)
-    elif together.apps:
-        # A file that only builds its Micro (no start() call) is started here.
-        run_async(together.apps[0].serve(), verbose=verbose)
+    except (typer.Exit, SystemExit):
+        raise
+    except Exception as error:
+        fail_to_start(error, verbose=verbose)
 
 
 def _parse_json(text: str | None, what: str) -> Any:

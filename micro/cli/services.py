@@ -161,7 +161,7 @@ def _default(
     wait: WaitOption = None,
     gap: GapOption = None,
 ) -> None:
-    """Services seen in discovery; without a sub-command, the same as ``ls``."""
+    """Services seen in discovery; without a sub-command, the same as ls."""
     if context.invoked_subcommand is None:
         _list(as_json, all_namespaces, wait, gap)
 

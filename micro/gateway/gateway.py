@@ -84,8 +84,10 @@ from micro.gateway.decoding import (
 from micro.gateway.errors import error_json, http_status, json_response, public_error
 from micro.gateway.fanout import FanOut, call_all
 from micro.gateway.feed import EventFeed
+from micro.gateway.listener import bind_listener
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
 from micro.gateway.openapi import build_openapi
+from micro.gateway.refusals import RefusalsAsAnswers
 from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
 from micro.gateway.sse import SSE_HEADERS, call_events, feed_events
@@ -211,6 +213,8 @@ class Gateway:
             },
         )
         app.add_middleware(MetricsMiddleware, metrics=self.metrics)
+        # Outermost: the metrics still count a refusal a caller asked to get as a 200.
+        app.add_middleware(RefusalsAsAnswers)
         return app
 
     def error_response(self, error: MicroError) -> Response:
@@ -622,25 +626,28 @@ class Gateway:
         host = self.settings.host
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
-    async def start(self) -> None:
-        """Open the micro if needed, build the route table, start the feed and listen."""
-        if not self.micro.serving:
-            await self.micro.open()
-        self._closing.clear()
-        await self._follow().start()
-        await self._first_look()
-        if self.feed is not None:
-            await self.feed.start()
-        self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-refresh")
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-        # IPPROTO_TCP named explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets
-        # that say they are TCP, and with Nagle on, keep-alive replies wait 40 ms for an ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.host, self.settings.port))
-        sock.listen(1024)
-        sock.setblocking(False)
+    async def start(self, listener: socket.socket | None = None) -> None:
+        """Listen, open the micro if needed, build the route table and start the feed.
+
+        ``listener`` is a socket bound earlier with ``bind_listener`` (a process that starts
+        services beside the gateway binds first, so a taken port stops it before they join
+        their queue groups); without one the gateway binds its settings' address first thing.
+        """
+        # The address is checked before anything connects: a taken port is one ConfigError.
+        sock = listener or bind_listener(self.settings.host, self.settings.port)
         self._socket = sock
+        try:
+            if not self.micro.serving:
+                await self.micro.open()
+            self._closing.clear()
+            await self._follow().start()
+            await self._first_look()
+            if self.feed is not None:
+                await self.feed.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-refresh")
         config = uvicorn.Config(
             self.app,
             lifespan="off",

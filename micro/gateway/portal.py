@@ -26,6 +26,7 @@ from micro.app import Micro
 from micro.eventstore import EventStore, open_event_store
 from micro.gateway.fanout import FanOut
 from micro.gateway.gateway import Gateway
+from micro.gateway.listener import bind_listener
 from micro.gateway.routes import Route
 from micro.gateway.settings import GatewaySettings
 
@@ -72,6 +73,12 @@ async def serve_portal(
     opened: list[Micro] = []
     store: EventStore | None = None
     gateway: Gateway | None = None
+    # Bound before anything connects: a portal started twice must stop here, before its apps
+    # join their queue groups beside the running ones.
+    listener = None
+    if portal is not None:
+        address = portal.settings or GatewaySettings()
+        listener = bind_listener(address.host, address.port)
     try:
         await front.open()
         commanders = [app for app in apps if "commander" in app.modules.instances]
@@ -84,10 +91,12 @@ async def serve_portal(
             opened.append(app)
         if portal is not None:
             gateway = _gateway(portal, front, apps, store)
-            await gateway.start()
+            await gateway.start(listener)
             announce(f"{portal.title}: {gateway.url}  (API docs: {gateway.url}/docs)")
         await stop.wait()
     finally:
+        if listener is not None:
+            listener.close()  # a no-op once the gateway closed it
         if gateway is not None:
             await gateway.stop()
         for app in reversed(opened):

@@ -2,7 +2,8 @@
 
 Run it with ``micro run samples/rest_portal`` (no NATS_URL needed: the embedded broker
 starts), then open the URL it prints. ``MICRO_GATEWAY_PORT`` changes the port (8080),
-``MICRO_GATEWAY_HOST`` the address (127.0.0.1).
+``MICRO_GATEWAY_HOST`` the address (127.0.0.1). The address is bound before anything else
+starts: a portal started twice stops at once, with one line naming the taken address.
 
 The portal is declared, not coded: its routes, its console, its title and the apps it
 hosts. ``micro run`` serves them together on one event loop, sharing one NATS connection

@@ -60,7 +60,7 @@ def portal(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) ->
         process.stdout.close()
         raise RuntimeError(f"the portal did not start: {log.read_text()[-3000:]}")
     try:
-        yield Portal(url, process, log)
+        yield Portal(url, process, log, environment)
     finally:
         process.terminate()
         try:

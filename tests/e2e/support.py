@@ -27,7 +27,11 @@ URL_LINE = re.compile(r"REST portal: (http://\S+)")
 class Portal:
     """A running portal process and the URL it printed."""
 
-    def __init__(self, url: str, process: subprocess.Popen[str], log: Path) -> None:
+    def __init__(
+        self, url: str, process: subprocess.Popen[str], log: Path, environment: dict[str, str]
+    ) -> None:
         self.url = url
         self.process = process
         self.log = log
+        self.environment = environment
+        """The environment it runs in (its NATS_URL, MICRO_NAMESPACE, MICRO_DATA_DIR...)."""

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 import micro
@@ -20,6 +21,14 @@ from micro.bus.embedded import is_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = [sys.executable, "-m", "micro.cli"]
+TALLY = ROOT / "tests" / "command" / "apps" / "tally"
+TALLY_APP = f"""
+from pathlib import Path
+from micro import Micro
+micro = Micro(service="tally", app_dir=Path({str(TALLY)!r}))
+micro.commander.add_command("add")
+micro.start()
+"""
 
 
 def free_port() -> int:
@@ -38,6 +47,8 @@ def user_env(tmp_path: Path) -> dict[str, str]:
         MICRO_EMBEDDED_PORT=str(free_port()),
         MICRO_LOG_FORMAT="json",
         PYTHONPATH=str(ROOT),
+        # The embedded broker's lock and record go to the temporary folder: this test's own.
+        TMPDIR=str(tmp_path),
     )
     return env
 
@@ -79,7 +90,14 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     )
 
 
-def test_embedded_broker_starts_is_shared_and_stops_with_its_owner(user_env, tmp_path) -> None:
+def wait_not_listening(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while is_listening("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_listening("127.0.0.1", port)
+
+
+def test_embedded_broker_starts_is_shared_and_stops_with_its_last_user(user_env, tmp_path) -> None:
     port = int(user_env["MICRO_EMBEDDED_PORT"])
     owner = start(MICRO + ["run", str(ROOT / "samples" / "simplest")], user_env, tmp_path)
     second = None
@@ -108,9 +126,10 @@ def test_embedded_broker_starts_is_shared_and_stops_with_its_owner(user_env, tmp
         owner.send_signal(signal.SIGTERM)
         assert finish(owner) == 0
         if second is not None:
-            second.kill()
+            second.kill()  # the last user: it took the broker over, and takes it away
             finish(second)
-    assert not is_listening("127.0.0.1", port)
+    # Killed hard, its server gets SIGTERM from the kernel and shuts down by itself.
+    wait_not_listening(port)
 
 
 def test_the_embedded_broker_dies_with_an_owner_killed_hard(user_env, tmp_path) -> None:
@@ -120,10 +139,99 @@ def test_the_embedded_broker_dies_with_an_owner_killed_hard(user_env, tmp_path) 
     assert is_listening("127.0.0.1", port)
     owner.kill()
     finish(owner)
-    deadline = time.monotonic() + 10
-    while is_listening("127.0.0.1", port) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_not_listening(port)
+
+
+def tally_events(env: dict[str, str], cwd: Path, stream: str) -> list[int]:
+    """The amounts of ``stream``'s events, read from the store by ``micro events show``."""
+    shown = run_cli(["events", "show", stream, "--json"], env, cwd)
+    assert shown.returncode == 0, shown.stderr
+    return [orjson.loads(line)["data"]["amount"] for line in shown.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_the_broker_outlives_its_owner_while_another_service_uses_it(
+    user_env, tmp_path, stop
+) -> None:
+    port = int(user_env["MICRO_EMBEDDED_PORT"])
+    owner = start(MICRO + ["run", str(ROOT / "samples" / "simplest")], user_env, tmp_path)
+    second = None
+    try:
+        wait_for_line(owner, '"serving"')
+        (tmp_path / "tally_app.py").write_text(TALLY_APP)
+        # From another folder: the one who takes over must open the owner's store, not its own.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        second = start(MICRO + ["run", str(tmp_path / "tally_app.py")], user_env, elsewhere)
+        assert not any("started embedded" in line for line in wait_for_line(second, '"serving"'))
+        for _ in range(3):
+            added = run_cli(["act", "add", '{"id": "t", "amount": 5}'], user_env, tmp_path)
+            assert added.returncode == 0, added.stderr
+
+        owner.send_signal(stop)
+        finish(owner)
+        stopped = time.monotonic()
+        took_over = wait_for_line(second, "took over the embedded nats-server")
+        assert f"127.0.0.1:{port}" in took_over[-1]
+        assert str((tmp_path / ".micro" / "nats").resolve()) in took_over[-1]
+        assert (tmp_path / f"micro-{os.getuid()}" / f"nats-{port}.lock").is_file()
+        # The second service answers again once its connection is back (it retries).
+        deadline = stopped + 30
+        while True:
+            added = run_cli(["act", "add", '{"id": "t", "amount": 7}'], user_env, tmp_path)
+            if added.returncode == 0 or time.monotonic() > deadline:
+                break
+        assert added.returncode == 0, added.stderr
+        # Every acknowledged event is in the store the new server opened, once each.
+        assert tally_events(user_env, tmp_path, "tally-t") == [5, 5, 5, 7]
+        assert not (elsewhere / ".micro" / "nats").exists()
+    finally:
+        owner.kill()
+        finish(owner)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            assert finish(second) == 0
+    # The last user left: the broker went with it.
     assert not is_listening("127.0.0.1", port)
+
+
+def test_the_owner_starts_its_server_again_when_it_dies_alone(user_env, tmp_path) -> None:
+    port = int(user_env["MICRO_EMBEDDED_PORT"])
+    owner = start(MICRO + ["run", str(ROOT / "samples" / "simplest")], user_env, tmp_path)
+    try:
+        wait_for_line(owner, '"serving"')
+        record = tmp_path / f"micro-{os.getuid()}" / f"nats-{port}.json"
+        first = orjson.loads(record.read_bytes())
+        assert first["owner"] == owner.pid
+        os.kill(first["pid"], signal.SIGKILL)
+        wait_for_line(owner, "embedded nats-server started again")
+        assert orjson.loads(record.read_bytes())["pid"] != first["pid"]
+        deadline = time.monotonic() + 30
+        while True:
+            product = run_cli(
+                ["act", "multiply two numbers", '{"first": 5, "second": 3}'], user_env, tmp_path
+            )
+            if product.returncode == 0 or time.monotonic() > deadline:
+                break
+        assert product.stdout.strip() == "15", product.stderr
+    finally:
+        owner.send_signal(signal.SIGTERM)
+        assert finish(owner) == 0
+    assert not is_listening("127.0.0.1", port)
+
+
+def test_a_nats_server_nobody_of_micro_started_is_used_and_not_taken_over(
+    user_env, tmp_path, nats_server
+) -> None:
+    env = {**user_env, "MICRO_EMBEDDED_PORT": str(nats_server.port)}
+    service = start(MICRO + ["run", str(ROOT / "samples" / "simplest")], env, tmp_path)
+    try:
+        lines = wait_for_line(service, '"serving"')
+        assert not any("embedded" in line for line in lines)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert finish(service) == 0
+    assert is_listening("127.0.0.1", nats_server.port)
 
 
 class TestCli:
@@ -162,7 +270,11 @@ class TestCli:
     def test_act_without_any_nats_says_so_and_starts_nothing(self, user_env, tmp_path) -> None:
         result = run_cli(["act", "anything"], user_env, tmp_path)
         assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.startswith("error: unavailable: nothing is running: ")
         assert "nothing listens on 127.0.0.1" in result.stderr
+        assert "micro run samples/simplest" in result.stderr
+        assert "disabled" not in result.stderr
         assert not (tmp_path / ".micro").exists()
 
     def test_run_refuses_a_missing_target(self, user_env, tmp_path) -> None:
@@ -176,3 +288,18 @@ class TestCli:
         assert result.returncode == 1
         assert "request_timeout" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+    def test_run_reports_any_start_failure_in_one_line_and_the_traceback_when_verbose(
+        self, user_env, tmp_path
+    ) -> None:
+        app = tmp_path / "broken.py"
+        app.write_text("raise OSError(98, 'Address already in use')\n")
+        result = run_cli(["run", str(app)], user_env, tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            "error: OSError: [Errno 98] Address already in use (--verbose shows the traceback)"
+        ]
+        verbose = run_cli(["run", str(app), "--verbose"], user_env, tmp_path)
+        assert verbose.returncode == 1
+        assert "Traceback" in verbose.stderr
+        assert "broken.py" in verbose.stderr

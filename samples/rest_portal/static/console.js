@@ -23,7 +23,9 @@ async function api(method, path, body) {
   if (method !== "GET" && state.seen) {
     path += `${path.includes("?") ? "&" : "?"}min_position=${state.seen}`;
   }
-  const headers = {};
+  // A rule's refusal comes back as a 200 (the gateway's refusals.py): an answer to show, not a
+  // failed request for the browser to log.
+  const headers = { Prefer: "refusal=answer" };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   const options = { method, headers };
   if (body !== undefined) {
@@ -40,7 +42,8 @@ async function api(method, path, body) {
     state.token = slid;
     sessionStorage.setItem("micro.token", slid);
   }
-  return { ok: response.ok, status: response.status, data, position: position ? Number(position) : null };
+  const refused = (response.headers.get("Preference-Applied") || "").includes("refusal=answer");
+  return { ok: response.ok && !refused, refused, status: refused ? 422 : response.status, data, position: position ? Number(position) : null };
 }
 
 function describeError(result) {
@@ -52,6 +55,12 @@ function describeError(result) {
 function say(element, text, ok) {
   element.textContent = text;
   element.className = `message ${ok ? "ok" : "error"}`;
+}
+
+// A failed call beside its form: a rule's refusal reads as an answer, anything else as an error.
+function sayFailure(element, result) {
+  say(element, describeError(result), false);
+  if (result.refused) element.className = "message refused";
 }
 
 // -- signing up and logging in ------------------------------------------------------------
@@ -66,7 +75,7 @@ async function signUp(event) {
   event.preventDefault();
   const form = new FormData(event.target);
   const result = await api("POST", "/auth/signup", Object.fromEntries(form));
-  if (!result.ok) return say(byId("auth-message"), describeError(result), false);
+  if (!result.ok) return sayFailure(byId("auth-message"), result);
   say(byId("auth-message"), `Welcome ${form.get("name")}: now log in.`, true);
   byId("login").elements.login.value = form.get("login");
   event.target.reset();
@@ -78,7 +87,7 @@ async function logIn(event) {
   event.preventDefault();
   const form = new FormData(event.target);
   const result = await api("POST", "/auth/login", { login: form.get("login"), password: form.get("password"), device: "console" });
-  if (!result.ok) return say(byId("auth-message"), describeError(result), false);
+  if (!result.ok) return sayFailure(byId("auth-message"), result);
   state.token = result.data.token;
   sessionStorage.setItem("micro.token", state.token);
   event.target.reset();
@@ -168,7 +177,7 @@ const balances = new Map();
 async function loadAccounts(minPosition) {
   const query = minPosition ? `?min_position=${minPosition}` : "";
   const result = await api("GET", `/accounts${query}`);
-  if (!result.ok) return say(byId("bank-message"), describeError(result), false);
+  if (!result.ok) return sayFailure(byId("bank-message"), result);
   const rows = result.data.map((account) => {
     const changed = balances.has(account.id) && balances.get(account.id) !== account.balance;
     balances.set(account.id, account.balance);
@@ -187,7 +196,7 @@ async function openAccount(event) {
   event.preventDefault();
   const form = Object.fromEntries(new FormData(event.target));
   const result = await api("POST", "/accounts", form);
-  if (!result.ok) return say(byId("bank-message"), describeError(result), false);
+  if (!result.ok) return sayFailure(byId("bank-message"), result);
   say(byId("bank-message"), `Account ${form.id} opened (event #${result.position}).`, true);
   event.target.elements.id.value = "";
   await loadAccounts(result.position);
@@ -201,7 +210,7 @@ async function moveMoney(event) {
   const id = form.id.value;
   if (!id) return say(byId("bank-message"), "open an account first", false);
   const result = await api("POST", `/accounts/${encodeURIComponent(id)}/${action}`, { amount: Number(form.amount.value) });
-  if (!result.ok) return say(byId("bank-message"), describeError(result), false);
+  if (!result.ok) return sayFailure(byId("bank-message"), result);
   say(byId("bank-message"), `${action === "deposit" ? "Deposited" : "Withdrew"} ${form.amount.value} (balance ${result.data.balance}).`, true);
   form.amount.value = "";
   await loadAccounts(result.position);
