@@ -1,9 +1,10 @@
 """A protocol fake of an EventStoreDB server, to test ``EsdbEventStore`` without one.
 
 No EventStoreDB server can run on our machines, so the ``esdb`` backend is tested against this
-fake: a gRPC server that speaks EventStoreDB's client protocol through the protobuf stubs
-esdbclient itself ships, keeps its log in memory, and answers the way a single node does as far
-as the client protocol shows it. It is a model of the server's observable behaviour, not the
+fake: a gRPC server that speaks EventStoreDB's client protocol through the protobuf stubs the
+Python client of the process ships (esdbclient's or kurrentdbclient's: they cannot share a
+process), keeps its log in memory, and answers the way a single node does as far as the client
+protocol shows it. It is a model of the server's observable behaviour, not the
 server; whatever it gets wrong, only a run against a real server (``MICRO_TEST_ESDB_URL``) shows.
 
 What it serves:
@@ -34,45 +35,73 @@ Server behaviour it models:
     - ``positions_in_stream_reads=False`` answers stream reads without commit positions, as
       servers before 22.10 did
     - ``write_system_events()`` writes the kind of ``$``-events a fresh node writes itself
+    - the deadline a batch append carries: a batch still waiting when it passes (see
+      ``hold_appends``) is answered with the server's Timeout status and not written
+    - a write the server cannot take now is answered as a real node answers one it does not
+      handle (NotHandled, "Server Is Busy"): here, once ``max_open_batches`` (50) batches are
+      open at the same time
+    - ``drop_connections()`` aborts every call and listens again on the same port, as a node
+      that restarts; ``path=`` keeps the log in a file, so a fake killed and started again on
+      it (``python -m micro.testing.esdb_fake --port N --data FILE``) has every event it
+      acknowledged (flushed before the answer: it survives the process, not the machine)
 
 Not implemented: deleting and tombstoning streams, stream metadata (``$$`` streams, max age and
 count, ACLs), links and their resolution, projections, persistent subscriptions, users and
-authentication, TLS, the deadline of a batch append, leader redirection, "consumer too slow",
-and the bound on the server's idempotency cache (this fake remembers every event id).
+authentication, TLS, leader redirection, "consumer too slow", ServerFeatures (clients that ask
+fall back to what older servers support), and the bound on the server's idempotency cache (this
+fake remembers every event id).
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import bisect
+import contextlib
+import importlib
+import json
 import re
+import signal
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import grpc
-from esdbclient.protos.Grpc import (
-    code_pb2,
-    gossip_pb2,
-    gossip_pb2_grpc,
-    shared_pb2,
-    streams_pb2,
-    streams_pb2_grpc,
-)
+from google.protobuf import empty_pb2
+
+from micro.eventstore._esdb_clients import library
+
+# The stubs of the client this process uses: the two clients' stubs cannot share a process.
+_PROTOS = library().protos
+gossip_pb2: Any = importlib.import_module(f"{_PROTOS}.gossip_pb2")
+gossip_pb2_grpc: Any = importlib.import_module(f"{_PROTOS}.gossip_pb2_grpc")
+shared_pb2: Any = importlib.import_module(f"{_PROTOS}.shared_pb2")
+status_pb2: Any = importlib.import_module(f"{_PROTOS}.status_pb2")
+streams_pb2: Any = importlib.import_module(f"{_PROTOS}.streams_pb2")
+streams_pb2_grpc: Any = importlib.import_module(f"{_PROTOS}.streams_pb2_grpc")
 
 __all__ = ["FakeEventStoreDB"]
 
 MAX_APPEND_SIZE = 1024 * 1024
 """The server's default ``MaxAppendSize``."""
+MAX_OPEN_BATCHES = 50
+"""How many batch appends may wait at once before the fake answers "Server Is Busy"."""
 
 _RECORD_HEADER = 64  # bytes a record takes besides its payload: positions are offsets
 _NO_POSITION = 2**64 - 1  # what servers before 22.10 put in events read from a stream
 _INVALID_POSITION = "Trying to read from an invalid position."
+# google.rpc.Code values, as a BatchAppend error status carries them.
+_CODE_INVALID_ARGUMENT = 3
+_CODE_DEADLINE_EXCEEDED = 4
+_CODE_FAILED_PRECONDITION = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +150,7 @@ class _TooLarge:
 class _Log:
     """The server's state: every record, by stream, by id and by position. Thread-safe."""
 
-    def __init__(self, max_append_size: int) -> None:
+    def __init__(self, max_append_size: int, path: Path | None = None) -> None:
         self.max_append_size = max_append_size
         self.changed = threading.Condition()
         self.records: list[_Record] = []
@@ -130,6 +159,47 @@ class _Log:
         self.by_id: dict[str, int] = {}
         self.next_position = 0
         self.closed = False
+        self._file: IO[str] | None = None
+        if path is not None:
+            self._load(path)
+            self._file = path.open("a", encoding="utf-8")
+
+    def _load(self, path: Path) -> None:
+        """The records a previous fake wrote to ``path``; a torn last line was never answered."""
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for line in lines:
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                break  # killed while writing it: the append it belonged to got no answer
+            end = raw.pop("end")
+            raw["data"] = base64.b64decode(raw["data"])
+            raw["custom_metadata"] = base64.b64decode(raw["custom_metadata"])
+            self._add(_Record(**raw), end)
+        # Rewrite without a torn tail, so the next record starts on a line of its own.
+        with path.open("w", encoding="utf-8") as file:
+            ends = [*self.positions[1:], self.next_position]
+            file.writelines(
+                self._line(record, end) for record, end in zip(self.records, ends, strict=True)
+            )
+
+    @staticmethod
+    def _line(record: _Record, end: int) -> str:
+        raw: dict[str, Any] = asdict(record)
+        raw["data"] = base64.b64encode(record.data).decode("ascii")
+        raw["custom_metadata"] = base64.b64encode(record.custom_metadata).decode("ascii")
+        raw["end"] = end
+        return json.dumps(raw) + "\n"
+
+    def _add(self, record: _Record, end: int) -> None:
+        """Index ``record``; the next one starts at ``end``."""
+        self.next_position = end
+        self.by_id[record.id] = len(self.records)
+        self.streams.setdefault(record.stream, []).append(len(self.records))
+        self.positions.append(record.position)
+        self.records.append(record)
 
     def append(
         self, stream: str, expected: _Expected, proposed: Sequence[_Proposed]
@@ -152,6 +222,7 @@ class _Log:
                 last = self.records[indexes[-1]] if indexes else None
                 return _Written(current, last.position if last else self.next_position)
             created = time.time_ns() // 100
+            added = []
             for message in proposed:
                 current += 1
                 record = _Record(
@@ -165,11 +236,13 @@ class _Log:
                     custom_metadata=message.custom_metadata,
                     created=created,
                 )
-                self.next_position += _RECORD_HEADER + len(stream) + message.size
-                self.by_id[record.id] = len(self.records)
-                self.streams.setdefault(stream, []).append(len(self.records))
-                self.positions.append(record.position)
-                self.records.append(record)
+                end = self.next_position + _RECORD_HEADER + len(stream) + message.size
+                self._add(record, end)
+                added.append((record, end))
+            if self._file is not None:
+                # Written and flushed before the answer: what was acknowledged is in the file.
+                self._file.write("".join(self._line(record, end) for record, end in added))
+                self._file.flush()
             self.changed.notify_all()
             return _Written(current, self.records[-1].position)
 
@@ -217,6 +290,9 @@ class _Log:
     def close(self) -> None:
         with self.changed:
             self.closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             self.changed.notify_all()
 
 
@@ -304,11 +380,62 @@ def _proposed(message: Any) -> _Proposed:
     )
 
 
-class _Streams(streams_pb2_grpc.StreamsServicer):
+class _Gate:
+    """The batch appends in progress: how many are open, whether they may go on, and the
+    deadline each one carried (in seconds, ``None`` without one). Kept across restarts."""
+
+    def __init__(self, max_open: int) -> None:
+        self.max_open = max_open
+        self.changed = threading.Condition()
+        self.open = 0
+        self.held = False
+        self.deadlines: list[float | None] = []
+
+    def enter(self, deadline: float | None, context: grpc.ServicerContext) -> str | None:
+        """Wait while appends are held; ``None`` when this one may be written, else why not."""
+        with self.changed:
+            self.deadlines.append(deadline)
+            if self.open >= self.max_open:
+                return "busy"
+            self.open += 1
+            self.changed.notify_all()
+            until = None if deadline is None else time.monotonic() + deadline
+            while True:
+                left = None if until is None else until - time.monotonic()
+                if left is not None and left <= 0:
+                    self.open -= 1
+                    return "timeout"
+                if not context.is_active():  # the client gave up (its deadline), or a restart
+                    self.open -= 1
+                    return "gone"
+                if not self.held:
+                    break
+                # Woken by a release; the timeout notices the call's end (a restart).
+                self.changed.wait(0.1 if left is None else min(left, 0.1))
+            return None
+
+    def leave(self) -> None:
+        with self.changed:
+            self.open -= 1
+            self.changed.notify_all()
+
+
+def _deadline(options: streams_pb2.BatchAppendReq.Options) -> float | None:
+    """Seconds a batch append may take, from the deadline its options carry."""
+    choice = options.WhichOneof("deadline_option")
+    if choice == "deadline":
+        return float(options.deadline.ToTimedelta().total_seconds())
+    if choice == "deadline_21_10_0":
+        return float(options.deadline_21_10_0.ToNanoseconds()) / 1e9 - time.time()
+    return None
+
+
+class _Streams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
     """The Streams service over a ``_Log``."""
 
-    def __init__(self, log: _Log, *, positions_in_stream_reads: bool) -> None:
+    def __init__(self, log: _Log, gate: _Gate, *, positions_in_stream_reads: bool) -> None:
         self._log = log
+        self._gate = gate
         self._positions_in_stream_reads = positions_in_stream_reads
 
     # -- appends ------------------------------------------------------------------------------
@@ -362,21 +489,38 @@ class _Streams(streams_pb2_grpc.StreamsServicer):
             proposed.extend(_proposed(message) for message in request.proposed_messages)
             if request.is_final:
                 del pending[key]
-                yield self._batch_append(request.correlation_id, options, proposed)
+                yield self._batch_append(request.correlation_id, options, proposed, context)
 
     def _batch_append(
         self,
         correlation_id: shared_pb2.UUID,
         options: streams_pb2.BatchAppendReq.Options,
         proposed: list[_Proposed],
+        context: grpc.ServicerContext,
     ) -> streams_pb2.BatchAppendResp:
         stream = options.stream_identifier.stream_name.decode()
         choice = options.WhichOneof("expected_stream_position")
         expected = _expected(choice, options.stream_position)
-        outcome = self._log.append(stream, expected, proposed)
         response = streams_pb2.BatchAppendResp(
             correlation_id=correlation_id, stream_identifier=options.stream_identifier
         )
+        refused = self._gate.enter(_deadline(options), context)
+        if refused == "busy":
+            # What a node answers for a write it does not handle now (NotHandled: too busy,
+            # not ready): no code, Empty details, the reason in the message.
+            response.error.CopyFrom(status_pb2.Status(message="Server Is Busy"))
+            response.error.details.Pack(empty_pb2.Empty())
+            return response
+        if refused in ("timeout", "gone"):  # nobody reads the answer to a call that is gone
+            response.error.CopyFrom(
+                status_pb2.Status(code=_CODE_DEADLINE_EXCEEDED, message="Timeout")
+            )
+            response.error.details.Pack(shared_pb2.Timeout())
+            return response
+        try:
+            outcome = self._log.append(stream, expected, proposed)
+        finally:
+            self._gate.leave()
         # The answer repeats the expectation it was asked.
         if isinstance(expected, int):
             response.stream_position = expected
@@ -389,7 +533,7 @@ class _Streams(streams_pb2_grpc.StreamsServicer):
             return response
         error = response.error
         if isinstance(outcome, _TooLarge):
-            error.code = code_pb2.INVALID_ARGUMENT
+            error.code = _CODE_INVALID_ARGUMENT
             error.message = "Maximum append size exceeded"
             error.details.Pack(shared_pb2.MaximumAppendSizeExceeded(maxAppendSize=outcome.limit))
             return response
@@ -402,7 +546,7 @@ class _Streams(streams_pb2_grpc.StreamsServicer):
             wrong.expected_stream_position = expected
         else:
             getattr(wrong, f"expected_{choice or 'any'}").SetInParent()
-        error.code = code_pb2.FAILED_PRECONDITION
+        error.code = _CODE_FAILED_PRECONDITION
         error.message = "Wrong expected version"
         error.details.Pack(wrong)
         return response
@@ -630,7 +774,7 @@ def _checkpoint(position: int) -> streams_pb2.ReadResp:
     )
 
 
-class _Gossip(gossip_pb2_grpc.GossipServicer):
+class _Gossip(gossip_pb2_grpc.GossipServicer):  # type: ignore[misc]
     """Gossip for a cluster of one: this node, alive, leader."""
 
     def __init__(self, host: str, port: Callable[[], int]) -> None:
@@ -661,6 +805,14 @@ class FakeEventStoreDB:
 
     ``start`` and ``stop`` are synchronous: the server runs on its own threads, so one fake can
     serve tests running on any event loop.
+
+    Args:
+        max_append_size: the largest append, in bytes, the server takes.
+        positions_in_stream_reads: ``False`` answers stream reads as servers before 22.10.
+        max_workers: handler threads; each open call (a live subscription) holds one.
+        max_open_batches: batch appends that may wait at once; one more is "Server Is Busy".
+        path: a file to keep the log in (loaded at start); in memory without one.
+        port: the port to listen on; a free one without it.
     """
 
     def __init__(
@@ -668,13 +820,17 @@ class FakeEventStoreDB:
         *,
         max_append_size: int = MAX_APPEND_SIZE,
         positions_in_stream_reads: bool = True,
-        max_workers: int = 64,
+        max_workers: int = 128,
+        max_open_batches: int = MAX_OPEN_BATCHES,
+        path: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        self._log = _Log(max_append_size)
+        self._log = _Log(max_append_size, path)
+        self._gate = _Gate(max_open_batches)
         self._positions_in_stream_reads = positions_in_stream_reads
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
-        self._port: int | None = None
+        self._port: int | None = port
 
     @property
     def port(self) -> int:
@@ -688,19 +844,21 @@ class FakeEventStoreDB:
         return f"esdb://127.0.0.1:{self.port}?Tls=false"
 
     def start(self) -> Self:
-        """Listen on a free port of 127.0.0.1. Idempotent."""
+        """Listen on 127.0.0.1 (on the port it had before, after a stop). Idempotent."""
         if self._server is not None:
             return self
         # Each live subscription holds a worker thread until it ends.
         server = grpc.server(ThreadPoolExecutor(max_workers=self._max_workers))
-        streams_pb2_grpc.add_StreamsServicer_to_server(  # type: ignore[no-untyped-call]
-            _Streams(self._log, positions_in_stream_reads=self._positions_in_stream_reads),
+        streams_pb2_grpc.add_StreamsServicer_to_server(
+            _Streams(
+                self._log, self._gate, positions_in_stream_reads=self._positions_in_stream_reads
+            ),
             server,
         )
-        gossip_pb2_grpc.add_GossipServicer_to_server(  # type: ignore[no-untyped-call]
+        gossip_pb2_grpc.add_GossipServicer_to_server(
             _Gossip("127.0.0.1", lambda: self.port), server
         )
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_insecure_port(f"127.0.0.1:{self._port or 0}")
         if not port:
             raise OSError("the fake EventStoreDB could not bind a port on 127.0.0.1")
         server.start()
@@ -709,13 +867,31 @@ class FakeEventStoreDB:
 
     def stop(self) -> None:
         """Cancel every call and stop listening. Idempotent."""
+        self._stop_server()
+        self._log.close()
+
+    def drop_connections(self) -> None:
+        """Abort every call and close every connection, then listen again on the same port.
+
+        What clients see when a node restarts: calls fail UNAVAILABLE, subscriptions end, and
+        the next call connects again to the same log.
+        """
+        self._stop_server()
+        self.start()
+
+    def stop_listening(self) -> None:
+        """Abort every call and stop listening, keeping the log: ``start`` serves it again."""
+        self._stop_server()
+
+    def _stop_server(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
         # Abort the calls first, so clients see the server go away (UNAVAILABLE), as when a
         # node dies; then release any handler thread still waiting for events.
         server.stop(grace=None).wait(timeout=5)
-        self._log.close()
+        with self._log.changed:
+            self._log.changed.notify_all()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -727,6 +903,30 @@ class FakeEventStoreDB:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    @contextlib.contextmanager
+    def hold_appends(self) -> Iterator[None]:
+        """Keep batch appends waiting (each until its deadline) while inside the block."""
+        with self._gate.changed:
+            self._gate.held = True
+        try:
+            yield
+        finally:
+            with self._gate.changed:
+                self._gate.held = False
+                self._gate.changed.notify_all()
+
+    @property
+    def open_batches(self) -> int:
+        """How many batch appends are open (waiting, or being written) now."""
+        with self._gate.changed:
+            return self._gate.open
+
+    @property
+    def append_deadlines(self) -> list[float | None]:
+        """The deadline, in seconds, each batch append so far carried (``None``: none)."""
+        with self._gate.changed:
+            return list(self._gate.deadlines)
 
     def write_system_events(self) -> None:
         """Write the kind of ``$``-events a fresh node writes itself, in ``$``-streams."""
@@ -758,3 +958,28 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve a fake EventStoreDB until SIGTERM or SIGINT: ``python -m micro.testing.esdb_fake``.
+
+    Prints its URL on the first line of standard output once it listens.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port of 127.0.0.1 (0: a free one)")
+    parser.add_argument("--data", type=Path, help="file to keep the log in (default: memory)")
+    arguments = parser.parse_args(argv)
+    stopping = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.set())
+    server = FakeEventStoreDB(path=arguments.data, port=arguments.port or None).start()
+    print(server.url, flush=True)
+    try:
+        stopping.wait()
+    finally:
+        server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
