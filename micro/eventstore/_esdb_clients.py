@@ -138,7 +138,12 @@ def _kurrentdbclient() -> ClientLibrary:
         name="kurrentdbclient",
         client=package.AsyncKurrentDBClient,
         sync_client=package.KurrentDBClient,
-        protos="kurrentdbclient.protos.v1",
+        # Where its stubs live moved between releases.
+        protos=next(
+            name
+            for name in ("kurrentdbclient.protos.v1", "kurrentdbclient.protos.Grpc")
+            if importlib.util.find_spec(name) is not None
+        ),
         new_event=package.NewEvent,
         stream_state=package.StreamState,
         connection_spec=spec.ConnectionSpec,
