@@ -62,7 +62,7 @@ import grpc.aio
 import structlog
 from google.protobuf import empty_pb2
 
-from micro.bus.context import current_context
+from micro.context import current_context
 from micro.errors import (
     ConcurrencyError,
     ConfigError,

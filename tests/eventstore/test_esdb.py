@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from micro.bus.context import Context, current_context
+from micro.context import Context, current_context
 from micro.errors import (
     ConcurrencyError,
     ConfigError,
