@@ -63,6 +63,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -77,6 +78,7 @@ from typing import IO, Any, Self
 import grpc
 from google.protobuf import empty_pb2
 
+from micro._nats_server import _die_with_parent
 from micro.eventstore._esdb_clients import library
 
 # The stubs of the client this process uses: the two clients' stubs cannot share a process.
@@ -88,7 +90,7 @@ status_pb2: Any = importlib.import_module(f"{_PROTOS}.status_pb2")
 streams_pb2: Any = importlib.import_module(f"{_PROTOS}.streams_pb2")
 streams_pb2_grpc: Any = importlib.import_module(f"{_PROTOS}.streams_pb2_grpc")
 
-__all__ = ["FakeEventStoreDB"]
+__all__ = ["FakeEventStoreDB", "FakeEventStoreDBProcess"]
 
 MAX_APPEND_SIZE = 1024 * 1024
 """The server's default ``MaxAppendSize``."""
@@ -958,6 +960,85 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class FakeEventStoreDBProcess:
+    """The fake in a process of its own, keeping its log in ``path``: one a test can kill -9.
+
+    Usage::
+
+        with FakeEventStoreDBProcess(tmp_path / "esdb.log") as server:
+            ...  # services on server.url
+            server.kill()
+            server.start()  # the same port, the same log
+
+    ``start`` waits until it listens; ``kill`` sends SIGKILL, so only what the fake flushed
+    before answering survives, as with a node that dies.
+    """
+
+    def __init__(self, path: Path, *, port: int | None = None) -> None:
+        self.path = path
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"esdb://127.0.0.1:{self.port}?Tls=false"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        if self.running:
+            return self
+        command = [sys.executable, "-m", "micro.testing.esdb_fake", "--port", str(self.port)]
+        process = subprocess.Popen(
+            [*command, "--data", str(self.path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # no fake outlives a test run killed midway
+        )
+        self.process = process
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return self  # it listens
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"the fake EventStoreDB did not start on port {self.port}")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: nothing flushed after this moment is kept."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
