@@ -16,6 +16,8 @@ What it serves:
                           subscriptions to a stream or to ``$all`` (confirmation first, history,
                           a caught-up message, then live events; checkpoints when filtered)
     Gossip.Read           one member, itself, alive and leader
+    ServerFeatures        the methods above, with the features a 24.10 server lists for them
+                          (the Node client appends through BatchAppend only when listed)
 
 Server behaviour it models:
     - expected revisions: a number, no stream, stream exists, any; a mismatch answers with
@@ -47,9 +49,8 @@ Server behaviour it models:
 
 Not implemented: deleting and tombstoning streams, stream metadata (``$$`` streams, max age and
 count, ACLs), links and their resolution, projections, persistent subscriptions, users and
-authentication, TLS, leader redirection, "consumer too slow", ServerFeatures (clients that ask
-fall back to what older servers support), and the bound on the server's idempotency cache (this
-fake remembers every event id).
+authentication, TLS, leader redirection, "consumer too slow", and the bound on the server's
+idempotency cache (this fake remembers every event id).
 """
 
 from __future__ import annotations
@@ -797,6 +798,57 @@ class _Gossip(gossip_pb2_grpc.GossipServicer):  # type: ignore[misc]
         return gossip_pb2.ClusterInfo(members=[member])
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    header, size = bytearray([number << 3 | 2]), len(payload)
+    while size > 0x7F:
+        header.append(size & 0x7F | 0x80)
+        size >>= 7
+    header.append(size)
+    return bytes(header) + payload
+
+
+# What the fake serves, as a server lists it in ServerFeatures (lower case, as servers do):
+# (service, method, features).
+_SUPPORTED = [
+    ("event_store.client.streams.streams", "read", ("position", "events")),
+    ("event_store.client.streams.streams", "append", ()),
+    ("event_store.client.streams.streams", "batchappend", ("deadline_duration",)),
+    ("event_store.client.gossip.gossip", "read", ()),
+    ("event_store.client.server_features.serverfeatures", "getsupportedmethods", ()),
+]
+SERVER_VERSION = "24.10.0"
+"""The server version the fake gives in ServerFeatures: one whose client protocol it models."""
+
+
+def _server_features() -> grpc.GenericRpcHandler:
+    """ServerFeatures.GetSupportedMethods, encoded by hand: no Python client ships its stubs."""
+    methods = b"".join(
+        _field(
+            1,
+            _field(1, method.encode())
+            + _field(2, service.encode())
+            + b"".join(_field(3, feature.encode()) for feature in features),
+        )
+        for service, method, features in _SUPPORTED
+    )
+    answer = methods + _field(2, SERVER_VERSION.encode())
+
+    def supported(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return answer
+
+    return grpc.method_handlers_generic_handler(
+        "event_store.client.server_features.ServerFeatures",
+        {
+            "GetSupportedMethods": grpc.unary_unary_rpc_method_handler(
+                supported,
+                request_deserializer=lambda raw: raw,
+                response_serializer=lambda raw: raw,
+            )
+        },
+    )
+
+
 class FakeEventStoreDB:
     """A single EventStoreDB node, faked in process: a gRPC server on 127.0.0.1, insecure.
 
@@ -815,6 +867,8 @@ class FakeEventStoreDB:
         max_open_batches: batch appends that may wait at once; one more is "Server Is Busy".
         path: a file to keep the log in (loaded at start); in memory without one.
         port: the port to listen on; a free one without it.
+        server_features: ``False`` serves no ServerFeatures, as servers before 21.10 (clients
+            that ask then fall back to what those support: the Node client to Append).
     """
 
     def __init__(
@@ -826,8 +880,10 @@ class FakeEventStoreDB:
         max_open_batches: int = MAX_OPEN_BATCHES,
         path: Path | None = None,
         port: int | None = None,
+        server_features: bool = True,
     ) -> None:
         self._log = _Log(max_append_size, path)
+        self._server_features = server_features
         self._gate = _Gate(max_open_batches)
         self._positions_in_stream_reads = positions_in_stream_reads
         self._max_workers = max_workers
@@ -860,6 +916,8 @@ class FakeEventStoreDB:
         gossip_pb2_grpc.add_GossipServicer_to_server(
             _Gossip("127.0.0.1", lambda: self.port), server
         )
+        if self._server_features:
+            server.add_generic_rpc_handlers((_server_features(),))
         port = server.add_insecure_port(f"127.0.0.1:{self._port or 0}")
         if not port:
             raise OSError("the fake EventStoreDB could not bind a port on 127.0.0.1")
@@ -917,6 +975,11 @@ class FakeEventStoreDB:
             with self._gate.changed:
                 self._gate.held = False
                 self._gate.changed.notify_all()
+
+    @property
+    def server_features(self) -> bool:
+        """Whether it serves ServerFeatures (lists the methods it supports)."""
+        return self._server_features
 
     @property
     def open_batches(self) -> int:

@@ -55,9 +55,11 @@ def kurrentdb_js(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeEventStoreDB]:
-    with FakeEventStoreDB() as server:
+@pytest.fixture(params=[True, False], ids=["batch-append", "append"])
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeEventStoreDB]:
+    """A fake that lists its methods (the Node client then appends through BatchAppend, as
+    the Python clients do), and one that does not, as servers before 21.10 (Append)."""
+    with FakeEventStoreDB(server_features=request.param) as server:
         server.write_system_events()  # what a fresh node holds: readers must skip it
         yield server
 
@@ -139,7 +141,14 @@ async def test_the_node_client_and_micro_read_each_others_events(
             recorded_at = datetime.fromisoformat(event.metadata["recorded_at"])
             assert abs((created - recorded_at).total_seconds()) < 1  # the Node client keeps seconds
 
-        # 2. Appends with each kind of expected revision answer as AppendResult says.
+        # 2. Appends with each kind of expected revision answer as AppendResult says. Batch
+        # appends carry a deadline: micro's what is left of the request (act's 5 s), the
+        # Node client's its default (10 s); without ServerFeatures it sends Append instead.
+        deadlines = fake.append_deadlines
+        assert all(d is not None and 4 < d <= 5 for d in deadlines[:2])
+        node_batches = 4 + 3 if fake.server_features else 0  # appends, then refused ones
+        assert len(deadlines) == 2 + node_batches
+        assert all(d is not None and 9 < d <= 10 for d in deadlines[2:])
         appends = seen["appends"]
         assert [(a["kind"], a["success"], a["nextExpectedRevision"]) for a in appends] == [
             ("no_stream", True, "1"),
