@@ -342,7 +342,12 @@ class EsdbEventStore(EventStore):
     async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
         wanted = max(from_position - 1, 0)  # the lowest commit position still to deliver
         delay = _RESUME_DELAY
+        resuming = False
         while True:
+            if resuming and self._closed:
+                # Connecting again would reopen the store its owner closed.
+                raise self._closed_error()
+            resuming = True
             try:
                 subscription = await self._subscription(wanted)
             except EventStoreUnavailableError as error:

