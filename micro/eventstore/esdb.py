@@ -241,9 +241,11 @@ class EsdbEventStore(EventStore):
         # With a number the server checked, the last event's version follows from it, and
         # the server answers with its commit position (the original one for a retry). 0 can
         # also mean "no position in the answer", so it is looked up like ANY and EXISTS.
+        # Which event of several the answer's position names, only a real server shows: an
+        # append of several is checked by reading the event there.
         if isinstance(expected, int) or expected is NO_STREAM:
             base = expected if isinstance(expected, int) else -1
-            if commit > 0:
+            if commit > 0 and len(events) == 1:
                 return AppendResult(version=base + len(events), position=commit + 1)
         last = events[-1].id
         found = await self._event_at(client, commit)

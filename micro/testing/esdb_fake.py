@@ -137,7 +137,8 @@ _Expected = int | str
 @dataclass(frozen=True, slots=True)
 class _Written:
     revision: int
-    position: int
+    position: int  # of the last event written
+    first: int  # of the first one
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +224,8 @@ class _Log:
                 return _WrongVersion(current)
             if not proposed:  # an empty append succeeds and writes nothing
                 last = self.records[indexes[-1]] if indexes else None
-                return _Written(current, last.position if last else self.next_position)
+                position = last.position if last else self.next_position
+                return _Written(current, position, position)
             created = time.time_ns() // 100
             added = []
             for message in proposed:
@@ -247,7 +249,7 @@ class _Log:
                 self._file.write("".join(self._line(record, end) for record, end in added))
                 self._file.flush()
             self.changed.notify_all()
-            return _Written(current, self.records[-1].position)
+            return _Written(current, added[-1][0].position, added[0][0].position)
 
     def _idempotent(
         self,
@@ -278,7 +280,7 @@ class _Log:
             matched += 1
         if matched == len(proposed):
             last = self.records[indexes[start + matched - 1]]
-            return _Written(last.revision, last.position)
+            return _Written(last.revision, last.position, self.records[indexes[start]].position)
         # None matched: an ordinary conflict. Some matched: the server's "corrupted
         # idempotency", which clients also see as a wrong expected version.
         return _WrongVersion(current if current >= 0 else None)
@@ -436,10 +438,18 @@ def _deadline(options: streams_pb2.BatchAppendReq.Options) -> float | None:
 class _Streams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
     """The Streams service over a ``_Log``."""
 
-    def __init__(self, log: _Log, gate: _Gate, *, positions_in_stream_reads: bool) -> None:
+    def __init__(
+        self,
+        log: _Log,
+        gate: _Gate,
+        *,
+        positions_in_stream_reads: bool,
+        answer_first_position: bool = False,
+    ) -> None:
         self._log = log
         self._gate = gate
         self._positions_in_stream_reads = positions_in_stream_reads
+        self._answer_first_position = answer_first_position
 
     # -- appends ------------------------------------------------------------------------------
 
@@ -530,9 +540,10 @@ class _Streams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         else:
             getattr(response, choice or "any").SetInParent()
         if isinstance(outcome, _Written):
+            position = outcome.first if self._answer_first_position else outcome.position
             response.success.current_revision = outcome.revision
-            response.success.position.commit_position = outcome.position
-            response.success.position.prepare_position = outcome.position
+            response.success.position.commit_position = position
+            response.success.position.prepare_position = position
             return response
         error = response.error
         if isinstance(outcome, _TooLarge):
@@ -869,6 +880,9 @@ class FakeEventStoreDB:
         port: the port to listen on; a free one without it.
         server_features: ``False`` serves no ServerFeatures, as servers before 21.10 (clients
             that ask then fall back to what those support: the Node client to Append).
+        answer_first_position: a batch append of several events answers with the position
+            of the first, not the last: which one a real server names is not verified here,
+            and the store must be right either way.
     """
 
     def __init__(
@@ -881,9 +895,11 @@ class FakeEventStoreDB:
         path: Path | None = None,
         port: int | None = None,
         server_features: bool = True,
+        answer_first_position: bool = False,
     ) -> None:
         self._log = _Log(max_append_size, path)
         self._server_features = server_features
+        self._answer_first_position = answer_first_position
         self._gate = _Gate(max_open_batches)
         self._positions_in_stream_reads = positions_in_stream_reads
         self._max_workers = max_workers
@@ -909,7 +925,10 @@ class FakeEventStoreDB:
         server = grpc.server(ThreadPoolExecutor(max_workers=self._max_workers))
         streams_pb2_grpc.add_StreamsServicer_to_server(
             _Streams(
-                self._log, self._gate, positions_in_stream_reads=self._positions_in_stream_reads
+                self._log,
+                self._gate,
+                positions_in_stream_reads=self._positions_in_stream_reads,
+                answer_first_position=self._answer_first_position,
             ),
             server,
         )

@@ -22,7 +22,15 @@ from micro.errors import (
     ValidationError,
 )
 from micro.eventstore._esdb_clients import installed, library
-from micro.eventstore.base import ANY, NO_STREAM, EventStore, NewEvent, RecordedEvent
+from micro.eventstore.base import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
 from micro.eventstore.esdb import EsdbEventStore
 from micro.testing.esdb_fake import FakeEventStoreDB, free_port
 from micro.testing.eventstore_contract import EventStoreContract, new_event
@@ -441,6 +449,21 @@ class TestAppend:
 
 
 class TestPositions:
+    @pytest.mark.parametrize("expected", [NO_STREAM, ANY], ids=["no-stream", "any"])
+    async def test_an_append_names_its_last_events_position_whichever_the_server_answers(
+        self, expected: ExpectedVersion
+    ) -> None:
+        # Which event of several a server's answer names is not verified without a server.
+        with FakeEventStoreDB(answer_first_position=True) as server:
+            async with EsdbEventStore(server.url) as store:
+                await store.append("other", [new_event()])
+                events = [new_event(n=n) for n in range(3)]
+                result = await store.append("s", events, expected_version=expected)
+                again = await store.append("s", events, expected_version=expected)
+
+                stored = await store.read("s")
+                assert result == again == AppendResult(version=2, position=stored[-1].position)
+
     async def test_the_position_is_the_commit_position_plus_one(
         self, fake: FakeEventStoreDB, store: EsdbEventStore
     ) -> None:
