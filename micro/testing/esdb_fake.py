@@ -3,13 +3,15 @@
 No EventStoreDB server can run on our machines, so the ``esdb`` backend is tested against this
 fake: a gRPC server that speaks EventStoreDB's client protocol through the protobuf stubs the
 Python client of the process ships (esdbclient's or kurrentdbclient's: they cannot share a
-process), keeps its log in memory, and answers the way a single node does as far as the client
-protocol shows it. It is a model of the server's observable behaviour, not the
-server; whatever it gets wrong, only a run against a real server (``MICRO_TEST_ESDB_URL``) shows.
+process), keeps its log in memory (or in a file), and answers the way a single node does as far
+as the client protocol shows it. It is a model of the server's observable behaviour, not the
+server: the official Node client cross-reads it (``tests/interop``), and whatever both get
+wrong, only a run against a real server (``MICRO_TEST_ESDB_URL``) shows.
 
 What it serves:
-    Streams.Append        client-streaming append (what esdbclient sends for a single event)
-    Streams.BatchAppend   the append esdbclient uses for sequences of events
+    Streams.Append        client-streaming append (esdbclient's synchronous client; the Node
+                          client when ServerFeatures does not list BatchAppend)
+    Streams.BatchAppend   the append both Python clients use, and the Node client's
     Streams.Read          a stream forwards or backwards from a revision, start or end, with a
                           count; ``$all`` forwards or backwards from a position, start or end;
                           event-type and stream-name filters (regex or prefixes); catch-up
