@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -747,3 +748,23 @@ class TestFakeEventStoreDB:
             await client.close()
 
         assert [event.type for event in events] == ["C", "B"]
+
+    async def test_a_log_kept_in_a_file_is_served_again_after_a_restart(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "esdb.log"
+        with FakeEventStoreDB(path=path) as server:
+            async with EsdbEventStore(server.url) as store:
+                await store.append("s", [new_event(n=1), new_event(n=2)])
+                await store.append("t", [new_event(n=3)])
+                before = await _all(store)
+        # Killed while writing a record: the torn line was never acknowledged.
+        with path.open("a") as file:
+            file.write('{"id": "torn')
+
+        with FakeEventStoreDB(path=path) as server:
+            async with EsdbEventStore(server.url) as store:
+                assert await _all(store) == before
+                later = await store.append("s", [new_event(n=4)], expected_version=1)
+                assert later.position > before[-1].position
+            assert server.event_count == 4
