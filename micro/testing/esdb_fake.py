@@ -55,6 +55,7 @@ authentication, TLS, leader redirection, "consumer too slow", and the bound on t
 idempotency cache (this fake remembers every event id).
 """
 
+# Over 600 lines on purpose: one model of the server, whose parts share its one log.
 from __future__ import annotations
 
 import argparse
