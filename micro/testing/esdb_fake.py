@@ -893,7 +893,7 @@ class FakeEventStoreDB:
         *,
         max_append_size: int = MAX_APPEND_SIZE,
         positions_in_stream_reads: bool = True,
-        max_workers: int = 128,
+        max_workers: int = 64,
         max_open_batches: int = MAX_OPEN_BATCHES,
         path: Path | None = None,
         port: int | None = None,
