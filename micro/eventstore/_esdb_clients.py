@@ -92,6 +92,13 @@ def library(name: ClientName | None = None) -> ClientLibrary:
     """The client named, or the one this process uses."""
     if name is None:
         name = chosen()
+    if name not in CLIENTS:
+        raise ConfigError(f"unknown EventStoreDB client {name!r}: use one of {', '.join(CLIENTS)}")
+    if importlib.util.find_spec(name) is None:
+        extra = "micro-es[kurrentdb]" if name == "kurrentdbclient" else name
+        raise ConfigError(
+            f"the esdb store was asked for {name}, not installed: pip install {extra!r}"
+        )
     other = [loaded for loaded in CLIENTS if loaded != name and loaded in sys.modules]
     if other:
         raise ConfigError(
@@ -100,9 +107,7 @@ def library(name: ClientName | None = None) -> ClientLibrary:
         )
     if name == "kurrentdbclient":
         return _kurrentdbclient()
-    if name == "esdbclient":
-        return _esdbclient()
-    raise ConfigError(f"unknown EventStoreDB client {name!r}: use one of {', '.join(CLIENTS)}")
+    return _esdbclient()
 
 
 def _esdbclient() -> ClientLibrary:

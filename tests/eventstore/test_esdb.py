@@ -232,6 +232,16 @@ class TestUnavailableServer:
         with pytest.raises(ConfigError):
             EsdbEventStore("http://localhost:2113")
 
+    def test_an_unknown_client_raises_config_error(self) -> None:
+        with pytest.raises(ConfigError, match="unknown EventStoreDB client"):
+            EsdbEventStore("esdb://localhost:2113?Tls=false", client="pyeventstore")  # type: ignore[arg-type]
+
+    def test_the_other_client_in_this_process_raises_config_error(self) -> None:
+        # Loading it would fail deep in protobuf: the two clients' stubs clash.
+        other = "esdbclient" if LIB.name == "kurrentdbclient" else "kurrentdbclient"
+        with pytest.raises(ConfigError, match="protobuf"):
+            EsdbEventStore("esdb://localhost:2113?Tls=false", client=other)  # type: ignore[arg-type]
+
     @pytest.mark.parametrize("scheme", ["esdb", "kurrentdb"])
     async def test_esdb_and_kurrentdb_urls_reach_the_same_server(
         self, fake: FakeEventStoreDB, scheme: str
