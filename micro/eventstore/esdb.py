@@ -52,7 +52,7 @@ import contextlib
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC
 from typing import Any
@@ -316,7 +316,7 @@ class EsdbEventStore(EventStore):
 
     async def read_all(
         self, from_position: int = 0, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         if limit is not None and limit <= 0:
             return
         client = await self._connected()
@@ -341,7 +341,7 @@ class EsdbEventStore(EventStore):
             with contextlib.suppress(Exception):
                 await response.stop()
 
-    async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+    async def subscribe(self, from_position: int = 0) -> AsyncGenerator[RecordedEvent, None]:
         wanted = max(from_position - 1, 0)  # the lowest commit position still to deliver
         delay = _RESUME_DELAY
         resuming = False
