@@ -97,6 +97,11 @@ _STATUS_NAMED = re.compile(r"StatusCode\.([A-Z_]+)")
 _LOOKBACK = 100
 
 _RESUME_DELAY = 0.1
+_RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 _RESUME_DELAY_MAX = 5.0
 
 _Filters = dict[str, Any]
@@ -170,6 +175,9 @@ class EsdbEventStore(EventStore):
                 client = self._lib.client(self._client_url)
             except (ValueError, self._lib.base_error) as error:
                 raise ConfigError(f"bad EventStoreDB URL {self._url!r}: {error}") from error
+            # gRPC waits 1 s, then 1.6 times longer each try, before it connects again to a
+            # server that went away: a node back in a second would stall writes for seconds.
+            client.grpc_options = (*client.grpc_options, *_RECONNECT_OPTIONS)
             try:
                 with self._boundary():
                     await client.connect()
