@@ -12,10 +12,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fault_rig import Scenario
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.esdb_fake import FakeEventStoreDBProcess
+from tests.faults.support import Scenario
 
 pytestmark = pytest.mark.timeout(180)
 
