@@ -16,6 +16,12 @@ from micro.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The esdb tests load gRPC into this process, and the suites fork servers and services from it
+# (subprocess with preexec_fn): gRPC's fork handlers, skipped while its threads are busy, left a
+# forked child on a broken poller that never reached exec. The children exec at once and need
+# none of gRPC's state. Read when gRPC initialises, so set before any test module imports it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 # Randomized tests are the same on every run, so CI cannot go red by chance: examples come
 # from a fixed derivation, and no example database carries one run's finds into the next.
 # MICRO_FUZZ_EXPLORE=1 (or --hypothesis-profile=explore) draws new random examples instead;

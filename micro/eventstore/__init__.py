@@ -1,7 +1,8 @@
 """Event stores: one contract (``EventStore``), three backends chosen by settings.
 
 - ``jetstream`` (default): NATS JetStream, one stream for all events.
-- ``esdb``: EventStoreDB / KurrentDB through esdbclient (``MICRO_EVENT_STORE_URL``).
+- ``esdb``: EventStoreDB / KurrentDB through kurrentdbclient or esdbclient
+  (``MICRO_EVENT_STORE_URL``).
 - ``memory``: in this process only, for unit tests and throwaway runs.
 """
 
@@ -59,7 +60,7 @@ def open_event_store(settings: Settings, client: Client | None = None) -> EventS
             raise ConfigError(
                 "MICRO_EVENT_STORE=esdb needs MICRO_EVENT_STORE_URL (esdb://host:2113?Tls=false)"
             )
-        # Imported here: esdbclient and grpc are heavy, and only this backend needs them.
+        # Imported here: the client and grpc are heavy, and only this backend needs them.
         from micro.eventstore.esdb import EsdbEventStore
 
         return EsdbEventStore(settings.event_store_url)

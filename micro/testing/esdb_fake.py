@@ -1,20 +1,25 @@
 """A protocol fake of an EventStoreDB server, to test ``EsdbEventStore`` without one.
 
 No EventStoreDB server can run on our machines, so the ``esdb`` backend is tested against this
-fake: a gRPC server that speaks EventStoreDB's client protocol through the protobuf stubs
-esdbclient itself ships, keeps its log in memory, and answers the way a single node does as far
+fake: a gRPC server that speaks EventStoreDB's client protocol through the protobuf stubs the
+Python client of the process ships (esdbclient's or kurrentdbclient's: they cannot share a
+process), keeps its log in memory (or in a file), and answers the way a single node does as far
 as the client protocol shows it. It is a model of the server's observable behaviour, not the
-server; whatever it gets wrong, only a run against a real server (``MICRO_TEST_ESDB_URL``) shows.
+server: the official Node client cross-reads it (``tests/interop``), and whatever both get
+wrong, only a run against a real server (``MICRO_TEST_ESDB_URL``) shows.
 
 What it serves:
-    Streams.Append        client-streaming append (what esdbclient sends for a single event)
-    Streams.BatchAppend   the append esdbclient uses for sequences of events
+    Streams.Append        client-streaming append (esdbclient's synchronous client; the Node
+                          client when ServerFeatures does not list BatchAppend)
+    Streams.BatchAppend   the append both Python clients use, and the Node client's
     Streams.Read          a stream forwards or backwards from a revision, start or end, with a
                           count; ``$all`` forwards or backwards from a position, start or end;
                           event-type and stream-name filters (regex or prefixes); catch-up
                           subscriptions to a stream or to ``$all`` (confirmation first, history,
                           a caught-up message, then live events; checkpoints when filtered)
     Gossip.Read           one member, itself, alive and leader
+    ServerFeatures        the methods above, with the features a 24.10 server lists for them
+                          (the Node client appends through BatchAppend only when listed)
 
 Server behaviour it models:
     - expected revisions: a number, no stream, stream exists, any; a mismatch answers with
@@ -34,46 +39,75 @@ Server behaviour it models:
     - ``positions_in_stream_reads=False`` answers stream reads without commit positions, as
       servers before 22.10 did
     - ``write_system_events()`` writes the kind of ``$``-events a fresh node writes itself
+    - the deadline a batch append carries: a batch still waiting when it passes (see
+      ``hold_appends``) is answered with the server's Timeout status and not written
+    - a write the server cannot take now is answered as a real node answers one it does not
+      handle (NotHandled, "Server Is Busy"): here, once ``max_open_batches`` (50) batches are
+      open at the same time
+    - ``drop_connections()`` aborts every call and listens again on the same port, as a node
+      that restarts; ``path=`` keeps the log in a file, so a fake killed and started again on
+      it (``python -m micro.testing.esdb_fake --port N --data FILE``) has every event it
+      acknowledged (flushed before the answer: it survives the process, not the machine)
 
 Not implemented: deleting and tombstoning streams, stream metadata (``$$`` streams, max age and
 count, ACLs), links and their resolution, projections, persistent subscriptions, users and
-authentication, TLS, the deadline of a batch append, leader redirection, "consumer too slow",
-and the bound on the server's idempotency cache (this fake remembers every event id).
+authentication, TLS, leader redirection, "consumer too slow", and the bound on the server's
+idempotency cache (this fake remembers every event id).
 """
 
 # Over 600 lines on purpose: one model of the server, whose parts share its one log.
 from __future__ import annotations
 
+import argparse
+import base64
 import bisect
+import contextlib
+import importlib
+import json
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import grpc
-from esdbclient.protos.Grpc import (
-    code_pb2,
-    gossip_pb2,
-    gossip_pb2_grpc,
-    shared_pb2,
-    streams_pb2,
-    streams_pb2_grpc,
-)
+from google.protobuf import empty_pb2
 
-__all__ = ["FakeEventStoreDB"]
+from micro._nats_server import _die_with_parent
+from micro.eventstore._esdb_clients import library
+
+# The stubs of the client this process uses: the two clients' stubs cannot share a process.
+_PROTOS = library().protos
+gossip_pb2: Any = importlib.import_module(f"{_PROTOS}.gossip_pb2")
+gossip_pb2_grpc: Any = importlib.import_module(f"{_PROTOS}.gossip_pb2_grpc")
+shared_pb2: Any = importlib.import_module(f"{_PROTOS}.shared_pb2")
+status_pb2: Any = importlib.import_module(f"{_PROTOS}.status_pb2")
+streams_pb2: Any = importlib.import_module(f"{_PROTOS}.streams_pb2")
+streams_pb2_grpc: Any = importlib.import_module(f"{_PROTOS}.streams_pb2_grpc")
+
+__all__ = ["FakeEventStoreDB", "FakeEventStoreDBProcess"]
 
 MAX_APPEND_SIZE = 1024 * 1024
 """The server's default ``MaxAppendSize``."""
+MAX_OPEN_BATCHES = 50
+"""How many batch appends may wait at once before the fake answers "Server Is Busy"."""
 
 _RECORD_HEADER = 64  # bytes a record takes besides its payload: positions are offsets
 _NO_POSITION = 2**64 - 1  # what servers before 22.10 put in events read from a stream
 _INVALID_POSITION = "Trying to read from an invalid position."
+# google.rpc.Code values, as a BatchAppend error status carries them.
+_CODE_INVALID_ARGUMENT = 3
+_CODE_DEADLINE_EXCEEDED = 4
+_CODE_FAILED_PRECONDITION = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +140,8 @@ _Expected = int | str
 @dataclass(frozen=True, slots=True)
 class _Written:
     revision: int
-    position: int
+    position: int  # of the last event written
+    first: int  # of the first one
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +157,7 @@ class _TooLarge:
 class _Log:
     """The server's state: every record, by stream, by id and by position. Thread-safe."""
 
-    def __init__(self, max_append_size: int) -> None:
+    def __init__(self, max_append_size: int, path: Path | None = None) -> None:
         self.max_append_size = max_append_size
         self.changed = threading.Condition()
         self.records: list[_Record] = []
@@ -131,6 +166,47 @@ class _Log:
         self.by_id: dict[str, int] = {}
         self.next_position = 0
         self.closed = False
+        self._file: IO[str] | None = None
+        if path is not None:
+            self._load(path)
+            self._file = path.open("a", encoding="utf-8")
+
+    def _load(self, path: Path) -> None:
+        """The records a previous fake wrote to ``path``; a torn last line was never answered."""
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for line in lines:
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                break  # killed while writing it: the append it belonged to got no answer
+            end = raw.pop("end")
+            raw["data"] = base64.b64decode(raw["data"])
+            raw["custom_metadata"] = base64.b64decode(raw["custom_metadata"])
+            self._add(_Record(**raw), end)
+        # Rewrite without a torn tail, so the next record starts on a line of its own.
+        with path.open("w", encoding="utf-8") as file:
+            ends = [*self.positions[1:], self.next_position]
+            file.writelines(
+                self._line(record, end) for record, end in zip(self.records, ends, strict=True)
+            )
+
+    @staticmethod
+    def _line(record: _Record, end: int) -> str:
+        raw: dict[str, Any] = asdict(record)
+        raw["data"] = base64.b64encode(record.data).decode("ascii")
+        raw["custom_metadata"] = base64.b64encode(record.custom_metadata).decode("ascii")
+        raw["end"] = end
+        return json.dumps(raw) + "\n"
+
+    def _add(self, record: _Record, end: int) -> None:
+        """Index ``record``; the next one starts at ``end``."""
+        self.next_position = end
+        self.by_id[record.id] = len(self.records)
+        self.streams.setdefault(record.stream, []).append(len(self.records))
+        self.positions.append(record.position)
+        self.records.append(record)
 
     def append(
         self, stream: str, expected: _Expected, proposed: Sequence[_Proposed]
@@ -151,8 +227,10 @@ class _Log:
                 return _WrongVersion(current)
             if not proposed:  # an empty append succeeds and writes nothing
                 last = self.records[indexes[-1]] if indexes else None
-                return _Written(current, last.position if last else self.next_position)
+                position = last.position if last else self.next_position
+                return _Written(current, position, position)
             created = time.time_ns() // 100
+            added = []
             for message in proposed:
                 current += 1
                 record = _Record(
@@ -166,13 +244,15 @@ class _Log:
                     custom_metadata=message.custom_metadata,
                     created=created,
                 )
-                self.next_position += _RECORD_HEADER + len(stream) + message.size
-                self.by_id[record.id] = len(self.records)
-                self.streams.setdefault(stream, []).append(len(self.records))
-                self.positions.append(record.position)
-                self.records.append(record)
+                end = self.next_position + _RECORD_HEADER + len(stream) + message.size
+                self._add(record, end)
+                added.append((record, end))
+            if self._file is not None:
+                # Written and flushed before the answer: what was acknowledged is in the file.
+                self._file.write("".join(self._line(record, end) for record, end in added))
+                self._file.flush()
             self.changed.notify_all()
-            return _Written(current, self.records[-1].position)
+            return _Written(current, added[-1][0].position, added[0][0].position)
 
     def _idempotent(
         self,
@@ -203,7 +283,7 @@ class _Log:
             matched += 1
         if matched == len(proposed):
             last = self.records[indexes[start + matched - 1]]
-            return _Written(last.revision, last.position)
+            return _Written(last.revision, last.position, self.records[indexes[start]].position)
         # None matched: an ordinary conflict. Some matched: the server's "corrupted
         # idempotency", which clients also see as a wrong expected version.
         return _WrongVersion(current if current >= 0 else None)
@@ -218,6 +298,9 @@ class _Log:
     def close(self) -> None:
         with self.changed:
             self.closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             self.changed.notify_all()
 
 
@@ -305,12 +388,71 @@ def _proposed(message: Any) -> _Proposed:
     )
 
 
-class _Streams(streams_pb2_grpc.StreamsServicer):
+class _Gate:
+    """The batch appends in progress: how many are open, whether they may go on, and the
+    deadline each one carried (in seconds, ``None`` without one). Kept across restarts."""
+
+    def __init__(self, max_open: int) -> None:
+        self.max_open = max_open
+        self.changed = threading.Condition()
+        self.open = 0
+        self.held = False
+        self.deadlines: list[float | None] = []
+
+    def enter(self, deadline: float | None, context: grpc.ServicerContext) -> str | None:
+        """Wait while appends are held; ``None`` when this one may be written, else why not."""
+        with self.changed:
+            self.deadlines.append(deadline)
+            if self.open >= self.max_open:
+                return "busy"
+            self.open += 1
+            self.changed.notify_all()
+            until = None if deadline is None else time.monotonic() + deadline
+            while True:
+                left = None if until is None else until - time.monotonic()
+                if left is not None and left <= 0:
+                    self.open -= 1
+                    return "timeout"
+                if not context.is_active():  # the client gave up (its deadline), or a restart
+                    self.open -= 1
+                    return "gone"
+                if not self.held:
+                    break
+                # Woken by a release; the timeout notices the call's end (a restart).
+                self.changed.wait(0.1 if left is None else min(left, 0.1))
+            return None
+
+    def leave(self) -> None:
+        with self.changed:
+            self.open -= 1
+            self.changed.notify_all()
+
+
+def _deadline(options: streams_pb2.BatchAppendReq.Options) -> float | None:
+    """Seconds a batch append may take, from the deadline its options carry."""
+    choice = options.WhichOneof("deadline_option")
+    if choice == "deadline":
+        return float(options.deadline.ToTimedelta().total_seconds())
+    if choice == "deadline_21_10_0":
+        return float(options.deadline_21_10_0.ToNanoseconds()) / 1e9 - time.time()
+    return None
+
+
+class _Streams(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
     """The Streams service over a ``_Log``."""
 
-    def __init__(self, log: _Log, *, positions_in_stream_reads: bool) -> None:
+    def __init__(
+        self,
+        log: _Log,
+        gate: _Gate,
+        *,
+        positions_in_stream_reads: bool,
+        answer_first_position: bool = False,
+    ) -> None:
         self._log = log
+        self._gate = gate
         self._positions_in_stream_reads = positions_in_stream_reads
+        self._answer_first_position = answer_first_position
 
     # -- appends ------------------------------------------------------------------------------
 
@@ -363,34 +505,52 @@ class _Streams(streams_pb2_grpc.StreamsServicer):
             proposed.extend(_proposed(message) for message in request.proposed_messages)
             if request.is_final:
                 del pending[key]
-                yield self._batch_append(request.correlation_id, options, proposed)
+                yield self._batch_append(request.correlation_id, options, proposed, context)
 
     def _batch_append(
         self,
         correlation_id: shared_pb2.UUID,
         options: streams_pb2.BatchAppendReq.Options,
         proposed: list[_Proposed],
+        context: grpc.ServicerContext,
     ) -> streams_pb2.BatchAppendResp:
         stream = options.stream_identifier.stream_name.decode()
         choice = options.WhichOneof("expected_stream_position")
         expected = _expected(choice, options.stream_position)
-        outcome = self._log.append(stream, expected, proposed)
         response = streams_pb2.BatchAppendResp(
             correlation_id=correlation_id, stream_identifier=options.stream_identifier
         )
+        refused = self._gate.enter(_deadline(options), context)
+        if refused == "busy":
+            # What a node answers for a write it does not handle now (NotHandled: too busy,
+            # not ready): no code, Empty details, the reason in the message.
+            response.error.CopyFrom(status_pb2.Status(message="Server Is Busy"))
+            response.error.details.Pack(empty_pb2.Empty())
+            return response
+        if refused in ("timeout", "gone"):  # nobody reads the answer to a call that is gone
+            response.error.CopyFrom(
+                status_pb2.Status(code=_CODE_DEADLINE_EXCEEDED, message="Timeout")
+            )
+            response.error.details.Pack(shared_pb2.Timeout())
+            return response
+        try:
+            outcome = self._log.append(stream, expected, proposed)
+        finally:
+            self._gate.leave()
         # The answer repeats the expectation it was asked.
         if isinstance(expected, int):
             response.stream_position = expected
         else:
             getattr(response, choice or "any").SetInParent()
         if isinstance(outcome, _Written):
+            position = outcome.first if self._answer_first_position else outcome.position
             response.success.current_revision = outcome.revision
-            response.success.position.commit_position = outcome.position
-            response.success.position.prepare_position = outcome.position
+            response.success.position.commit_position = position
+            response.success.position.prepare_position = position
             return response
         error = response.error
         if isinstance(outcome, _TooLarge):
-            error.code = code_pb2.INVALID_ARGUMENT
+            error.code = _CODE_INVALID_ARGUMENT
             error.message = "Maximum append size exceeded"
             error.details.Pack(shared_pb2.MaximumAppendSizeExceeded(maxAppendSize=outcome.limit))
             return response
@@ -403,7 +563,7 @@ class _Streams(streams_pb2_grpc.StreamsServicer):
             wrong.expected_stream_position = expected
         else:
             getattr(wrong, f"expected_{choice or 'any'}").SetInParent()
-        error.code = code_pb2.FAILED_PRECONDITION
+        error.code = _CODE_FAILED_PRECONDITION
         error.message = "Wrong expected version"
         error.details.Pack(wrong)
         return response
@@ -631,7 +791,7 @@ def _checkpoint(position: int) -> streams_pb2.ReadResp:
     )
 
 
-class _Gossip(gossip_pb2_grpc.GossipServicer):
+class _Gossip(gossip_pb2_grpc.GossipServicer):  # type: ignore[misc]
     """Gossip for a cluster of one: this node, alive, leader."""
 
     def __init__(self, host: str, port: Callable[[], int]) -> None:
@@ -652,6 +812,57 @@ class _Gossip(gossip_pb2_grpc.GossipServicer):
         return gossip_pb2.ClusterInfo(members=[member])
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    header, size = bytearray([number << 3 | 2]), len(payload)
+    while size > 0x7F:
+        header.append(size & 0x7F | 0x80)
+        size >>= 7
+    header.append(size)
+    return bytes(header) + payload
+
+
+# What the fake serves, as a server lists it in ServerFeatures (lower case, as servers do):
+# (service, method, features).
+_SUPPORTED = [
+    ("event_store.client.streams.streams", "read", ("position", "events")),
+    ("event_store.client.streams.streams", "append", ()),
+    ("event_store.client.streams.streams", "batchappend", ("deadline_duration",)),
+    ("event_store.client.gossip.gossip", "read", ()),
+    ("event_store.client.server_features.serverfeatures", "getsupportedmethods", ()),
+]
+SERVER_VERSION = "24.10.0"
+"""The server version the fake gives in ServerFeatures: one whose client protocol it models."""
+
+
+def _server_features() -> grpc.GenericRpcHandler:
+    """ServerFeatures.GetSupportedMethods, encoded by hand: no Python client ships its stubs."""
+    methods = b"".join(
+        _field(
+            1,
+            _field(1, method.encode())
+            + _field(2, service.encode())
+            + b"".join(_field(3, feature.encode()) for feature in features),
+        )
+        for service, method, features in _SUPPORTED
+    )
+    answer = methods + _field(2, SERVER_VERSION.encode())
+
+    def supported(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return answer
+
+    return grpc.method_handlers_generic_handler(
+        "event_store.client.server_features.ServerFeatures",
+        {
+            "GetSupportedMethods": grpc.unary_unary_rpc_method_handler(
+                supported,
+                request_deserializer=lambda raw: raw,
+                response_serializer=lambda raw: raw,
+            )
+        },
+    )
+
+
 class FakeEventStoreDB:
     """A single EventStoreDB node, faked in process: a gRPC server on 127.0.0.1, insecure.
 
@@ -662,6 +873,19 @@ class FakeEventStoreDB:
 
     ``start`` and ``stop`` are synchronous: the server runs on its own threads, so one fake can
     serve tests running on any event loop.
+
+    Args:
+        max_append_size: the largest append, in bytes, the server takes.
+        positions_in_stream_reads: ``False`` answers stream reads as servers before 22.10.
+        max_workers: handler threads; each open call (a live subscription) holds one.
+        max_open_batches: batch appends that may wait at once; one more is "Server Is Busy".
+        path: a file to keep the log in (loaded at start); in memory without one.
+        port: the port to listen on; a free one without it.
+        server_features: ``False`` serves no ServerFeatures, as servers before 21.10 (clients
+            that ask then fall back to what those support: the Node client to Append).
+        answer_first_position: a batch append of several events answers with the position
+            of the first, not the last: which one a real server names is not verified here,
+            and the store must be right either way.
     """
 
     def __init__(
@@ -670,12 +894,20 @@ class FakeEventStoreDB:
         max_append_size: int = MAX_APPEND_SIZE,
         positions_in_stream_reads: bool = True,
         max_workers: int = 64,
+        max_open_batches: int = MAX_OPEN_BATCHES,
+        path: Path | None = None,
+        port: int | None = None,
+        server_features: bool = True,
+        answer_first_position: bool = False,
     ) -> None:
-        self._log = _Log(max_append_size)
+        self._log = _Log(max_append_size, path)
+        self._server_features = server_features
+        self._answer_first_position = answer_first_position
+        self._gate = _Gate(max_open_batches)
         self._positions_in_stream_reads = positions_in_stream_reads
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
-        self._port: int | None = None
+        self._port: int | None = port
 
     @property
     def port(self) -> int:
@@ -689,19 +921,26 @@ class FakeEventStoreDB:
         return f"esdb://127.0.0.1:{self.port}?Tls=false"
 
     def start(self) -> Self:
-        """Listen on a free port of 127.0.0.1. Idempotent."""
+        """Listen on 127.0.0.1 (on the port it had before, after a stop). Idempotent."""
         if self._server is not None:
             return self
         # Each live subscription holds a worker thread until it ends.
         server = grpc.server(ThreadPoolExecutor(max_workers=self._max_workers))
-        streams_pb2_grpc.add_StreamsServicer_to_server(  # type: ignore[no-untyped-call]
-            _Streams(self._log, positions_in_stream_reads=self._positions_in_stream_reads),
+        streams_pb2_grpc.add_StreamsServicer_to_server(
+            _Streams(
+                self._log,
+                self._gate,
+                positions_in_stream_reads=self._positions_in_stream_reads,
+                answer_first_position=self._answer_first_position,
+            ),
             server,
         )
-        gossip_pb2_grpc.add_GossipServicer_to_server(  # type: ignore[no-untyped-call]
+        gossip_pb2_grpc.add_GossipServicer_to_server(
             _Gossip("127.0.0.1", lambda: self.port), server
         )
-        port = server.add_insecure_port("127.0.0.1:0")
+        if self._server_features:
+            server.add_generic_rpc_handlers((_server_features(),))
+        port = server.add_insecure_port(f"127.0.0.1:{self._port or 0}")
         if not port:
             raise OSError("the fake EventStoreDB could not bind a port on 127.0.0.1")
         server.start()
@@ -710,13 +949,31 @@ class FakeEventStoreDB:
 
     def stop(self) -> None:
         """Cancel every call and stop listening. Idempotent."""
+        self._stop_server()
+        self._log.close()
+
+    def drop_connections(self) -> None:
+        """Abort every call and close every connection, then listen again on the same port.
+
+        What clients see when a node restarts: calls fail UNAVAILABLE, subscriptions end, and
+        the next call connects again to the same log.
+        """
+        self._stop_server()
+        self.start()
+
+    def stop_listening(self) -> None:
+        """Abort every call and stop listening, keeping the log: ``start`` serves it again."""
+        self._stop_server()
+
+    def _stop_server(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
         # Abort the calls first, so clients see the server go away (UNAVAILABLE), as when a
         # node dies; then release any handler thread still waiting for events.
         server.stop(grace=None).wait(timeout=5)
-        self._log.close()
+        with self._log.changed:
+            self._log.changed.notify_all()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -728,6 +985,35 @@ class FakeEventStoreDB:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    @contextlib.contextmanager
+    def hold_appends(self) -> Iterator[None]:
+        """Keep batch appends waiting (each until its deadline) while inside the block."""
+        with self._gate.changed:
+            self._gate.held = True
+        try:
+            yield
+        finally:
+            with self._gate.changed:
+                self._gate.held = False
+                self._gate.changed.notify_all()
+
+    @property
+    def server_features(self) -> bool:
+        """Whether it serves ServerFeatures (lists the methods it supports)."""
+        return self._server_features
+
+    @property
+    def open_batches(self) -> int:
+        """How many batch appends are open (waiting, or being written) now."""
+        with self._gate.changed:
+            return self._gate.open
+
+    @property
+    def append_deadlines(self) -> list[float | None]:
+        """The deadline, in seconds, each batch append so far carried (``None``: none)."""
+        with self._gate.changed:
+            return list(self._gate.deadlines)
 
     def write_system_events(self) -> None:
         """Write the kind of ``$``-events a fresh node writes itself, in ``$``-streams."""
@@ -759,3 +1045,107 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class FakeEventStoreDBProcess:
+    """The fake in a process of its own, keeping its log in ``path``: one a test can kill -9.
+
+    Usage::
+
+        with FakeEventStoreDBProcess(tmp_path / "esdb.log") as server:
+            ...  # services on server.url
+            server.kill()
+            server.start()  # the same port, the same log
+
+    ``start`` waits until it listens; ``kill`` sends SIGKILL, so only what the fake flushed
+    before answering survives, as with a node that dies.
+    """
+
+    def __init__(self, path: Path, *, port: int | None = None) -> None:
+        self.path = path
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"esdb://127.0.0.1:{self.port}?Tls=false"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        if self.running:
+            return self
+        command = [sys.executable, "-m", "micro.testing.esdb_fake", "--port", str(self.port)]
+        process = subprocess.Popen(
+            [*command, "--data", str(self.path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # no fake outlives a test run killed midway
+        )
+        self.process = process
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return self  # it listens
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"the fake EventStoreDB did not start on port {self.port}")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: nothing flushed after this moment is kept."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve a fake EventStoreDB until SIGTERM or SIGINT: ``python -m micro.testing.esdb_fake``.
+
+    Prints its URL on the first line of standard output once it listens.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port of 127.0.0.1 (0: a free one)")
+    parser.add_argument("--data", type=Path, help="file to keep the log in (default: memory)")
+    arguments = parser.parse_args(argv)
+    stopping = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.set())
+    server = FakeEventStoreDB(path=arguments.data, port=arguments.port or None).start()
+    print(server.url, flush=True)
+    try:
+        stopping.wait()
+    finally:
+        server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

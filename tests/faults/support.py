@@ -36,7 +36,8 @@ from typing import Any
 
 from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
 from micro._nats_server import _die_with_parent
-from micro.eventstore import JetStreamEventStore, RecordedEvent
+from micro.eventstore import EventStore, JetStreamEventStore, RecordedEvent
+from micro.eventstore.esdb import EsdbEventStore
 from micro.testing import wait_until as until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -403,8 +404,20 @@ class Audit:
         return self.events[-1].position if self.events else 0
 
 
+def open_store(url: str, namespace: str, replicas: int, esdb_url: str | None = None) -> EventStore:
+    """The store the banks of a scenario write to: JetStream, or EventStoreDB at ``esdb_url``."""
+    if esdb_url is not None:
+        return EsdbEventStore(esdb_url)
+    return JetStreamEventStore(url=url, namespace=namespace, replicas=replicas)
+
+
 async def quiet(
-    client: Micro, banks: list[BankInstance], url: str, namespace: str, replicas: int
+    client: Micro,
+    banks: list[BankInstance],
+    url: str,
+    namespace: str,
+    replicas: int,
+    esdb_url: str | None = None,
 ) -> None:
     """Wait until the transfer process of every bank handled every stored event.
 
@@ -413,7 +426,7 @@ async def quiet(
     process has nothing left to do (a transfer can look settled while a run that lost
     the settle still has its refund to make).
     """
-    async with JetStreamEventStore(url=url, namespace=namespace, replicas=replicas) as store:
+    async with open_store(url, namespace, replicas, esdb_url) as store:
 
         async def handled_everything() -> bool:
             last = await store.last_position()
@@ -433,8 +446,10 @@ async def quiet(
         await until(handled_everything, 60, "the transfer process to finish")
 
 
-async def read_store(url: str, namespace: str, replicas: int) -> list[RecordedEvent]:
-    async with JetStreamEventStore(url=url, namespace=namespace, replicas=replicas) as store:
+async def read_store(
+    url: str, namespace: str, replicas: int, esdb_url: str | None = None
+) -> list[RecordedEvent]:
+    async with open_store(url, namespace, replicas, esdb_url) as store:
         return [event async for event in store.read_all()]
 
 
@@ -527,6 +542,8 @@ class Scenario:
     namespace: str
     workdir: Path
     replicas: int = 1
+    esdb_url: str | None = None
+    """Keep events in EventStoreDB there (``MICRO_EVENT_STORE=esdb``) instead of JetStream."""
     instances: int = 2
     accounts: int = 8
     commands: int = 400
@@ -541,13 +558,10 @@ class Scenario:
         return Settings(nats_url=self.url, namespace=self.namespace, embedded=False)
 
     def bank(self, name: str) -> BankInstance:
-        return BankInstance(
-            name,
-            self.url,
-            self.namespace,
-            self.workdir,
-            MICRO_EVENT_STORE_REPLICAS=str(self.replicas),
-        )
+        store = {"MICRO_EVENT_STORE_REPLICAS": str(self.replicas)}
+        if self.esdb_url is not None:
+            store = {"MICRO_EVENT_STORE": "esdb", "MICRO_EVENT_STORE_URL": self.esdb_url}
+        return BankInstance(name, self.url, self.namespace, self.workdir, **store)
 
     async def start_banks(self) -> None:
         self.banks = [self.bank(f"b{n + 1}") for n in range(self.instances)]
@@ -590,8 +604,8 @@ class Scenario:
         assert not errors, f"commands that ended in a non-retryable error or unsent: {errors[:5]}"
         acked = [c for c in self.load if c.outcome == "acked"]
         live = [bank for bank in self.banks if bank.running]
-        await quiet(client, live, self.url, self.namespace, self.replicas)
-        found = audit(await read_store(self.url, self.namespace, self.replicas))
+        await quiet(client, live, self.url, self.namespace, self.replicas, self.esdb_url)
+        found = audit(await read_store(self.url, self.namespace, self.replicas, self.esdb_url))
         lost = [c.key for c in acked if c.key not in found.by_key]
         misplaced = [
             c.key
