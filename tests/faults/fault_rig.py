@@ -29,14 +29,19 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+
 from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
 from micro._nats_server import _die_with_parent
 from micro.eventstore import JetStreamEventStore, RecordedEvent
+from micro.testing import NatsCluster
 from micro.testing import wait_until as until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,11 +102,22 @@ GIVE_UP_AFTER = 40.0
 class BankInstance:
     """samples/bank in a subprocess of its own, on the given NATS URL and namespace."""
 
-    def __init__(self, name: str, url: str, namespace: str, workdir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        namespace: str,
+        workdir: Path,
+        *,
+        command_prefix: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
         self.name = name
         self.url = url
         self.namespace = namespace
         self.workdir = workdir
+        self.command_prefix = command_prefix
+        """Run through this (``ip netns exec NS``): the bank in a network namespace."""
         self.env = env
         self.log = workdir / f"{name}.log"
         self.process: subprocess.Popen[str] | None = None
@@ -132,7 +148,7 @@ class BankInstance:
         }
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", BANK_SOURCE],
+                [*self.command_prefix, sys.executable, "-c", BANK_SOURCE],
                 env=environment,
                 stdout=subprocess.PIPE,
                 stderr=log,  # a file, never a pipe: a chatty outage must not block the bank
@@ -148,6 +164,24 @@ class BankInstance:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def rss(self) -> int:
+        """Resident memory of the process, in bytes."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) * 1024
+
+    def pause(self) -> None:
+        """SIGSTOP: a process that hangs (a long GC, a swapped-out host) with its sockets open."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """kill -9: no drain, no goodbye."""
@@ -230,8 +264,11 @@ class Driver:
         min_position: int = 0,
         concurrency: int = 16,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
+        entries: Sequence[Micro] = (),
     ) -> None:
         self.client = client
+        self.clients = [client, *entries]
+        """Where attempts enter: a retry goes through the next one (another NATS node)."""
         self.meta = meta
         self.min_position = min_position
         """Every command waits for this position on the instance serving it (what the
@@ -241,19 +278,25 @@ class Driver:
         self.acks: list[tuple[float, float]] = []
         """(sent at, acknowledged at) of every attempt that got a success reply."""
         for command in ("deposit", "withdraw", "transfer", "open account"):
-            client.retry(command, RetryPolicy(attempts=1))
+            for entry in self.clients:
+                entry.retry(command, RetryPolicy(attempts=1))
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def run(self, commands: list[Command], budget: float = 90.0) -> None:
-        """Send every command until all are done or ``budget`` seconds have passed."""
+    async def run(self, commands: list[Command], budget: float = 90.0, pace: float = 0.0) -> None:
+        """Send every command until all are done or ``budget`` seconds have passed.
+
+        ``pace``: seconds each worker waits between two commands (a load spread over time).
+        """
         deadline = self.now() + budget
         pending = collections.deque(commands)
 
         async def worker() -> None:
             while pending and self.now() < deadline:
                 await self.execute(pending.popleft())
+                if pace:
+                    await asyncio.sleep(pace)  # the load's own rhythm, not a wait for anything
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
 
@@ -263,8 +306,10 @@ class Driver:
         while True:
             command.attempts += 1
             sent = self.now()
+            entry = zlib.crc32(command.key.encode()) + command.attempts
+            client = self.clients[entry % len(self.clients)]
             try:
-                reply = await self.client.request(
+                reply = await client.request(
                     command.name,
                     command.payload,
                     meta=self.meta,
@@ -306,6 +351,25 @@ class Driver:
         """The longest time, while the load ran, without any success reply."""
         times = sorted(acked for _, acked in self.acks)
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def stream_of(namespace: str) -> str:
+    return f"{namespace.upper()}_EVENTS"
+
+
+async def replicas_caught_up(cluster: NatsCluster, stream: str) -> bool:
+    """True when the stream has a leader and every other replica is current."""
+    client = await nats.connect(
+        servers=cluster.urls.split(","), connect_timeout=2, max_reconnect_attempts=0
+    )
+    try:
+        info: Any = await client.jetstream().stream_info(stream)
+    except Exception:
+        return False
+    finally:
+        await client.close()
+    peers = info.cluster.replicas or []
+    return bool(info.cluster.leader) and len(peers) == 2 and all(p.current for p in peers)
 
 
 # -- setting up -----------------------------------------------------------------------------
@@ -532,6 +596,13 @@ class Scenario:
     commands: int = 400
     funding: int = 100
     seed: int = 1
+    concurrency: int = 16
+    pace: float = 0.0
+    """Seconds each of the ``concurrency`` callers waits between two commands."""
+    budget: float = 90.0
+    """Seconds the load may take before the callers stop sending."""
+    entry_urls: list[str] = field(default_factory=list)
+    """More NATS URLs the load enters by, besides ``url`` (one client each)."""
     banks: list[BankInstance] = field(default_factory=list)
     driver: Driver | None = None
     load: list[Command] = field(default_factory=list)
@@ -560,13 +631,22 @@ class Scenario:
     async def run(self, fault: Callable[[Scenario], Awaitable[None]]) -> Figures:
         """Start the banks, load them, inject ``fault`` a quarter in, then audit."""
         await self.start_banks()
-        async with Micro(self.settings(), request_timeout=10) as client:
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(Micro(self.settings(), request_timeout=10))
+            entries = [
+                await stack.enter_async_context(
+                    Micro(self.settings().model_copy(update={"nats_url": url}))
+                )
+                for url in self.entry_urls
+            ]
             meta, position = await log_in(client)
-            driver = self.driver = Driver(client, meta, min_position=position)
+            driver = self.driver = Driver(
+                client, meta, min_position=position, entries=entries, concurrency=self.concurrency
+            )
             accounts = [f"a{n}" for n in range(self.accounts)]
             await open_accounts(driver, accounts, self.funding)
             self.load = bank_load(accounts, self.commands, self.seed)
-            loading = asyncio.create_task(driver.run(self.load))
+            loading = asyncio.create_task(driver.run(self.load, self.budget, self.pace))
             try:
                 await until(
                     lambda: len(driver.acks) >= len(accounts) * 2 + self.commands // 4,

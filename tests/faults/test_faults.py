@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
-import nats
 import pytest
-from fault_rig import ATTEMPT_TIMEOUT, Scenario, until
+from fault_rig import ATTEMPT_TIMEOUT, Scenario, replicas_caught_up, stream_of, until
 
 from micro._nats_server import NatsServer
 from micro.testing.cluster import NatsCluster
@@ -24,25 +22,6 @@ SERVER_DOWNTIME = 1.0
 """Seconds the killed nats-server stays down before it is started again."""
 PAUSE = 2.5 * ATTEMPT_TIMEOUT
 """Seconds a node stays frozen (SIGSTOP): longer than the client's timeouts."""
-
-
-def stream_of(namespace: str) -> str:
-    return f"{namespace.upper()}_EVENTS"
-
-
-async def replicas_caught_up(cluster: NatsCluster, stream: str) -> bool:
-    """True when the stream has a leader and every other replica is current."""
-    client = await nats.connect(
-        servers=cluster.urls.split(","), connect_timeout=2, max_reconnect_attempts=0
-    )
-    try:
-        info: Any = await client.jetstream().stream_info(stream)
-    except Exception:
-        return False
-    finally:
-        await client.close()
-    peers = info.cluster.replicas or []
-    return bool(info.cluster.leader) and len(peers) == 2 and all(p.current for p in peers)
 
 
 async def test_kill_9_of_one_of_two_bank_instances(
