@@ -275,6 +275,8 @@ class Driver:
         client has seen so far: its login, the accounts it opened)."""
         self.concurrency = concurrency
         self.attempt_timeout = attempt_timeout
+        self.finished = False
+        """The load is over: every command done, or the budget spent."""
         self.acks: list[tuple[float, float]] = []
         """(sent at, acknowledged at) of every attempt that got a success reply."""
         for command in ("deposit", "withdraw", "transfer", "open account"):
@@ -298,7 +300,10 @@ class Driver:
                 if pace:
                     await asyncio.sleep(pace)  # the load's own rhythm, not a wait for anything
 
-        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        finally:
+            self.finished = True
 
     async def execute(self, command: Command) -> None:
         """Send ``command`` until it succeeds, a rule refuses it, or it is given up."""
