@@ -72,6 +72,10 @@ def balance_here(query, models):
 micro.add_view(f"bank models on {{instance}}", models_here)
 micro.add_view(f"account balance on {{instance}}", balance_here)
 micro.add(f"bank health on {{instance}}", micro.health)
+micro.add(
+    f"bank node on {{instance}}",
+    lambda query: micro.client.connected_url.netloc if micro.client.connected_url else None,
+)
 
 async def announce(micro):
     print("ready", flush=True)

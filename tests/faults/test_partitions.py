@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fault_rig import ATTEMPT_TIMEOUT, Scenario, replicas_caught_up, stream_of, until
+from fault_rig import ATTEMPT_TIMEOUT, FIGURES, Scenario, replicas_caught_up, stream_of, until
 from partition_rig import PartitionScenario
 
+from micro import MicroError
 from micro.testing.partition import PartitionCluster
 
 pytestmark = [pytest.mark.partition, pytest.mark.timeout(180)]
@@ -65,6 +67,8 @@ async def test_a_stream_leader_cut_off_from_the_two_other_nodes(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
+    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
+    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
     await until(lambda: replicas_caught_up(cluster, stream), 30, "the old leader to catch up")
 
@@ -97,6 +101,8 @@ async def test_a_bank_instance_that_reaches_only_the_node_in_the_minority(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
+    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
+    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
     await until(lambda: replicas_caught_up(cluster, stream), 30, "n3 to catch up")
 
@@ -116,6 +122,8 @@ async def test_a_bank_instance_cut_off_from_every_node_with_commands_in_flight(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
+    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
+    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
 
 
@@ -150,5 +158,53 @@ async def test_a_random_pair_of_nodes_cut_every_two_seconds(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
+    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
+    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
     await until(lambda: replicas_caught_up(cluster, stream), 30, "every replica to catch up")
+
+
+CUT_FROM_ITS_NODE = 30.0
+"""Seconds an instance cut off from the node it is connected to (the others reachable) may
+take to notice and reconnect elsewhere: three pings (``Settings.ping_interval``) and a
+reconnect, with room to spare on a loaded machine."""
+
+
+async def test_a_bank_instance_cut_off_from_its_node_moves_to_another_and_serves(
+    partition_cluster: PartitionCluster, tmp_path: Path, scenarios: list[Scenario]
+) -> None:
+    cluster = partition_cluster
+    run = scenario(
+        "b1 cut off from the node it uses (the others reachable) until it moves",
+        cluster,
+        tmp_path,
+        "p5",
+    )
+    scenarios.append(run)
+    moved: dict[str, Any] = {}
+
+    async def fault(run: Scenario) -> None:
+        driver = run.driver
+        assert driver is not None
+        before = await driver.client.act("bank node on b1", timeout=5)
+        node = next(n.server_name or "" for n in cluster.nodes if n.url.endswith(before))
+        cut_at = driver.now()
+        cluster.network.cut("b1", node)
+        try:
+
+            async def elsewhere() -> bool:
+                try:
+                    now = await driver.client.act("bank node on b1", timeout=1)
+                except MicroError:
+                    return False
+                moved["to"], moved["after"] = now, driver.now() - cut_at
+                return bool(now != before)
+
+            await until(elsewhere, CUT_FROM_ITS_NODE, "b1 to reconnect to another node")
+        finally:
+            cluster.network.heal_all()
+
+    figures = await run.run(fault)
+    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
+    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
+    assert figures.lost == figures.duplicated == 0
