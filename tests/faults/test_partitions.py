@@ -67,8 +67,6 @@ async def test_a_stream_leader_cut_off_from_the_two_other_nodes(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
-    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
-    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
     await until(lambda: replicas_caught_up(cluster, stream), 30, "the old leader to catch up")
 
@@ -101,8 +99,6 @@ async def test_a_bank_instance_that_reaches_only_the_node_in_the_minority(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
-    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
-    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
     await until(lambda: replicas_caught_up(cluster, stream), 30, "n3 to catch up")
 
@@ -122,8 +118,6 @@ async def test_a_bank_instance_cut_off_from_every_node_with_commands_in_flight(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
-    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
-    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
 
 
@@ -158,8 +152,6 @@ async def test_a_random_pair_of_nodes_cut_every_two_seconds(
             cluster.network.heal_all()
 
     figures = await run.run(fault)
-    print(f"b1 moved to {moved['to']} after {moved['after']:.1f} s")
-    FIGURES[-1].scenario += f" (moved after {moved['after']:.0f} s)"
     assert figures.lost == figures.duplicated == 0
     await until(lambda: replicas_caught_up(cluster, stream), 30, "every replica to catch up")
 
