@@ -20,7 +20,8 @@ forwarder per node (``_tcp_proxy.py``) that listens on 127.0.0.1 and connects fr
 the node's namespace; those connections are never cut. Addresses (10.77.0.0/24) exist only
 inside the rig's namespaces, whose names carry a random prefix per rig, so rigs of
 concurrent test runs never meet. Everything is deleted on close or at interpreter exit; the
-processes started inside die with the process that started them.
+processes started inside die with the process that started them, and the next rig deletes
+the empty namespaces of a run that was killed.
 
 What it cannot do: delay, reorder or drop a fraction of packets (the kernel has no netem
 here); cut one direction only; move clocks. Requires root and ``ip`` (iproute2).
@@ -89,6 +90,27 @@ def partition_unavailable() -> str | None:
     return None
 
 
+def _remove_orphans() -> None:
+    """Delete namespaces of rigs whose process died without cleaning up (kill -9, SIGTERM).
+
+    Only when the creating process (its pid is in the name) is gone and nothing runs inside:
+    a live rig of a concurrent run always has one or the other.
+    """
+    if not _NETNS_DIR.is_dir():
+        return
+    for entry in _NETNS_DIR.iterdir():
+        if not entry.name.startswith(_PREFIX):
+            continue
+        owner = entry.name[len(_PREFIX) :].split("-", 1)[0].split("x", 1)[0]
+        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+            continue
+        inside = subprocess.run(
+            ["ip", "netns", "pids", entry.name], capture_output=True, text=True, check=False
+        )
+        if inside.returncode == 0 and not inside.stdout.strip():
+            subprocess.run(["ip", "netns", "delete", entry.name], capture_output=True, check=False)
+
+
 @dataclass
 class RigHost:
     """One host of the rig: a namespace and the address it is known by."""
@@ -124,6 +146,7 @@ class NetworkRig:
         reason = partition_unavailable()
         if reason is not None:
             raise RigError(reason)
+        _remove_orphans()
         atexit.register(self.close)
         self.hub = self._namespace("hub")
 
