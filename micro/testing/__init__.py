@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from micro._nats_server import NatsServer, NatsServerError
 from micro.testing.cluster import NatsCluster
+from micro.testing.partition import PartitionCluster, partition_unavailable
 from micro.testing.waiting import wait_until
 
-__all__ = ["NatsCluster", "NatsServer", "NatsServerError", "wait_until"]
+__all__ = [
+    "NatsCluster",
+    "NatsServer",
+    "NatsServerError",
+    "PartitionCluster",
+    "partition_unavailable",
+    "wait_until",
+]

@@ -45,7 +45,7 @@ from typing import Self
 from micro._nats_server import ClusterConfig, NatsServer, _die_with_parent
 from micro.testing.cluster import NatsCluster
 
-__all__ = ["NetworkRig", "PartitionCluster", "RigHost", "partition_unavailable"]
+__all__ = ["NetworkRig", "PartitionCluster", "RigError", "RigHost", "partition_unavailable"]
 
 _SUBNET = "10.77.0"
 _NETNS_DIR = Path("/var/run/netns")
@@ -232,8 +232,9 @@ class NetworkRig:
         for pair in self._links:
             self.heal(*pair)
 
-    def cut_pairs(self) -> list[tuple[str, str]]:
-        return [tuple(sorted(pair)) for pair, link in self._links.items() if not link.up]  # type: ignore[misc]
+    def cut_pairs(self) -> list[tuple[str, ...]]:
+        """The pairs cut at the moment, each sorted."""
+        return [tuple(sorted(pair)) for pair, link in self._links.items() if not link.up]
 
     def close(self) -> None:
         """Delete every namespace of the rig (their interfaces go with them)."""

@@ -203,7 +203,9 @@ class Chaos:
 
     async def cut_instance(self) -> str:
         bank = self.live_bank()
-        seconds = self.rng.uniform(2.0, 6.0)
+        # Up to 20 s: past three pings, the instance drops its connection and keeps what it
+        # publishes meanwhile (appends decided before the cut) to send once it reconnects.
+        seconds = self.rng.uniform(2.0, 20.0)
         self.network.network.isolate(bank.name)
         try:
             await asyncio.sleep(seconds)  # the outage itself
