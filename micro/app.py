@@ -1,7 +1,8 @@
 """``Micro``: the one object a service author touches.
 
 It composes the parts (connection, responder, caller, hooks) and owns their life cycle:
-open, serve until a signal, drain, close.
+open, serve until a signal, drain, close. (A little over 600 lines: this is the one class a
+service author reads, and its methods' docstrings are its manual.)
 """
 
 from __future__ import annotations
@@ -9,24 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import pydantic
 import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from micro._app_dir import app_dir
 from micro._signals import stop_on_signals
 from micro.bus.caller import Caller, Reply, RetryPolicy
 from micro.bus.connection import confirm, connect
 from micro.bus.endpoint import Endpoint, Middleware
 from micro.bus.events import Events, Listener
 from micro.bus.hooks import Hooks, check_middleware
-from micro.bus.responder import Responder
+from micro.bus.responder import FALLBACK_KIND, Responder
 from micro.bus.services import ServiceResponder, new_instance_id
-from micro.command.commander import Commander, app_dir
+from micro.bus.subjects import fallback_subject
+from micro.context import Context, new_id
 from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
 from micro.errors import ConfigError, ValidationError
 from micro.log import configure_logging
@@ -34,6 +37,9 @@ from micro.modules.builtin import register_builtin_modules
 from micro.modules.loader import ModuleLoader
 from micro.session import Session
 from micro.settings import Settings
+
+if TYPE_CHECKING:
+    from micro.command.commander import Commander
 
 __all__ = ["Micro"]
 
@@ -88,6 +94,9 @@ class Micro:
         self.modules = ModuleLoader(self)
         register_builtin_modules(self.modules)
         self._procedures: list[tuple[list[str], Callable[..., Any]]] = []
+        self._fallback: Endpoint | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._owns_client = True
         self.instance_id = new_instance_id()
         """This instance's id in the NATS Services API (``$SRV.PING.<service>.<id>``)."""
 
@@ -138,6 +147,47 @@ class Micro:
         if self._responder is not None:
             self._spawn(self._responder.add(endpoint))
         return self
+
+    def fallback(self, handler: Callable[..., Any], *, description: str = "") -> Self:
+        """Answer every command of this namespace that no service serves.
+
+        Instead of ``ServiceNotFoundError``, a caller of a command nobody serves gets what
+        ``handler`` returns or raises. The handler takes what ``add``'s handlers take;
+        ``ctx.command`` is the command that was asked for. One service of a namespace may
+        hold the fallback (any number of its instances): a second one fails to start with
+        ``ConfigError``.
+
+        Usage::
+
+            def removed(payload, ctx):
+                raise NotFoundError(f"{ctx.command!r} was removed in 2.0: use 'pay'")
+
+            micro.fallback(removed)
+        """
+        if self._fallback is not None:
+            raise ValueError("this Micro already has a fallback handler")
+        if self._opened:
+            raise RuntimeError("add the fallback before the Micro starts")
+        self._fallback = Endpoint.build(
+            "*", handler, kind=FALLBACK_KIND, description=description or "the fallback"
+        )
+        return self
+
+    async def _serve_fallback(self, responder: Responder) -> None:
+        assert self._fallback is not None
+        # Checked through discovery, so a rival in another process is found too; two
+        # services starting at the same instant can both pass (documented).
+        for record in await self.services():
+            holds = any(endpoint.kind == FALLBACK_KIND for endpoint in record.endpoints)
+            if holds and record.service != self.settings.service:
+                raise ConfigError(
+                    f"service {record.service!r} already holds the fallback of namespace "
+                    f"{self.settings.namespace!r}; only one service of a namespace may",
+                    details={"holder": record.service, "namespace": self.settings.namespace},
+                )
+        await responder.add(
+            self._fallback, flush=False, subject=fallback_subject(self.settings.namespace)
+        )
 
     def command(
         self, name: str, **options: Any
@@ -243,7 +293,7 @@ class Micro:
         *,
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yield the intermediate messages of ``name``, then its final reply.
 
         ``timeout`` is a deadline for the whole stream (request to final reply), not a gap
@@ -300,7 +350,7 @@ class Micro:
     # -- discovery -----------------------------------------------------------------------
 
     def _announced(self) -> bool:
-        return bool(self.endpoints or self._listeners)
+        return bool(self.endpoints or self._listeners or self._fallback)
 
     def _learn(self, records: list[ServiceRecord]) -> list[ServiceRecord]:
         # Idempotent commands seen in discovery are retried on retryable errors from now on.
@@ -437,16 +487,23 @@ class Micro:
             status["models"] = self.modules.instances["commander"].health()
         if "app_stream" in self.modules.instances:
             status["event_handlers"] = self.modules.instances["app_stream"].health()
+        if self._responder is not None and self._responder.load is not None:
+            status["load"] = self._responder.load.status()
         return status
 
     # -- life cycle --------------------------------------------------------------------
 
-    async def open(self) -> Self:
-        """Connect and serve every endpoint; returns once the server confirmed them."""
+    async def open(self, *, client: Client | None = None) -> Self:
+        """Connect and serve every endpoint; returns once the server confirmed them.
+
+        ``client`` shares a connection that is already open (several services in one
+        process): this Micro then leaves it open when it closes.
+        """
         if self._opened:
             return self
         self._loop = asyncio.get_running_loop()
-        self.client = await connect(self.settings)
+        self._owns_client = client is None
+        self.client = client or await connect(self.settings)
         self._caller = Caller(
             self.client, self.settings, self.hooks, retries=self._retries, local=self.endpoints
         )
@@ -467,12 +524,15 @@ class Micro:
         try:
             # Modules first (the commander catches its models up): nothing is served before.
             await self.modules.start()
+            if self._fallback is not None:
+                await self._serve_fallback(self._responder)
             await self._responder.serve(list(self.endpoints.values()))  # flushes all above
             for names, procedure in self._procedures:
                 await self._run_procedure(names, procedure)
         except BaseException:
             await self.modules.stop()
-            await self.client.close()
+            if self._owns_client:
+                await self.client.close()
             raise
         self._opened = True
         self._served = True
@@ -507,8 +567,9 @@ class Micro:
             with contextlib.suppress(Exception):
                 await confirm(self.client, 2)  # what was published reached the server
             # A server that is gone cannot be told goodbye; the stop must finish all the same.
-            with contextlib.suppress(NatsError, OSError):
-                await self.client.close()
+            if self._owns_client:
+                with contextlib.suppress(NatsError, OSError):
+                    await self.client.close()
         self._responder = None
         self._caller = None
         self._events = None
@@ -548,8 +609,36 @@ class Micro:
         return self._served
 
     def _spawn(self, coroutine: Any) -> None:
+        # Kept until done (the loop holds tasks only weakly), and a failure is logged.
         task = asyncio.ensure_future(coroutine)
-        task.add_done_callback(lambda done: done.exception() if not done.cancelled() else None)
+        self._tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("background task failed", error=repr(task.exception()))
+
+    def new_context(
+        self,
+        command: str,
+        *,
+        trace_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+        user: Any = None,
+        idempotency_key: str | None = None,
+    ) -> Context:
+        """A context for work no request started: calls made under it carry its trace."""
+        return Context(
+            service=self.settings.service,
+            command=command,
+            trace_id=trace_id or new_id(),
+            span_id=new_id(),
+            meta=dict(meta or {}),
+            user=user,
+            idempotency_key=idempotency_key,
+            _caller=self._caller,
+        )
 
     async def __aenter__(self) -> Self:
         return await self.open()
