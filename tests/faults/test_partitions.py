@@ -23,7 +23,9 @@ from micro.testing.partition import PartitionCluster
 pytestmark = [pytest.mark.partition, pytest.mark.timeout(180)]
 
 ISOLATION = 2.5 * ATTEMPT_TIMEOUT
-"""Seconds an instance stays cut off: longer than the callers' timeouts."""
+"""Seconds an instance stays cut off: longer than the callers' timeouts, shorter than its
+pings' patience. Its connection survives, and TCP delivers what it sent before the cut
+(appends decided then) after the heal, long after their callers retried elsewhere."""
 FLAP_EVERY = 2.0
 FLAP_FOR = 30.0
 ACKED_WHILE_CUT = 60

@@ -203,8 +203,9 @@ class Chaos:
 
     async def cut_instance(self) -> str:
         bank = self.live_bank()
-        # Up to 20 s: past three pings, the instance drops its connection and keeps what it
-        # publishes meanwhile (appends decided before the cut) to send once it reconnects.
+        # Up to 20 s: past three pings the instance gives its connection up, and what it had
+        # sent on it (appends decided before the cut) is lost, never acknowledged; shorter
+        # cuts let TCP deliver those appends after the heal.
         seconds = self.rng.uniform(2.0, 20.0)
         self.network.network.isolate(bank.name)
         try:
