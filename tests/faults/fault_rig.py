@@ -487,23 +487,29 @@ async def quiet(
     the settle still has its refund to make).
     """
     async with JetStreamEventStore(url=url, namespace=namespace, replicas=replicas) as store:
+        seen: dict[str, Any] = {}
+        """What each instance said last, for the failure's message."""
 
         async def handled_everything() -> bool:
-            last = await store.last_position()
+            seen["store"] = last = await store.last_position()
             for bank in banks:
                 try:
                     health = await client.act(f"bank health on {bank.name}", timeout=5)
                 except MicroError as error:
+                    seen[bank.name] = f"{type(error).__name__}: {error}"
                     if error.retryable:
                         return False
                     raise
-                group = health["event_handlers"]["bank"]
+                group = seen[bank.name] = health["event_handlers"]["bank"]
                 assert group["status"] == "ok", f"{bank.name}: {group['reason']}"
                 if group["position"] != last:
                     return False
             return True
 
-        await until(handled_everything, 60, "the transfer process to finish")
+        try:
+            await until(handled_everything, 60, "the transfer process to finish")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last seen: {seen}") from None
 
 
 async def read_store(url: str, namespace: str, replicas: int) -> list[RecordedEvent]:

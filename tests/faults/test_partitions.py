@@ -28,7 +28,7 @@ pings' patience. Its connection survives, and TCP delivers what it sent before t
 (appends decided then) after the heal, long after their callers retried elsewhere."""
 FLAP_EVERY = 2.0
 FLAP_FOR = 30.0
-ACKED_WHILE_CUT = 60
+ACKED_WHILE_CUT = 40
 """Commands acknowledged after a cut before it heals: the side that can go on, goes on."""
 
 
@@ -50,7 +50,7 @@ def scenario(
         tmp_path,
         instances=3,
         cluster=cluster,
-        **options,  # type: ignore[arg-type]
+        **{"commands": 300, **options},  # type: ignore[arg-type]
     )
 
 

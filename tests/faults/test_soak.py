@@ -128,6 +128,7 @@ class Chaos:
     async def kill_instance(self) -> str:
         bank = self.live_bank()
         bank.kill()
+        bank.stop()  # closes its pipe: the replacement takes its place in the list
         await until(
             lambda: self.driver.acked_since(self.driver.now() - 0.5) > 0 or self.driver.finished,
             30,
