@@ -46,7 +46,7 @@ command run, the allocator's slack and the fault's backlogs, not a leak per comm
 
 pytestmark = [
     pytest.mark.soak,
-    pytest.mark.timeout(BUDGET + 240),
+    pytest.mark.timeout(BUDGET + 1200),  # the load, then the transfer process's backlog
     # nats-py 2.16 drops, unclosed, the socket of a reconnect whose handshake fails after the
     # TCP connect succeeded: the rig's loopback forwarders accept for a node that is down
     # (as a TCP load balancer does), so each node kill leaves a few for the collector.
