@@ -146,7 +146,7 @@ async def test_a_random_pair_of_nodes_cut_every_two_seconds(
         cluster,
         tmp_path,
         "p4",
-        commands=800,
+        commands=600,
         concurrency=8,
         pace=0.3,
     )
