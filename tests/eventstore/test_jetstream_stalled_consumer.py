@@ -15,10 +15,9 @@ from contextlib import aclosing
 import nats
 import orjson
 
-from micro._nats_server import NatsServer
 from micro.eventstore.base import ANY
 from micro.eventstore.jetstream import JetStreamEventStore
-from micro.testing import wait_until
+from micro.testing import NatsServer, wait_until
 from micro.testing.eventstore_contract import new_event
 
 

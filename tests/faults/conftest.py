@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_rig import FIGURES, Scenario, table
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
 from micro.testing.partition import PartitionCluster, partition_unavailable
+from tests.faults.support import FIGURES, Scenario, table
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

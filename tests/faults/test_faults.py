@@ -2,7 +2,7 @@
 
 Each test runs samples/bank in two subprocesses, drives a few hundred keyed commands from a
 client that retries retryable failures with the same key, injects one fault mid-load, and
-audits the whole store and every instance's models (see ``fault_rig``). All on loopback.
+audits the whole store and every instance's models (see ``support``). All on loopback.
 """
 
 from __future__ import annotations
@@ -11,10 +11,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fault_rig import ATTEMPT_TIMEOUT, Scenario, replicas_caught_up, stream_of, until
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
+from tests.faults.support import (
+    ATTEMPT_TIMEOUT,
+    Scenario,
+    replicas_caught_up,
+    stream_of,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(150)
 

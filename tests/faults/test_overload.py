@@ -17,10 +17,10 @@ import collections
 from pathlib import Path
 
 import pytest
-from fault_rig import FIGURES, Command, Scenario, bank_load, until
 
 from micro import MicroError, OverloadedError, RuleViolation
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
+from tests.faults.support import FIGURES, Command, Scenario, bank_load, until
 
 pytestmark = pytest.mark.timeout(150)
 

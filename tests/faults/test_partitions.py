@@ -2,7 +2,7 @@
 
 Each node and each bank instance runs in a network namespace of its own (``PartitionCluster``);
 a cut sets a pair's link down, so packets vanish silently, as across a failed switch. The
-load, the faults' timing and the checks are those of the fault suite (``fault_rig``); the
+load, the faults' timing and the checks are those of the fault suite (``support``); the
 rows are named ``partition: ...`` in the figures table.
 """
 
@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_rig import ATTEMPT_TIMEOUT, FIGURES, Scenario, replicas_caught_up, stream_of, until
-from partition_rig import PartitionScenario
 
 from micro import MicroError
 from micro.testing.partition import PartitionCluster
+from tests.faults.support import (
+    ATTEMPT_TIMEOUT,
+    FIGURES,
+    PartitionScenario,
+    Scenario,
+    replicas_caught_up,
+    stream_of,
+    until,
+)
 
 pytestmark = [pytest.mark.partition, pytest.mark.timeout(180)]
 

@@ -21,20 +21,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_rig import (
+
+from micro import MicroError
+from micro.testing.cluster import NatsCluster
+from micro.testing.partition import PartitionCluster, partition_unavailable
+from tests.faults.support import (
     FIGURES,
     BankInstance,
     Driver,
+    PartitionScenario,
     Scenario,
     replicas_caught_up,
     stream_of,
     until,
 )
-from partition_rig import PartitionScenario
-
-from micro import MicroError
-from micro.testing.cluster import NatsCluster
-from micro.testing.partition import PartitionCluster, partition_unavailable
 
 SOAK_COMMANDS = int(os.environ.get("MICRO_SOAK_COMMANDS", "1000"))
 SOAK_SEED = int(os.environ.get("MICRO_SOAK_SEED", "2026"))

@@ -43,6 +43,7 @@ from micro._nats_server import _die_with_parent
 from micro.eventstore import JetStreamEventStore, RecordedEvent
 from micro.testing import NatsCluster
 from micro.testing import wait_until as until
+from micro.testing.partition import PartitionCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK_APP = ROOT / "samples" / "bank" / "app.py"
@@ -746,4 +747,35 @@ class Scenario:
             gave_up=len(gave_up),
             recovery=driver.recovery(self.fault_at),
             stall=driver.longest_stall(),
+        )
+
+
+@dataclass
+class PartitionScenario(Scenario):
+    """A ``Scenario`` on a ``PartitionCluster``: each bank instance runs in a namespace of its
+    own linked to every node (so links can be cut), and the load enters through every node,
+    one client per node, each retry through the next, as a caller behind a load balancer
+    would. The test process reaches the nodes through loopback forwarders, never cut."""
+
+    cluster: PartitionCluster | None = None
+    bank_urls: dict[str, str] = field(default_factory=dict)
+    """A bank's own ``NATS_URL`` (the nodes it knows of), instead of every node."""
+
+    def __post_init__(self) -> None:
+        assert self.cluster is not None
+        self.url = self.cluster.urls
+        self.entry_urls = self.cluster.client_urls(running_only=False)
+        self.replicas = 3
+
+    def bank(self, name: str) -> BankInstance:
+        cluster = self.cluster
+        assert cluster is not None
+        host = cluster.network.hosts.get(name) or cluster.add_client(name)
+        return BankInstance(
+            name,
+            self.bank_urls.get(name, cluster.inner_urls),
+            self.namespace,
+            self.workdir,
+            command_prefix=host.command_prefix,
+            MICRO_EVENT_STORE_REPLICAS=str(self.replicas),
         )
