@@ -55,7 +55,12 @@ class ClusterConfig:
 
     name: str
     port: int
-    routes: list[int] = field(default_factory=list)
+    routes: list[int | str] = field(default_factory=list)
+    """Ports of nodes on 127.0.0.1, or full route URLs (nodes elsewhere)."""
+    host: str = "127.0.0.1"
+    no_advertise: bool = False
+    """Keep other nodes' client URLs out of what clients are told (clients that reach the
+    nodes through a proxy must not try the addresses behind it)."""
 
 
 @dataclass
@@ -75,6 +80,8 @@ class NatsServer:
     max_payload: int | None = None
     own_session: bool = False
     """Start in a session of its own, so a terminal's Ctrl+C reaches only its owner."""
+    command_prefix: tuple[str, ...] = ()
+    """Run the server through this command (``ip netns exec NS``), which execs it."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _ready: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _reader: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -105,10 +112,15 @@ class NatsServer:
         if self.max_payload:
             lines.append(f"max_payload: {self.max_payload}")
         if self.cluster is not None:
-            routes = ", ".join(f'"nats://127.0.0.1:{port}"' for port in self.cluster.routes)
+            cluster = self.cluster
+            routes = ", ".join(
+                f'"{route}"' if isinstance(route, str) else f'"nats://127.0.0.1:{route}"'
+                for route in cluster.routes
+            )
+            advertise = ", no_advertise: true" if cluster.no_advertise else ""
             lines.append(
-                f'cluster {{ name: "{self.cluster.name}", listen: "127.0.0.1:{self.cluster.port}",'
-                f" routes: [{routes}] }}"
+                f'cluster {{ name: "{cluster.name}", listen: "{cluster.host}:{cluster.port}",'
+                f" routes: [{routes}]{advertise} }}"
             )
         return "\n".join(lines) + "\n"
 
@@ -122,7 +134,7 @@ class NatsServer:
         self._ready = threading.Event()
         self._output.clear()
         self._process = subprocess.Popen(
-            [find_nats_server(), "-c", str(config)],
+            [*self.command_prefix, find_nats_server(), "-c", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,

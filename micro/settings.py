@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=2.0, gt=0)
     """Seconds to wait for the NATS connection before failing."""
 
+    ping_interval: float = Field(default=5.0, gt=0)
+    """Seconds between the client's pings to its NATS server. Two left unanswered and the
+    connection counts as dead: the client reconnects, to another node of ``nats_url`` if
+    one answers. A silent network cut (no reset, packets lost) is noticed only this way;
+    nats-py's own default of two minutes left an instance deaf for up to six."""
+
     request_timeout: float = Field(default=5.0, gt=0)
     """Default seconds ``act`` waits for a reply."""
 

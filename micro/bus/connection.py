@@ -93,6 +93,8 @@ async def connect(settings: Settings, *, name: str | None = None) -> Client:
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
+                ping_interval=settings.ping_interval,
+                max_outstanding_pings=2,
                 error_cb=on_error,
                 pending_size=64 * 1024 * 1024,
             ),

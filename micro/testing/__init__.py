@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from micro._nats_server import NatsServer, NatsServerError, find_nats_server
 from micro.testing.cluster import NatsCluster
+from micro.testing.partition import PartitionCluster, partition_unavailable
 from micro.testing.waiting import wait_until
 
-__all__ = ["NatsCluster", "NatsServer", "NatsServerError", "find_nats_server", "wait_until"]
+__all__ = [
+    "NatsCluster",
+    "NatsServer",
+    "NatsServerError",
+    "PartitionCluster",
+    "find_nats_server",
+    "partition_unavailable",
+    "wait_until",
+]

@@ -64,7 +64,11 @@ class NatsCluster:
     @property
     def urls(self) -> str:
         """Every node's client URL, comma separated (as ``NATS_URL`` takes them)."""
-        return ",".join(node.url for node in self.nodes)
+        return ",".join(self.client_urls(running_only=False))
+
+    def client_urls(self, *, running_only: bool = True) -> list[str]:
+        """The URLs this process reaches the nodes at (only the running ones by default)."""
+        return [node.url for node in self.nodes if node.running or not running_only]
 
     def node(self, name: str) -> NatsServer:
         for node in self.nodes:
@@ -99,10 +103,9 @@ class NatsCluster:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
-            running = [node for node in self.nodes if node.running]
             try:
                 client = await nats.connect(
-                    servers=[node.url for node in running],
+                    servers=self.client_urls(),
                     connect_timeout=2,
                     max_reconnect_attempts=0,
                 )
@@ -129,9 +132,7 @@ class NatsCluster:
         """Name of the node leading ``stream``'s replicas."""
         import nats
 
-        client = await nats.connect(
-            servers=[node.url for node in self.nodes if node.running], connect_timeout=2
-        )
+        client = await nats.connect(servers=self.client_urls(), connect_timeout=2)
         try:
             info: Any = await client.jetstream().stream_info(stream)
             return str(info.cluster.leader)

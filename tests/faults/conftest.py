@@ -9,6 +9,7 @@ import pytest
 
 from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
+from micro.testing.partition import PartitionCluster, partition_unavailable
 from tests.faults.support import FIGURES, Scenario, table
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -40,6 +41,16 @@ def own_server(tmp_path: Path) -> Iterator[NatsServer]:
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     """Three routed nodes with JetStream, ``sync_interval: always``."""
     with NatsCluster(tmp_path / "cluster") as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def partition_cluster(tmp_path: Path) -> Iterator[PartitionCluster]:
+    """Three nodes, each in a network namespace of its own; skipped where the rig cannot run."""
+    reason = partition_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with PartitionCluster(tmp_path / "cluster") as nodes:
         yield nodes
 
 

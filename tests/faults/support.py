@@ -29,16 +29,22 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import nats
 
 from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
 from micro._nats_server import _die_with_parent
 from micro.eventstore import EventStore, JetStreamEventStore, RecordedEvent
 from micro.eventstore.esdb import EsdbEventStore
+from micro.testing import NatsCluster
 from micro.testing import wait_until as until
+from micro.testing.partition import PartitionCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK_APP = ROOT / "samples" / "bank" / "app.py"
@@ -68,6 +74,10 @@ def balance_here(query, models):
 micro.add_view(f"bank models on {{instance}}", models_here)
 micro.add_view(f"account balance on {{instance}}", balance_here)
 micro.add(f"bank health on {{instance}}", micro.health)
+micro.add(
+    f"bank node on {{instance}}",
+    lambda query: micro.client.connected_url.netloc if micro.client.connected_url else None,
+)
 
 async def announce(micro):
     print("ready", flush=True)
@@ -89,6 +99,9 @@ BANK_ENVIRONMENT = {
 }
 
 START_TIMEOUT = 30.0
+STALLED = 60.0
+"""Seconds the transfer process may go without advancing, after the load, before the audit
+calls it stuck."""
 ATTEMPT_TIMEOUT = 2.0
 """Seconds the client waits for one reply before it calls the attempt failed and retries."""
 GIVE_UP_AFTER = 40.0
@@ -98,11 +111,22 @@ GIVE_UP_AFTER = 40.0
 class BankInstance:
     """samples/bank in a subprocess of its own, on the given NATS URL and namespace."""
 
-    def __init__(self, name: str, url: str, namespace: str, workdir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        namespace: str,
+        workdir: Path,
+        *,
+        command_prefix: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
         self.name = name
         self.url = url
         self.namespace = namespace
         self.workdir = workdir
+        self.command_prefix = command_prefix
+        """Run through this (``ip netns exec NS``): the bank in a network namespace."""
         self.env = env
         self.log = workdir / f"{name}.log"
         self.process: subprocess.Popen[str] | None = None
@@ -133,7 +157,7 @@ class BankInstance:
         }
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", BANK_SOURCE],
+                [*self.command_prefix, sys.executable, "-c", BANK_SOURCE],
                 env=environment,
                 stdout=subprocess.PIPE,
                 stderr=log,  # a file, never a pipe: a chatty outage must not block the bank
@@ -149,6 +173,24 @@ class BankInstance:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def rss(self) -> int:
+        """Resident memory of the process, in bytes."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) * 1024
+
+    def pause(self) -> None:
+        """SIGSTOP: a process that hangs (a long GC, a swapped-out host) with its sockets open."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """kill -9: no drain, no goodbye."""
@@ -231,32 +273,46 @@ class Driver:
         min_position: int = 0,
         concurrency: int = 16,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
+        entries: Sequence[Micro] = (),
     ) -> None:
         self.client = client
+        self.clients = [client, *entries]
+        """Where attempts enter: a retry goes through the next one (another NATS node)."""
         self.meta = meta
         self.min_position = min_position
         """Every command waits for this position on the instance serving it (what the
         client has seen so far: its login, the accounts it opened)."""
         self.concurrency = concurrency
         self.attempt_timeout = attempt_timeout
+        self.finished = False
+        """The load is over: every command done, or the budget spent."""
         self.acks: list[tuple[float, float]] = []
         """(sent at, acknowledged at) of every attempt that got a success reply."""
         for command in ("deposit", "withdraw", "transfer", "open account"):
-            client.retry(command, RetryPolicy(attempts=1))
+            for entry in self.clients:
+                entry.retry(command, RetryPolicy(attempts=1))
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def run(self, commands: list[Command], budget: float = 90.0) -> None:
-        """Send every command until all are done or ``budget`` seconds have passed."""
+    async def run(self, commands: list[Command], budget: float = 90.0, pace: float = 0.0) -> None:
+        """Send every command until all are done or ``budget`` seconds have passed.
+
+        ``pace``: seconds each worker waits between two commands (a load spread over time).
+        """
         deadline = self.now() + budget
         pending = collections.deque(commands)
 
         async def worker() -> None:
             while pending and self.now() < deadline:
                 await self.execute(pending.popleft())
+                if pace:
+                    await asyncio.sleep(pace)  # the load's own rhythm, not a wait for anything
 
-        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        finally:
+            self.finished = True
 
     async def execute(self, command: Command) -> None:
         """Send ``command`` until it succeeds, a rule refuses it, or it is given up."""
@@ -264,8 +320,10 @@ class Driver:
         while True:
             command.attempts += 1
             sent = self.now()
+            entry = zlib.crc32(command.key.encode()) + command.attempts
+            client = self.clients[entry % len(self.clients)]
             try:
-                reply = await self.client.request(
+                reply = await client.request(
                     command.name,
                     command.payload,
                     meta=self.meta,
@@ -307,6 +365,25 @@ class Driver:
         """The longest time, while the load ran, without any success reply."""
         times = sorted(acked for _, acked in self.acks)
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def stream_of(namespace: str) -> str:
+    return f"{namespace.upper()}_EVENTS"
+
+
+async def replicas_caught_up(cluster: NatsCluster, stream: str) -> bool:
+    """True when the stream has a leader and every other replica is current."""
+    client = await nats.connect(
+        servers=cluster.urls.split(","), connect_timeout=2, max_reconnect_attempts=0
+    )
+    try:
+        info: Any = await client.jetstream().stream_info(stream)
+    except Exception:
+        return False
+    finally:
+        await client.close()
+    peers = info.cluster.replicas or []
+    return bool(info.cluster.leader) and len(peers) == 2 and all(p.current for p in peers)
 
 
 # -- setting up -----------------------------------------------------------------------------
@@ -427,23 +504,40 @@ async def quiet(
     the settle still has its refund to make).
     """
     async with open_store(url, namespace, replicas, esdb_url) as store:
+        seen: dict[str, Any] = {}
+        """What each instance said last, for the failure's message."""
+        loop = asyncio.get_running_loop()
+        started = progress_at = loop.time()
+        best = -1
 
         async def handled_everything() -> bool:
-            last = await store.last_position()
+            nonlocal best, progress_at
+            seen["store"] = last = await store.last_position()
+            positions = 0
             for bank in banks:
                 try:
                     health = await client.act(f"bank health on {bank.name}", timeout=5)
                 except MicroError as error:
+                    seen[bank.name] = f"{type(error).__name__}: {error}"
                     if error.retryable:
                         return False
                     raise
-                group = health["event_handlers"]["bank"]
+                group = seen[bank.name] = health["event_handlers"]["bank"]
                 assert group["status"] == "ok", f"{bank.name}: {group['reason']}"
-                if group["position"] != last:
-                    return False
-            return True
+                positions += group["position"]
+            if positions > best:
+                best, progress_at = positions, loop.time()
+            assert loop.time() - progress_at < STALLED, (
+                f"the transfer process made no progress for {STALLED:.0f} s: {seen}"
+            )
+            return all(seen[bank.name]["position"] == last for bank in banks)
 
-        await until(handled_everything, 60, "the transfer process to finish")
+        # A long load leaves the process a backlog (it handles one event at a time, each
+        # with commands of its own): it may take its time, but must keep advancing.
+        await until(handled_everything, 900, "the transfer process to finish")
+        finished = loop.time() - started
+        if finished > 5:
+            print(f"the transfer process finished {finished:.0f} s after the load", flush=True)
 
 
 async def read_store(
@@ -549,6 +643,13 @@ class Scenario:
     commands: int = 400
     funding: int = 100
     seed: int = 1
+    concurrency: int = 16
+    pace: float = 0.0
+    """Seconds each of the ``concurrency`` callers waits between two commands."""
+    budget: float = 90.0
+    """Seconds the load may take before the callers stop sending."""
+    entry_urls: list[str] = field(default_factory=list)
+    """More NATS URLs the load enters by, besides ``url`` (one client each)."""
     banks: list[BankInstance] = field(default_factory=list)
     driver: Driver | None = None
     load: list[Command] = field(default_factory=list)
@@ -574,13 +675,22 @@ class Scenario:
     async def run(self, fault: Callable[[Scenario], Awaitable[None]]) -> Figures:
         """Start the banks, load them, inject ``fault`` a quarter in, then audit."""
         await self.start_banks()
-        async with Micro(self.settings(), request_timeout=10) as client:
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(Micro(self.settings(), request_timeout=10))
+            entries = [
+                await stack.enter_async_context(
+                    Micro(self.settings().model_copy(update={"nats_url": url}))
+                )
+                for url in self.entry_urls
+            ]
             meta, position = await log_in(client)
-            driver = self.driver = Driver(client, meta, min_position=position)
+            driver = self.driver = Driver(
+                client, meta, min_position=position, entries=entries, concurrency=self.concurrency
+            )
             accounts = [f"a{n}" for n in range(self.accounts)]
             await open_accounts(driver, accounts, self.funding)
             self.load = bank_load(accounts, self.commands, self.seed)
-            loading = asyncio.create_task(driver.run(self.load))
+            loading = asyncio.create_task(driver.run(self.load, self.budget, self.pace))
             try:
                 await until(
                     lambda: len(driver.acks) >= len(accounts) * 2 + self.commands // 4,
@@ -651,4 +761,35 @@ class Scenario:
             gave_up=len(gave_up),
             recovery=driver.recovery(self.fault_at),
             stall=driver.longest_stall(),
+        )
+
+
+@dataclass
+class PartitionScenario(Scenario):
+    """A ``Scenario`` on a ``PartitionCluster``: each bank instance runs in a namespace of its
+    own linked to every node (so links can be cut), and the load enters through every node,
+    one client per node, each retry through the next, as a caller behind a load balancer
+    would. The test process reaches the nodes through loopback forwarders, never cut."""
+
+    cluster: PartitionCluster | None = None
+    bank_urls: dict[str, str] = field(default_factory=dict)
+    """A bank's own ``NATS_URL`` (the nodes it knows of), instead of every node."""
+
+    def __post_init__(self) -> None:
+        assert self.cluster is not None
+        self.url = self.cluster.urls
+        self.entry_urls = self.cluster.client_urls(running_only=False)
+        self.replicas = 3
+
+    def bank(self, name: str) -> BankInstance:
+        cluster = self.cluster
+        assert cluster is not None
+        host = cluster.network.hosts.get(name) or cluster.add_client(name)
+        return BankInstance(
+            name,
+            self.bank_urls.get(name, cluster.inner_urls),
+            self.namespace,
+            self.workdir,
+            command_prefix=host.command_prefix,
+            MICRO_EVENT_STORE_REPLICAS=str(self.replicas),
         )

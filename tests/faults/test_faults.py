@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
-import nats
 import pytest
 
 from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
-from tests.faults.support import ATTEMPT_TIMEOUT, Scenario, until
+from tests.faults.support import (
+    ATTEMPT_TIMEOUT,
+    Scenario,
+    replicas_caught_up,
+    stream_of,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -24,25 +28,6 @@ SERVER_DOWNTIME = 1.0
 """Seconds the killed nats-server stays down before it is started again."""
 PAUSE = 2.5 * ATTEMPT_TIMEOUT
 """Seconds a node stays frozen (SIGSTOP): longer than the client's timeouts."""
-
-
-def stream_of(namespace: str) -> str:
-    return f"{namespace.upper()}_EVENTS"
-
-
-async def replicas_caught_up(cluster: NatsCluster, stream: str) -> bool:
-    """True when the stream has a leader and every other replica is current."""
-    client = await nats.connect(
-        servers=cluster.urls.split(","), connect_timeout=2, max_reconnect_attempts=0
-    )
-    try:
-        info: Any = await client.jetstream().stream_info(stream)
-    except Exception:
-        return False
-    finally:
-        await client.close()
-    peers = info.cluster.replicas or []
-    return bool(info.cluster.leader) and len(peers) == 2 and all(p.current for p in peers)
 
 
 async def test_kill_9_of_one_of_two_bank_instances(

@@ -36,6 +36,10 @@ async def connect(url: str) -> Client:
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
+                # as a service's own connection (Settings.ping_interval): a silent cut is
+                # noticed within three pings, not nats-py's six minutes
+                ping_interval=5,
+                max_outstanding_pings=2,
                 pending_size=64 * 1024 * 1024,
             ),
             timeout=5,

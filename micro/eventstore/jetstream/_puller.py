@@ -25,6 +25,7 @@ _log = structlog.get_logger("micro.eventstore")
 _PULL_BATCH = 4000  # messages per pull request while replaying (1000 measured ~15% slower)
 _HEARTBEAT = 5.0  # seconds between server heartbeats on an idle subscription
 _WAKE = 0.5  # seconds an idle subscription waits before checking its connection
+_STALLED = 3 * _HEARTBEAT  # seconds without an event before asking the stream if it has more
 
 
 def _resolve(waiter: asyncio.Future[bool], woken: bool) -> None:
@@ -59,6 +60,8 @@ class Puller:
         self._wake: asyncio.Future[bool] | None = None  # set while waiting for a message
         self._heard_at = time.monotonic()
         self._heard = False  # set per message; turned into a time only when idle
+        self._progressed = False  # set per event; likewise
+        self._progressed_at = self._checked_at = time.monotonic()
         self._reconnects = 0
 
     async def next_chunk(self) -> list[tuple[str, int, bytes]]:
@@ -98,12 +101,28 @@ class Puller:
             if not woken:
                 # A reconnected client lost our consumer's pull requests (and, after a
                 # server restart, the in-memory consumer itself); a silent one is as bad.
+                now = time.monotonic()
                 if self._heard:
-                    self._heard, self._heard_at = False, time.monotonic()
+                    self._heard, self._heard_at = False, now
+                if self._progressed:
+                    self._progressed, self._progressed_at = False, now
                 reconnected = self._client.stats["reconnects"] != self._reconnects
-                quiet = time.monotonic() - self._heard_at > 3 * _HEARTBEAT
+                quiet = now - self._heard_at > 3 * _HEARTBEAT
                 if reconnected or quiet:
                     self._broken = True
+                elif (
+                    self._end is None
+                    and now - max(self._progressed_at, self._checked_at) > _STALLED
+                ):
+                    # Heartbeats say the consumer lives, yet nothing comes: one placed on a
+                    # replica that fell behind (after node crashes) stays that way for good.
+                    self._checked_at = now
+                    if await self._stream_has_more():
+                        _log.warning(
+                            "event subscription stalled; starting a new consumer",
+                            position=self._next - 1,
+                        )
+                        self._broken = True
 
     async def _top_up(self) -> None:
         """Keep up to two pull requests open, so the server never waits for us."""
@@ -129,6 +148,17 @@ class Puller:
             self._broken = True
             _log.warning("event subscription pull failed", error=str(error))
 
+    async def _stream_has_more(self) -> bool:
+        """True when the stream (its leader) holds events past the last one received."""
+        try:
+            reply = await self._client.request(
+                self._subjects.stream_info, b"", timeout=self._timeout
+            )
+            last = int(orjson.loads(reply.data)["state"]["last_seq"])
+        except (TimeoutError, NatsError, OSError, KeyError, TypeError, ValueError):
+            return False  # no answer is no news: the heartbeat checks cover an outage
+        return last >= self._next
+
     async def _open(self) -> None:
         await self._drop_consumer()
         self._name = "r" + uuid.uuid4().hex[:16]
@@ -136,7 +166,7 @@ class Puller:
         self._requests.clear()
         self._delivered = 0
         self._broken = False
-        self._heard_at = time.monotonic()
+        self._heard_at = self._progressed_at = time.monotonic()
         self._reconnects = self._client.stats["reconnects"]
         config = {
             "name": self._name,
@@ -183,6 +213,7 @@ class Puller:
             if position < self._next:
                 return  # already passed on (a restarted consumer may overlap)
             self._delivered = delivered
+            self._progressed = True
             self._next = position + 1
             self._buffer.append((message.subject, position, message.data))
             if self._requests:
