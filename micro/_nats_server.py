@@ -75,6 +75,8 @@ class NatsServer:
     max_payload: int | None = None
     own_session: bool = False
     """Start in a session of its own, so a terminal's Ctrl+C reaches only its owner."""
+    extra_config: str = ""
+    """More config lines (TLS, users, an operator): see ``micro.testing.secure_nats``."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _ready: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _reader: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -110,6 +112,8 @@ class NatsServer:
                 f'cluster {{ name: "{self.cluster.name}", listen: "127.0.0.1:{self.cluster.port}",'
                 f" routes: [{routes}] }}"
             )
+        if self.extra_config:
+            lines.append(self.extra_config.rstrip("\n"))
         return "\n".join(lines) + "\n"
 
     def launch(self) -> None:

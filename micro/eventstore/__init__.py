@@ -68,8 +68,11 @@ def open_event_store(settings: Settings, client: Client | None = None) -> EventS
             "the jetstream event store needs a connected client or NATS_URL "
             "(micro.bus.connection.connect resolves the local or embedded server)"
         )
+    from micro.bus.nats_client import ConnectOptions
+
     return JetStreamEventStore(
         client,
+        connect_options=None if client is not None else ConnectOptions.from_settings(settings),
         url=None if client is not None else settings.nats_url,
         namespace=settings.namespace,
         replicas=settings.event_store_replicas,

@@ -60,9 +60,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-import nats
 import orjson
 import structlog
 from nats.aio.client import Client
@@ -73,6 +71,7 @@ from nats.errors import MaxPayloadError, NoRespondersError
 
 from micro._inbox import ReplyInbox
 from micro._keyed_locks import KeyedLocks
+from micro.bus.nats_client import ConnectOptions, open_client
 from micro.errors import (
     ConcurrencyError,
     ConfigError,
@@ -274,7 +273,8 @@ class JetStreamEventStore(EventStore):
     """Events in one JetStream stream, global position = stream sequence.
 
     Given a ``client`` (a service's shared nats-py connection) the store uses it and leaves
-    it open on ``close``; given a ``url`` it connects itself and closes what it opened.
+    it open on ``close``; given a ``url`` it connects itself (with ``connect_options``: TLS,
+    credentials, inbox prefix) and closes what it opened.
     ``timeout`` bounds each request to JetStream; ``start_timeout`` is how long ``start``
     waits for a cluster that does not answer yet (still electing its leaders).
 
@@ -295,6 +295,7 @@ class JetStreamEventStore(EventStore):
         max_event_bytes: int | None = None,
         timeout: float = 5.0,
         start_timeout: float = 30.0,
+        connect_options: ConnectOptions | None = None,
     ) -> None:
         if client is None and not url:
             raise ConfigError("JetStreamEventStore needs a nats-py client or a url")
@@ -310,6 +311,7 @@ class JetStreamEventStore(EventStore):
             raise ConfigError("start_timeout must be zero or a positive number of seconds")
         self._client = client
         self._url = url
+        self._connect_options = connect_options or ConnectOptions()
         self._owns_client = client is None
         self._subjects = _Subjects(namespace)
         self._replicas = replicas
@@ -345,7 +347,15 @@ class JetStreamEventStore(EventStore):
             if self._started:
                 return
             if self._client is None:
-                self._client = await _connect(self._url or "")
+                # The same helper as every other connection: same TLS, credentials,
+                # inbox prefix, and an error naming the server, never the password.
+                self._client = await open_client(
+                    self._url or "",
+                    self._connect_options,
+                    name="micro-eventstore",
+                    connect_timeout=2.0,
+                    unavailable=EventStoreUnavailableError,
+                )
             try:
                 await self._ensure_stream_in_time(self._client)
                 self._replies = _ReplyRouter(self._client)
@@ -885,53 +895,6 @@ def _matches(expected: ExpectedVersion, actual: int | None) -> bool:
     if expected is EXISTS:
         return actual is not None
     return actual == expected
-
-
-async def _connect(url: str) -> Client:
-    """A connection of the store's own, or ``EventStoreUnavailableError`` naming the URL."""
-    servers = [part.strip() for part in url.split(",") if part.strip()]
-    # nats-py keeps retrying a first connection that fails; a TCP probe turns a wrong URL
-    # or a stopped server into an immediate, clear error instead.
-    refused = await _refusal(servers)
-    if refused is not None:
-        raise EventStoreUnavailableError(
-            f"event store unavailable: nothing accepts connections at {url}: {refused}",
-            details={"url": url},
-        ) from refused
-    try:
-        return await asyncio.wait_for(
-            nats.connect(
-                servers=servers,
-                name="micro-eventstore",
-                connect_timeout=2,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                pending_size=64 * 1024 * 1024,
-            ),
-            timeout=5,
-        )
-    except (TimeoutError, NatsError, OSError) as error:
-        raise _unavailable(f"cannot connect to NATS at {url}", error) from error
-
-
-async def _refusal(servers: list[str]) -> OSError | None:
-    """None when some server accepts TCP connections, else why the last one did not."""
-    refused: OSError = ConnectionRefusedError("no server given")
-    for server in servers:
-        split = urlsplit(server if "://" in server else f"nats://{server}")
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(split.hostname or "127.0.0.1", split.port or 4222), 2
-            )
-        except (TimeoutError, OSError) as error:
-            refused = error if isinstance(error, OSError) else TimeoutError("no answer in 2s")
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return None
-    return refused
 
 
 @dataclass(slots=True)
