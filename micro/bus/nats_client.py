@@ -185,10 +185,12 @@ def shown_url(url: str) -> str:
     parts = []
     for one in url.split(","):
         split = urlsplit(one.strip() if "://" in one else f"nats://{one.strip()}")
-        host = split.hostname or one.strip()
-        parts.append(
-            f"{split.scheme}://{host}:{split.port}" if split.port else f"{split.scheme}://{host}"
-        )
+        host = split.hostname or "?"
+        try:
+            port = f":{split.port}" if split.port else ""
+        except ValueError:  # not a number: shown as nothing rather than failing here
+            port = ""
+        parts.append(f"{split.scheme}://{host}{port}")
     return ",".join(parts)
 
 

@@ -173,6 +173,10 @@ def new_nkey(prefix: int) -> nkeys.KeyPair:
     return nkeys.from_seed(nkeys.encode_seed(os.urandom(32), prefix))
 
 
+def _new(prefix: int) -> nkeys.KeyPair:
+    return new_nkey(prefix)
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -212,8 +216,10 @@ class Operator:
     """An operator with one account (JetStream enabled) that signs its users."""
 
     name: str = "micro-test"
-    operator_key: nkeys.KeyPair = field(default_factory=lambda: new_nkey(nkeys.PREFIX_BYTE_OPERATOR))
-    account_key: nkeys.KeyPair = field(default_factory=lambda: new_nkey(nkeys.PREFIX_BYTE_ACCOUNT))
+    operator_key: nkeys.KeyPair = field(default_factory=lambda: _new(nkeys.PREFIX_BYTE_OPERATOR))
+    account_key: nkeys.KeyPair = field(default_factory=lambda: _new(nkeys.PREFIX_BYTE_ACCOUNT))
+    system_key: nkeys.KeyPair = field(default_factory=lambda: _new(nkeys.PREFIX_BYTE_ACCOUNT))
+    """The system account: JetStream will not start in operator mode without one."""
 
     @property
     def operator_jwt(self) -> str:
@@ -222,7 +228,11 @@ class Operator:
                 "iss": _public(self.operator_key),
                 "sub": _public(self.operator_key),
                 "name": self.name,
-                "nats": {"type": "operator", "version": 2},
+                "nats": {
+                    "type": "operator",
+                    "version": 2,
+                    "system_account": _public(self.system_key),
+                },
             },
             self.operator_key,
         )
@@ -257,9 +267,19 @@ class Operator:
             self.operator_key,
         )
 
-    def user(
-        self, name: str, folder: Path, permissions: dict[str, Any] | None = None
-    ) -> NatsUser:
+    @property
+    def system_jwt(self) -> str:
+        return _jwt(
+            {
+                "iss": _public(self.operator_key),
+                "sub": _public(self.system_key),
+                "name": "SYS",
+                "nats": {"type": "account", "version": 2},
+            },
+            self.operator_key,
+        )
+
+    def user(self, name: str, folder: Path, permissions: dict[str, Any] | None = None) -> NatsUser:
         """A user of the account, with a nats-server permissions block or everything."""
         key = new_nkey(nkeys.PREFIX_BYTE_USER)
         claims: dict[str, Any] = {"type": "user", "version": 2, "subs": -1, "data": -1}
@@ -289,10 +309,13 @@ class Operator:
 
     def server_config(self) -> str:
         """The operator-mode lines of a nats-server config (memory resolver, preloaded)."""
+        system = _public(self.system_key)
         return (
             f"operator: {self.operator_jwt}\n"
+            f"system_account: {system}\n"
             "resolver: MEMORY\n"
-            f"resolver_preload: {{ {self.account_public}: {self.account_jwt} }}\n"
+            f"resolver_preload: {{ {self.account_public}: {self.account_jwt}, "
+            f"{system}: {self.system_jwt} }}\n"
         )
 
 

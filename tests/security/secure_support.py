@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import selectors
 import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from micro._nats_server import NatsServer
 from micro.settings import Settings
@@ -44,3 +56,105 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+# -- the REST portal in its own process -------------------------------------------------
+
+PORTAL_PASSWORD = "correct-horse-battery-staple-42"
+_URL = re.compile(r"REST portal: (http://\S+)")
+
+
+@dataclass
+class Portal:
+    url: str
+    process: subprocess.Popen[str]
+    log: Path
+
+
+@contextlib.contextmanager
+def run_portal(env: dict[str, str], data: Path) -> Iterator[Portal]:
+    """``micro run samples/rest_portal`` configured by ``env`` only; yields once it serves."""
+    root = Path(__file__).resolve().parents[2]
+    log = data / "portal.log"
+    environment = {
+        **os.environ,
+        "MICRO_NAMESPACE": "p" + uuid.uuid4().hex[:8],
+        "MICRO_DATA_DIR": str(data),
+        "MICRO_LOG_FORMAT": "json",
+        "MICRO_LOG_LEVEL": "debug",
+        "MICRO_GATEWAY_PORT": "0",
+        "MICRO_AUTH_HASH_TIME_COST": "1",
+        "MICRO_AUTH_HASH_MEMORY_KIB": "1024",
+        "MICRO_AUTH_HASH_PARALLELISM": "1",
+        "PYTHONPATH": str(root),
+        **env,
+    }
+    for name in list(environment):
+        if name in {"NATS_URL", "MICRO_NATS_URL"} and name not in env:
+            del environment[name]
+    with log.open("w") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "micro.cli", "run", str(root / "samples" / "rest_portal")],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            cwd=data,
+        )
+    assert process.stdout is not None
+    url = None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 60
+    while url is None and time.monotonic() < deadline and process.poll() is None:
+        if selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            found = _URL.search(process.stdout.readline())
+            url = found.group(1) if found else None
+    try:
+        if url is None:
+            raise RuntimeError(f"the portal did not start: {log.read_text()[-3000:]}")
+        yield Portal(url, process, log)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        process.stdout.close()
+        selector.close()
+
+
+def walk_the_bank(url: str) -> str:
+    """Sign up, log in, open two accounts, deposit, transfer; returns the login token."""
+    login = f"ada{uuid.uuid4().hex[:6]}"
+    with httpx.Client(base_url=url, timeout=20) as http:
+        signup = {
+            "name": "Ada Lovelace",
+            "login": login,
+            "password": PORTAL_PASSWORD,
+            "password_confirmation": PORTAL_PASSWORD,
+        }
+        assert http.post("/auth/signup", json=signup).status_code == 200
+        response = http.post("/auth/login", json={"login": login, "password": PORTAL_PASSWORD})
+        assert response.status_code == 200, response.text
+        token = str(response.json()["token"])
+        http.headers["Authorization"] = f"Bearer {token}"
+        for account in ("a1", "a2"):
+            response = http.post("/accounts", json={"id": f"{login}-{account}", "owner": login})
+            assert response.status_code == 200, response.text
+        response = http.post(f"/accounts/{login}-a1/deposit", json={"amount": 100})
+        assert response.status_code == 200, response.text
+        transfer = {"id": f"{login}-t", "source": f"{login}-a1", "target": f"{login}-a2"}
+        response = http.post("/transfers", json={**transfer, "amount": 30})
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 20
+        while True:  # the transfer is carried out by the bank's process, after the reply
+            balance = http.get(f"/accounts/{login}-a2").json()
+            if balance.get("balance") == 30 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert balance["balance"] == 30, balance
+        assert http.get(f"/accounts/{login}-a1").json()["balance"] == 70
+    return token

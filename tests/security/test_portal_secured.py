@@ -1,0 +1,45 @@
+"""``micro run samples/rest_portal`` against secured servers, configured by the environment only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from secure_support import PASSWORD, PORTAL_PASSWORD, run_portal, tls_env, walk_the_bank
+
+from micro._nats_server import NatsServer
+from micro.testing.secure_nats import (
+    Certificates,
+    Operator,
+    secured_server,
+    server_config,
+)
+
+
+def test_the_rest_portal_runs_over_tls_with_a_user_and_password(
+    tls_server: NatsServer, certificates: Certificates, tmp_path: Path
+) -> None:
+    with run_portal(tls_env(tls_server, certificates), tmp_path) as portal:
+        token = walk_the_bank(portal.url)
+    log = portal.log.read_text()
+    for secret in (PASSWORD, PORTAL_PASSWORD, token):
+        assert secret not in log
+
+
+def test_the_rest_portal_runs_on_creds_in_operator_mode(tmp_path: Path) -> None:
+    operator = Operator()
+    server = secured_server(tmp_path / "server", server_config(operator=operator))
+    try:
+        user = operator.user("portal", tmp_path / "creds")
+        env = {
+            "NATS_URL": server.url,
+            "MICRO_EMBEDDED": "false",
+            "MICRO_NATS_CREDS": str(user.creds),
+        }
+        (tmp_path / "data").mkdir()
+        with run_portal(env, tmp_path / "data") as portal:
+            token = walk_the_bank(portal.url)
+        log = portal.log.read_text()
+        for secret in (user.seed, user.jwt, PORTAL_PASSWORD, token):
+            assert secret not in log
+    finally:
+        server.stop()
