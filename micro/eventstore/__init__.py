@@ -73,6 +73,7 @@ def open_event_store(settings: Settings, client: Client | None = None) -> EventS
     return JetStreamEventStore(
         client,
         connect_options=None if client is not None else ConnectOptions.from_settings(settings),
+        owner=settings.service,
         url=None if client is not None else settings.nats_url,
         namespace=settings.namespace,
         replicas=settings.event_store_replicas,

@@ -126,10 +126,14 @@ _PAYLOAD_TOO_LARGE = 10054
 class _Subjects:
     """Every subject and name the store uses, built in this one place."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, owner: str | None = None) -> None:
         self.stream = f"{namespace.upper()}_EVENTS"
         self.prefix = f"{namespace}.ev."
         self.filter = f"{namespace}.ev.>"
+        # <namespace>.ev.<owner>.<stream>: permissions can then let a service append to its
+        # own streams only. Without an owner, the first layout: <namespace>.ev.<stream>.
+        self.owned = f"{self.prefix}{owner}." if owner else self.prefix
+        self.legacy_filter = f"{namespace}.ev.*"
         api = "$JS.API"
         self.stream_info = f"{api}.STREAM.INFO.{self.stream}"
         self.stream_create = f"{api}.STREAM.CREATE.{self.stream}"
@@ -138,6 +142,9 @@ class _Subjects:
         self._consumer = f"{api}.CONSUMER"
 
     def event(self, stream: str) -> str:
+        return self.owned + stream
+
+    def legacy(self, stream: str) -> str:
         return self.prefix + stream
 
     def consumer_create(self, name: str) -> str:
@@ -274,7 +281,10 @@ class JetStreamEventStore(EventStore):
 
     Given a ``client`` (a service's shared nats-py connection) the store uses it and leaves
     it open on ``close``; given a ``url`` it connects itself (with ``connect_options``: TLS,
-    credentials, inbox prefix) and closes what it opened.
+    credentials, inbox prefix) and closes what it opened. With an ``owner`` (the service
+    name) it appends to ``<namespace>.ev.<owner>.<stream>``, which permissions can scope,
+    and still finds, and keeps appending to, streams stored under the first layout
+    (``<namespace>.ev.<stream>``); it reads every stream of the namespace either way.
     ``timeout`` bounds each request to JetStream; ``start_timeout`` is how long ``start``
     waits for a cluster that does not answer yet (still electing its leaders).
 
@@ -296,6 +306,7 @@ class JetStreamEventStore(EventStore):
         timeout: float = 5.0,
         start_timeout: float = 30.0,
         connect_options: ConnectOptions | None = None,
+        owner: str | None = None,
     ) -> None:
         if client is None and not url:
             raise ConfigError("JetStreamEventStore needs a nats-py client or a url")
@@ -309,11 +320,18 @@ class JetStreamEventStore(EventStore):
             raise ConfigError("max_event_bytes must be positive")
         if start_timeout < 0:
             raise ConfigError("start_timeout must be zero or a positive number of seconds")
+        if owner is not None and not _NAMESPACE.match(owner):
+            raise ConfigError(f"owner {owner!r} may use only letters, digits, - and _")
         self._client = client
         self._url = url
         self._connect_options = connect_options or ConnectOptions()
         self._owns_client = client is None
-        self._subjects = _Subjects(namespace)
+        self._subjects = _Subjects(namespace, owner)
+        self._owner = owner
+        # Set at start when the store holds streams in the first layout: each stream is
+        # then looked for there too, and one found there stays there.
+        self._legacy = False
+        self._legacy_subjects: OrderedDict[str, str] = OrderedDict()
         self._replicas = replicas
         self._duplicate_window = duplicate_window
         self._max_event_bytes = max_event_bytes
@@ -358,6 +376,8 @@ class JetStreamEventStore(EventStore):
                 )
             try:
                 await self._ensure_stream_in_time(self._client)
+                if self._owner is not None:
+                    self._legacy = await self._holds_legacy_streams(self._client)
                 self._replies = _ReplyRouter(self._client)
                 await self._replies.start()
                 client = self._client
@@ -462,6 +482,36 @@ class JetStreamEventStore(EventStore):
             else:
                 _log.info("created event stream", stream=self._subjects.stream)
         self._check_config(info.get("config") or {})
+
+    async def _holds_legacy_streams(self, client: Client) -> bool:
+        """Whether any stream lives on a first-layout subject (``<namespace>.ev.<stream>``)."""
+        request = orjson.dumps({"subjects_filter": self._subjects.legacy_filter})
+        try:
+            info = await self._api(client, self._subjects.stream_info, request)
+        except _ApiError as error:
+            raise _translate(f"stream {self._subjects.stream}", error) from error
+        return bool((info.get("state") or {}).get("subjects"))
+
+    async def _subject(self, stream: str) -> str:
+        """Where ``stream``'s events go: its owner's subject, or the first-layout one it has."""
+        if not self._legacy:
+            return self._subjects.event(stream)
+        known = self._legacy_subjects.get(stream)
+        if known is not None:
+            return known
+        subject = self._subjects.event(stream)
+        legacy = self._subjects.legacy(stream)
+        request = orjson.dumps({"last_by_subj": legacy})
+        try:
+            await self._api(self.client, self._subjects.message_get, request)
+            subject = legacy
+        except _ApiError as error:
+            if error.err_code != _NO_MESSAGE_FOUND:
+                raise _translate(f"reading the head of {stream!r}", error) from error
+        self._legacy_subjects[stream] = subject
+        if len(self._legacy_subjects) > _CACHE_SIZE:
+            self._legacy_subjects.popitem(last=False)
+        return subject
 
     def _check_config(self, found: dict[str, Any]) -> None:
         """Refuse a stream whose configuration could lose, reorder or mix up events."""
@@ -641,7 +691,7 @@ class JetStreamEventStore(EventStore):
         last_sequence: int,
     ) -> tuple[int, bool]:
         """Publish the events after ``last_sequence``; (sequence of the last, duplicate)."""
-        subject = self._subjects.event(stream)
+        subject = await self._subject(stream)
         messages = []
         for index, (event, (data, metadata)) in enumerate(zip(events, encoded, strict=True)):
             event_id = str(event.id)
@@ -684,7 +734,7 @@ class JetStreamEventStore(EventStore):
 
     async def _fetch_head(self, stream: str) -> _Head:
         """The stream's last event as the stream leader sees it (not a replica)."""
-        request = orjson.dumps({"last_by_subj": self._subjects.event(stream)})
+        request = orjson.dumps({"last_by_subj": await self._subject(stream)})
         try:
             response = await self._api(self.client, self._subjects.message_get, request)
         except _ApiError as error:
@@ -745,7 +795,7 @@ class JetStreamEventStore(EventStore):
         return RecordedEvent(
             id=uuid.UUID(envelope["id"]),
             type=envelope["type"],
-            stream=subject[len(self._subjects.prefix) :],
+            stream=subject.rpartition(".")[2],
             version=envelope["version"],
             position=position,
             data=envelope["data"],
@@ -781,7 +831,7 @@ class JetStreamEventStore(EventStore):
     async def _read_subject(self, stream: str, enough: int | None) -> list[RecordedEvent]:
         """The stream's events from version 0, stopping at ``enough`` if given."""
         assert self._replies is not None
-        subject = self._subjects.event(stream)
+        subject = await self._subject(stream)
         events: list[RecordedEvent] = []
         sequence = 1
         while True:
@@ -858,7 +908,6 @@ class JetStreamEventStore(EventStore):
                 return
         puller = _Puller(self.client, self._subjects, start, end, self._timeout)
         self._pullers.add(puller)
-        prefix = len(self._subjects.prefix)
         loads, parse_uuid, build = orjson.loads, _parse_uuid, _build_event
         try:
             while True:
@@ -867,7 +916,7 @@ class JetStreamEventStore(EventStore):
                     yield build(
                         parse_uuid(envelope["id"]),
                         envelope["type"],
-                        subject[prefix:],
+                        subject.rpartition(".")[2],
                         envelope["version"],
                         position,
                         envelope["data"],

@@ -94,9 +94,9 @@ def load_auth() -> Micro | None:
     return auth
 
 
-async def open_store(client_micro: Micro) -> EventStore:
-    """The event store every service of the portal shares."""
-    settings = client_micro.settings
+async def open_store(client_micro: Micro, owner: str) -> EventStore:
+    """The event store every service of the portal shares; its events are ``owner``'s."""
+    settings = client_micro.settings.model_copy(update={"service": owner})
     if settings.event_store == "memory":
         _log.warning("memory event store: events last as long as the process")
     store: EventStore = open_event_store(settings, client_micro.client)
@@ -116,8 +116,10 @@ async def run(stop: asyncio.Event | None = None) -> None:
                 installed.append(sig)
     front = Micro(service="gateway")
     await front.open()  # first: it starts the embedded broker when one is needed
-    store = await open_store(front)
     bank = load_bank()
+    # The bank writes every event here (sign-up and login too, as it loads auth): under
+    # its own name, whichever connection carries them.
+    store = await open_store(front, bank.settings.service)
     # The bank serves sign-up and login itself when it loads the auth module: a second
     # service serving the same commands would run each of them twice.
     auth = None if "auth login" in bank.endpoints else load_auth()
