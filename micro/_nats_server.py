@@ -162,6 +162,10 @@ class NatsServer:
         self.wait_ready(timeout)
         return self
 
+    def output_lines(self) -> list[str]:
+        """The server's recent log lines (the last 200), oldest first."""
+        return list(self._output)
+
     def last_output(self, lines: int = 5) -> str:
         fatal = [m.group(1) for line in self._output if (m := _FATAL.search(line))]
         return " | ".join(fatal or list(self._output)[-lines:])

@@ -161,13 +161,19 @@ def rebuild(
 @app.command()
 def permissions(
     target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the blocks as JSON.")] = False,
+    caller: Annotated[str, typer.Option(help="Service name of the caller profile.")] = "cli",
+    gateway: Annotated[str, typer.Option(help="Service name of the gateway profile.")] = "gateway",
 ) -> None:
-    """Print the NATS permissions the service needs (a nats-server authorization block).
+    """Print least-privilege NATS permissions for the app, a caller and the gateway.
 
     The app is imported but not started. Give each service its own NATS user with exactly
-    these permissions: it can then serve only its own commands.
+    these permissions: it can then serve only its own commands, read only its own replies
+    and append only to its own event streams. ``--json`` prints
+    ``{"service", "permissions", "caller", "gateway"}``; without it, an ``authorization``
+    block for nats-server.conf whose passwords come from environment variables.
     """
-    from micro.bus.subjects import command_subject, service_subscriptions
+    from micro.permissions import profiles
 
     path = _target_file(target).resolve()
     sys.path.insert(0, str(path.parent))
@@ -175,34 +181,27 @@ def permissions(
     service = namespace_vars.get("micro")
     if not isinstance(service, Micro):
         fail(f"{path} defines no Micro named 'micro'")
-    settings = service.settings
-    namespace = settings.namespace
-    subscribe = sorted(
-        {command_subject(namespace, name) for name in service.endpoints}
-        | set(service_subscriptions(settings.service, "*"))
-        | {f"{namespace}.emit.>", "_INBOX.>"}
-    )
-    publish = [
-        f"{namespace}.cmd.>",
-        f"{namespace}.emit.>",
-        f"{namespace}.ev.>",
-        "$JS.API.>",
-        "$JS.ACK.>",
-        "$JS.FC.>",
-        "$SRV.>",
-        "$O.>",
-        "$KV.>",
-        "_INBOX.>",
+    blocks = profiles(service, caller=caller, gateway=gateway)
+    if as_json:
+        sys.stdout.write(orjson.dumps(blocks, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    users = [
+        (blocks["service"], blocks["permissions"]),
+        (blocks["caller"]["user"], blocks["caller"]["permissions"]),
+        (blocks["gateway"]["user"], blocks["gateway"]["permissions"]),
     ]
-    block = {
-        "service": settings.service,
-        "permissions": {
-            "publish": {"allow": publish},
-            "subscribe": {"allow": subscribe},
-            "allow_responses": True,
-        },
-    }
-    sys.stdout.write(orjson.dumps(block, option=orjson.OPT_INDENT_2).decode() + "\n")
+    lines = [
+        f"# nats-server.conf: least privilege for {blocks['service']!r}, a caller and the gateway",
+        "# (from `micro permissions`); each password is read from the environment.",
+        "authorization {",
+        "  users: [",
+    ]
+    for user, block in users:
+        variable = "$" + "".join(c if c.isalnum() else "_" for c in user).upper() + "_PASSWORD"
+        body = orjson.dumps(block, option=orjson.OPT_INDENT_2).decode().replace("\n", "\n    ")
+        lines.append(f'    {{user: "{user}", password: {variable}, permissions: {body}}}')
+    lines += ["  ]", "}"]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @app.command()

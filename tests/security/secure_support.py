@@ -22,7 +22,8 @@ from micro.settings import Settings
 from micro.testing.secure_nats import Certificates
 
 PASSWORD = "s3cret-Passw0rd-for-tests"
-ROOT_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+ROOT = Path(__file__).resolve().parents[2]
+ROOT_ENV = {"PYTHONPATH": str(ROOT)}
 
 
 def tls_settings(server: NatsServer, certificates: Certificates, **overrides: object) -> Settings:
@@ -65,36 +66,43 @@ _URL = re.compile(r"REST portal: (http://\S+)")
 
 
 @dataclass
-class Portal:
-    url: str
+class App:
+    """A process started by ``micro run``, its log file, and the URL it printed (if any)."""
+
     process: subprocess.Popen[str]
     log: Path
+    url: str = ""
+
+
+Portal = App
 
 
 @contextlib.contextmanager
-def run_portal(env: dict[str, str], data: Path) -> Iterator[Portal]:
-    """``micro run samples/rest_portal`` configured by ``env`` only; yields once it serves."""
-    root = Path(__file__).resolve().parents[2]
-    log = data / "portal.log"
+def run_app(
+    target: Path, env: dict[str, str], data: Path, name: str, *, prints_url: bool = False
+) -> Iterator[App]:
+    """``micro run TARGET`` configured by ``env`` only; yields once it printed its URL
+    (``prints_url``) or at once. Stopped (SIGTERM) when the block ends."""
+    log = data / f"{name}.log"
     environment = {
         **os.environ,
         "MICRO_NAMESPACE": "p" + uuid.uuid4().hex[:8],
-        "MICRO_DATA_DIR": str(data),
+        "MICRO_DATA_DIR": str(data / name),
         "MICRO_LOG_FORMAT": "json",
         "MICRO_LOG_LEVEL": "debug",
         "MICRO_GATEWAY_PORT": "0",
         "MICRO_AUTH_HASH_TIME_COST": "1",
         "MICRO_AUTH_HASH_MEMORY_KIB": "1024",
         "MICRO_AUTH_HASH_PARALLELISM": "1",
-        "PYTHONPATH": str(root),
+        "PYTHONPATH": str(ROOT),
         **env,
     }
-    for name in list(environment):
-        if name in {"NATS_URL", "MICRO_NATS_URL"} and name not in env:
-            del environment[name]
+    for variable in ("NATS_URL", "MICRO_NATS_URL"):
+        if variable not in env:
+            environment.pop(variable, None)
     with log.open("w") as errors:
         process = subprocess.Popen(
-            [sys.executable, "-m", "micro.cli", "run", str(root / "samples" / "rest_portal")],
+            [sys.executable, "-m", "micro.cli", "run", str(target)],
             env=environment,
             stdout=subprocess.PIPE,
             stderr=errors,
@@ -102,18 +110,20 @@ def run_portal(env: dict[str, str], data: Path) -> Iterator[Portal]:
             cwd=data,
         )
     assert process.stdout is not None
-    url = None
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 60
-    while url is None and time.monotonic() < deadline and process.poll() is None:
-        if selector.select(timeout=max(0.0, deadline - time.monotonic())):
-            found = _URL.search(process.stdout.readline())
-            url = found.group(1) if found else None
+    app = App(process, log)
     try:
-        if url is None:
-            raise RuntimeError(f"the portal did not start: {log.read_text()[-3000:]}")
-        yield Portal(url, process, log)
+        deadline = time.monotonic() + 60
+        while prints_url and not app.url and time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            if selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                found = _URL.search(process.stdout.readline())
+                app.url = found.group(1) if found else ""
+        if prints_url and not app.url:
+            raise RuntimeError(f"{name} did not start: {log.read_text()[-3000:]}")
+        yield app
     finally:
         if process.poll() is None:
             process.terminate()
@@ -124,6 +134,11 @@ def run_portal(env: dict[str, str], data: Path) -> Iterator[Portal]:
                 process.wait(5)
         process.stdout.close()
         selector.close()
+
+
+def run_portal(env: dict[str, str], data: Path) -> contextlib.AbstractContextManager[App]:
+    """``micro run samples/rest_portal`` configured by ``env`` only."""
+    return run_app(ROOT / "samples" / "rest_portal", env, data, "portal", prints_url=True)
 
 
 def walk_the_bank(url: str) -> str:

@@ -1,0 +1,92 @@
+"""``micro permissions APP [--json]``: least privilege computed from the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+import pytest
+from secure_support import ROOT, ROOT_ENV
+
+from micro._nats_server import NatsServer
+
+BANK = ROOT / "samples" / "bank"
+
+
+def _run(*args: str) -> str:
+    printed = subprocess.run(
+        [sys.executable, "-m", "micro.cli", "permissions", *args],
+        env={**os.environ, **ROOT_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return printed.stdout
+
+
+def test_the_json_names_every_jetstream_resource_and_never_a_bare_wildcard() -> None:
+    printed = json.loads(_run(str(BANK), "--json"))
+    assert printed["service"] == "bank"
+    blocks = [printed["permissions"], printed["caller"]["permissions"]]
+    blocks.append(printed["gateway"]["permissions"])
+    for block in blocks:
+        for allowed in block["publish"]["allow"] + block["subscribe"]["allow"]:
+            assert allowed not in {">", "$JS.API.>", "$KV.>", "$O.>", "_INBOX.>", "micro.ev.>"}
+    service = printed["permissions"]
+    events = [s for s in service["publish"]["allow"] if s.startswith("micro.ev.")]
+    assert events == ["micro.ev.bank.>"]
+    assert "_INBOX_bank.>" in service["subscribe"]["allow"]
+    assert "micro.cmd.deposit" in service["subscribe"]["allow"]
+    assert "$JS.API.STREAM.INFO.MICRO_EVENTS" in service["publish"]["allow"]
+    assert printed["caller"]["permissions"]["subscribe"]["allow"][-1] == "_INBOX_cli.>"
+    gateway = printed["gateway"]["permissions"]["publish"]["allow"]
+    assert not [
+        s for s in gateway if s.startswith("micro.ev.") or s.endswith("CREATE.MICRO_EVENTS")
+    ]
+
+
+def test_the_printed_config_is_one_nats_server_accepts_and_enforces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _run(str(BANK))
+    assert config.startswith("# nats-server.conf")
+    for user in ("BANK", "CLI", "GATEWAY"):
+        monkeypatch.setenv(f"{user}_PASSWORD", f"pw-{user.lower()}-0123456789")
+    server = NatsServer(store_dir=tmp_path, extra_config=config).start()
+    try:
+
+        async def check() -> list[str]:
+            errors: list[str] = []
+            refused = asyncio.Event()
+
+            async def on_error(error: Exception) -> None:
+                errors.append(str(error))
+                refused.set()
+
+            client = await nats.connect(
+                server.url,
+                user="cli",
+                password="pw-cli-0123456789",
+                inbox_prefix="_INBOX_cli",
+                error_cb=on_error,
+            )
+            try:
+                await client.publish("micro.ev.bank.account-1", b"{}")
+                await client.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(refused.wait(), 5)
+            finally:
+                await client.close()
+            return errors
+
+        errors = asyncio.run(check())
+    finally:
+        server.stop()
+    assert any("permissions violation for publish" in error.lower() for error in errors)
