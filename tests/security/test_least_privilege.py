@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import nats
 import pytest
+from nats.js.errors import NotFoundError
 from secure_support import PORTAL_PASSWORD, ROOT_ENV, App, run_app, walk_the_bank
 
 from micro._nats_server import NatsServer
@@ -72,6 +73,30 @@ def _env(server: NatsServer, user: str) -> dict[str, str]:
     }
 
 
+def _wait_serving(server: NatsServer, services: list[str], apps: dict[str, App]) -> None:
+    """Until each service answers a ``$SRV`` ping (the gateway reads a stream they make)."""
+
+    async def answered() -> bool:
+        client = await nats.connect(server.url, user="admin", password=ADMIN_PASSWORD)
+        try:
+            for service in services:
+                try:
+                    await client.request(f"$SRV.PING.{service}", b"", timeout=1)
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                    return False
+            return True
+        finally:
+            await client.close()
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if asyncio.run(answered()):
+            return
+        time.sleep(0.1)
+    logs = {name: app.log.read_text()[-2000:] for name, app in apps.items()}
+    raise AssertionError(f"{services} never answered: {logs}")
+
+
 def _wait_ready(url: str, apps: dict[str, App]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -109,16 +134,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             run_app(
                 APPS / "bank_app.py", {**_env(server, "bank"), **BANK_ENV}, folder, "bank"
             ) as apps["bank"],
-            run_app(
+        ):
+            _wait_serving(server, ["auth", "bank"], apps)
+            with run_app(
                 APPS / "gateway_app.py",
                 _env(server, "gateway"),
                 folder,
                 "gateway",
                 prints_url=True,
-            ) as apps["gateway"],
-        ):
-            _wait_ready(apps["gateway"].url, apps)
-            yield Deployment(server, profiles, apps, apps["gateway"].url, folder)
+            ) as apps["gateway"]:
+                _wait_ready(apps["gateway"].url, apps)
+                yield Deployment(server, profiles, apps, apps["gateway"].url, folder)
     finally:
         server.stop()
 
@@ -170,6 +196,8 @@ def test_the_bank_stores_snapshots_of_its_models(
         try:
             store = await client.jetstream().object_store("micro_snapshots")
             return [info.name for info in await store.list()]
+        except NotFoundError:  # the bucket or its first object is not there yet
+            return []
         finally:
             await client.close()
 
