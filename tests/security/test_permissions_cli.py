@@ -90,3 +90,10 @@ def test_the_printed_config_is_one_nats_server_accepts_and_enforces(
     finally:
         server.stop()
     assert any("permissions violation for publish" in error.lower() for error in errors)
+
+
+def test_the_config_shown_in_the_production_docs_is_what_the_command_prints() -> None:
+    docs = (ROOT / "docs" / "production.md").read_text()
+    start = docs.index("# nats-server.conf: least privilege for 'bank'")
+    shown = docs[start : docs.index("```", start)]
+    assert shown == _run(str(BANK))
