@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["caller_permissions", "gateway_permissions", "profiles", "service_permissions"]
 
 _JS = "$JS.API"
-RESPONSES: dict[str, Any] = {"max": 100_000, "expires": "5m"}
+RESPONSES: dict[str, Any] = {"max": 100_000, "expires": "10m"}
 """Replies a user may send to one request's inbox, and for how long (streams send many)."""
 
 
