@@ -193,6 +193,15 @@ def _jwt(claims: dict[str, Any], signer: nkeys.KeyPair) -> str:
     return f"{header}.{payload}.{_b64(signature)}"
 
 
+def _nanoseconds(duration: str) -> int:
+    """``"10m"`` (a server config duration: ms, s, m or h) in nanoseconds, as JWTs want."""
+    units = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+    for unit in ("ms", "s", "m", "h"):
+        if duration.endswith(unit):
+            return int(float(duration[: -len(unit)]) * units[unit])
+    raise ValueError(f"{duration!r} is not a duration such as 500ms, 30s, 10m or 1h")
+
+
 def _public(key: nkeys.KeyPair) -> str:
     return str(key.public_key.decode())
 
@@ -288,8 +297,13 @@ class Operator:
             claims["pub"] = permissions.get("publish", {})
             claims["sub"] = permissions.get("subscribe", {})
             responses = permissions.get("allow_responses")
-            if responses:
-                claims["resp"] = {"max": 1, "ttl": 0} if responses is True else responses
+            if responses is True:
+                claims["resp"] = {"max": 1, "ttl": 0}
+            elif isinstance(responses, dict):
+                claims["resp"] = {
+                    "max": int(responses.get("max", 1)),
+                    "ttl": _nanoseconds(str(responses.get("expires", "0s"))),
+                }
         token = _jwt(
             {"iss": self.account_public, "sub": _public(key), "name": name, "nats": claims},
             self.account_key,

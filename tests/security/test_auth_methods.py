@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import nkeys
 import pytest
 
@@ -95,3 +97,28 @@ async def test_tls_before_the_servers_info(
     await _round_trip(
         nats_url=server.url, nats_tls_ca=certificates.ca, nats_tls_handshake_first=True
     )
+
+
+async def test_a_permissions_block_goes_into_a_user_jwt_and_is_enforced(
+    server_factory: list[NatsServer], tmp_path: Path
+) -> None:
+    from micro.permissions import caller_permissions
+
+    operator = Operator()
+    server = _start(server_factory, tmp_path / "s", server_config(operator=operator))
+    block = caller_permissions(Settings(namespace="micro"), "cli")
+    user = operator.user("cli", tmp_path / "creds", permissions=block)
+    errors: list[str] = []
+    refused = asyncio.Event()
+
+    async def on_error(error: Exception) -> None:
+        errors.append(str(error).lower())
+        refused.set()
+
+    client = await nats.connect(server.url, user_credentials=str(user.creds), error_cb=on_error)
+    try:
+        await client.subscribe("_INBOX.>")
+        await asyncio.wait_for(refused.wait(), 5)
+    finally:
+        await client.close()
+    assert 'permissions violation for subscription to "_inbox.>"' in errors[0]
