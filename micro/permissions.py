@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from micro.bus.subjects import command_subject, event_subject, service_subscriptions
+from micro.bus.subjects import (
+    command_subject,
+    event_subject,
+    inbox_prefix,
+    service_subscriptions,
+)
+from micro.eventstore.jetstream._api import Subjects
 
 if TYPE_CHECKING:
     from micro.app import Micro
@@ -35,23 +41,19 @@ RESPONSES: dict[str, Any] = {"max": 100_000, "expires": "10m"}
 """Replies a user may send to one request's inbox, and for how long (streams send many)."""
 
 
-def inbox_prefix(settings: Settings, name: str | None = None) -> str:
-    """The inbox prefix a connection of ``name`` (default: the service) uses."""
-    if settings.nats_inbox_prefix and name is None:
-        return settings.nats_inbox_prefix
-    return f"_INBOX_{name or settings.service}"
-
-
 def _event_reading(settings: Settings) -> list[str]:
-    """Reading the event stream: its state, single and batched gets, ephemeral consumers."""
-    stream = f"{settings.namespace.upper()}_EVENTS"
+    """Reading the event stream: its state, single and batched gets, ephemeral consumers.
+
+    Spelled by the store's own ``Subjects``, so the two cannot drift apart.
+    """
+    subjects = Subjects(settings.namespace)
     return [
-        f"{_JS}.STREAM.INFO.{stream}",
-        f"{_JS}.STREAM.MSG.GET.{stream}",
-        f"{_JS}.DIRECT.GET.{stream}",
-        f"{_JS}.CONSUMER.CREATE.{stream}.*",
-        f"{_JS}.CONSUMER.MSG.NEXT.{stream}.*",
-        f"{_JS}.CONSUMER.DELETE.{stream}.*",
+        subjects.stream_info,
+        subjects.message_get,
+        subjects.direct_get,
+        subjects.consumer_create("*"),
+        subjects.consumer_next("*"),
+        subjects.consumer_delete("*"),
     ]
 
 
@@ -103,10 +105,12 @@ def _block(publish: list[str], subscribe: list[str]) -> dict[str, Any]:
     }
 
 
-def _caller_subjects(settings: Settings, name: str) -> tuple[list[str], list[str]]:
+def _caller_subjects(
+    settings: Settings, name: str, inbox: str | None = None
+) -> tuple[list[str], list[str]]:
     namespace = settings.namespace
     publish = [f"{namespace}.cmd.>", "$SRV.>"]
-    subscribe = [f"{inbox_prefix(settings, name)}.>", *service_subscriptions(name, "*")]
+    subscribe = [f"{inbox or inbox_prefix(name)}.>", *service_subscriptions(name, "*")]
     return publish, subscribe
 
 
@@ -114,17 +118,17 @@ def service_permissions(micro: Micro) -> dict[str, Any]:
     """What the service ``micro`` defines needs, and nothing more."""
     settings = micro.settings
     namespace, service = settings.namespace, settings.service
-    publish, subscribe = _caller_subjects(settings, service)
+    publish, subscribe = _caller_subjects(settings, service, settings.nats_inbox_prefix)
     subscribe.extend(command_subject(namespace, name) for name in micro.endpoints)
     subscribe.extend(_emit_subjects(micro))
     # Which names a handler emits is known only when it runs.
     publish.append(f"{namespace}.emit.>")
     modules = set(micro.modules.order(list(micro.modules.wanted)))
     if "commander" in modules and settings.event_store == "jetstream":
-        stream = f"{namespace.upper()}_EVENTS"
+        events = Subjects(namespace, service)
         publish.extend(_event_reading(settings))
-        publish.append(f"{_JS}.STREAM.CREATE.{stream}")
-        publish.append(f"{namespace}.ev.{service}.>")
+        publish.append(events.stream_create)
+        publish.append(events.event(">"))
     if "app_stream" in modules:
         publish.extend(_key_value(f"{namespace}_checkpoints"))
     if "snapshooter" in modules:

@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from nats.errors import AuthorizationError
 from pydantic import SecretStr
 
+from micro.bus.subjects import inbox_prefix
 from micro.errors import ConfigError, UnavailableError
 from micro.settings import Settings
 
@@ -76,7 +77,7 @@ class ConnectOptions:
             nkey_seed=settings.nats_nkey_seed,
             tls=_tls_context(settings),
             tls_handshake_first=settings.nats_tls_handshake_first,
-            inbox_prefix=settings.nats_inbox_prefix or f"_INBOX_{settings.service}",
+            inbox_prefix=settings.nats_inbox_prefix or inbox_prefix(settings.service),
         )
 
     @property
