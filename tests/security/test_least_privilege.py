@@ -177,7 +177,23 @@ def scenario(deployment: Deployment) -> dict[str, Any]:
         text=True,
         timeout=60,
     )
-    return {"token": token, "account": account, "cli": cli}
+    return {"token": token, "account": account, "cli": cli, "feed": _feed(deployment.url, token)}
+
+
+def _feed(url: str, token: str) -> list[str]:
+    """The event feed's history, read over SSE until the transfer's last step shows."""
+    seen: list[str] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream(
+        "GET", f"{url}/api/events?from_position=1", headers=headers, timeout=20
+    ) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("event:") or line.startswith("data:"):
+                seen.append(line)
+            if "TransferCompleted" in line or len(seen) > 400:
+                break
+    return seen
 
 
 def test_the_whole_bank_scenario_passes_with_least_privilege(
@@ -186,6 +202,12 @@ def test_the_whole_bank_scenario_passes_with_least_privilege(
     cli = scenario["cli"]
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["balance"] == 70
+
+
+def test_the_gateway_feed_reads_the_events_of_every_service(scenario: dict[str, Any]) -> None:
+    feed = "\n".join(scenario["feed"])
+    assert "AccountOpened" in feed
+    assert "Deposited" in feed
 
 
 def test_the_bank_stores_snapshots_of_its_models(
