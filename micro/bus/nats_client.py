@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from micro.bus.subjects import inbox_prefix
 from micro.errors import ConfigError, UnavailableError
+from micro.log import redact_text
 from micro.settings import Settings
 
 __all__ = ["ConnectOptions", "open_client", "shown_url"]
@@ -219,8 +220,11 @@ async def _probe(servers: list[str], timeout: float) -> OSError | None:
 
 def _refusal(error: BaseException, options: ConnectOptions, url: str) -> str | None:
     """Why the server refused us, when ``error`` is a refusal that retrying cannot change."""
-    if isinstance(error, AuthorizationError) or "authorization" in str(error).lower():
+    text = str(error)
+    if isinstance(error, AuthorizationError) or "authorization violation" in text.lower():
         return "authorization violation (check the user, password, token, creds or NKey)"
+    if "authentication" in text.lower():  # an expired or revoked user JWT, in the server's words
+        return f"refused: {redact_text(text)}"
     if isinstance(error, ssl.SSLError) or "ssl" in type(error).__name__.lower():
         reason = getattr(error, "reason", None) or type(error).__name__
         if not options.has_tls and not url.startswith("tls://"):
@@ -240,7 +244,6 @@ async def open_client(
     connect_timeout: float,
     unavailable: type[UnavailableError] = UnavailableError,
     on_error: Callable[[Exception], Awaitable[None]] | None = None,
-    **extra: Any,
 ) -> Client:
     """A connected nats-py client, or ``unavailable`` naming the server (never a secret).
 
@@ -278,7 +281,6 @@ async def open_client(
         "error_cb": error_cb,
         "pending_size": _PENDING_BYTES,
         **options.kwargs(),
-        **extra,
     }
     client = Client()
     connecting: asyncio.Future[None] = asyncio.ensure_future(client.connect(**settings))
