@@ -97,3 +97,16 @@ def test_the_config_shown_in_the_production_docs_is_what_the_command_prints() ->
     start = docs.index("# nats-server.conf: least privilege for 'bank'")
     shown = docs[start : docs.index("```", start)]
     assert shown == _run(str(BANK))
+
+
+def test_a_custom_inbox_prefix_and_the_config_module_are_in_the_service_block() -> None:
+    from micro import Micro
+    from micro.permissions import service_permissions
+
+    micro = Micro(service="settings-owner", nats_inbox_prefix="_R.settings-owner")
+    micro.modules.want(["config"])
+    block = service_permissions(micro)
+    assert "_R.settings-owner.>" in block["subscribe"]["allow"]
+    assert "_INBOX_settings-owner.>" not in block["subscribe"]["allow"]
+    assert "$KV.micro_config.>" in block["publish"]["allow"]
+    assert "$JS.API.STREAM.INFO.KV_micro_config" in block["publish"]["allow"]
