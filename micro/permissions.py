@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from micro.bus.subjects import (
     command_subject,
     event_subject,
+    fallback_subject,
     inbox_prefix,
     service_subscriptions,
 )
@@ -109,7 +110,8 @@ def _caller_subjects(
     settings: Settings, name: str, inbox: str | None = None
 ) -> tuple[list[str], list[str]]:
     namespace = settings.namespace
-    publish = [f"{namespace}.cmd.>", "$SRV.>"]
+    # A call nobody serves goes on to the namespace's fallback, if one is served.
+    publish = [f"{namespace}.cmd.>", fallback_subject(namespace), "$SRV.>"]
     subscribe = [f"{inbox or inbox_prefix(name)}.>", *service_subscriptions(name, "*")]
     return publish, subscribe
 
@@ -121,6 +123,8 @@ def service_permissions(micro: Micro) -> dict[str, Any]:
     publish, subscribe = _caller_subjects(settings, service, settings.nats_inbox_prefix)
     subscribe.extend(command_subject(namespace, name) for name in micro.endpoints)
     subscribe.extend(_emit_subjects(micro))
+    if micro._fallback is not None:
+        subscribe.append(fallback_subject(namespace))
     # Which names a handler emits is known only when it runs.
     publish.append(f"{namespace}.emit.>")
     modules = set(micro.modules.order(list(micro.modules.wanted)))

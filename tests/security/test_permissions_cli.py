@@ -110,3 +110,14 @@ def test_a_custom_inbox_prefix_and_the_config_module_are_in_the_service_block() 
     assert "_INBOX_settings-owner.>" not in block["subscribe"]["allow"]
     assert "$KV.micro_config.>" in block["publish"]["allow"]
     assert "$JS.API.STREAM.INFO.KV_micro_config" in block["publish"]["allow"]
+
+
+def test_a_service_holding_the_fallback_may_serve_it_and_every_caller_may_reach_it() -> None:
+    from micro import Micro
+    from micro.permissions import caller_permissions, service_permissions
+
+    micro = Micro(service="catch-all").fallback(lambda request: None)
+    assert "micro.fallback" in service_permissions(micro)["subscribe"]["allow"]
+    caller = caller_permissions(micro.settings)
+    assert "micro.fallback" in caller["publish"]["allow"]
+    assert "micro.fallback" not in caller["subscribe"]["allow"]
