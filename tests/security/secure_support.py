@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import selectors
-import socket
 import subprocess
 import sys
 import time
@@ -53,12 +52,6 @@ def tls_env(server: NatsServer, certificates: Certificates) -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 # -- the REST portal in its own process -------------------------------------------------
 
 PORTAL_PASSWORD = "correct-horse-battery-staple-42"
@@ -72,9 +65,6 @@ class App:
     process: subprocess.Popen[str]
     log: Path
     url: str = ""
-
-
-Portal = App
 
 
 @contextlib.contextmanager
