@@ -20,6 +20,7 @@ models and processes follow other services' events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from micro.bus.subjects import (
@@ -35,7 +36,13 @@ if TYPE_CHECKING:
     from micro.app import Micro
     from micro.settings import Settings
 
-__all__ = ["caller_permissions", "gateway_permissions", "profiles", "service_permissions"]
+__all__ = [
+    "caller_permissions",
+    "gateway_permissions",
+    "process_permissions",
+    "profiles",
+    "service_permissions",
+]
 
 _JS = "$JS.API"
 RESPONSES: dict[str, Any] = {"max": 100_000, "expires": "10m"}
@@ -158,6 +165,29 @@ def gateway_permissions(settings: Settings, name: str = "gateway") -> dict[str, 
     """The gateway: a caller that also follows the event stream (its live feed)."""
     publish, subscribe = _caller_subjects(settings, name)
     publish.extend(_event_reading(settings))
+    return _block(publish, subscribe)
+
+
+def process_permissions(apps: Sequence[Micro], connection: str, *, feed: bool) -> dict[str, Any]:
+    """Several apps served by one process on one shared connection (``micro run`` of a
+    portal or of several apps): what each needs, under the one identity ``connection``
+    (the service name of the Micro that opens the connection, and so of its inbox).
+
+    ``feed``: the process also runs a gateway, whose live feed reads the event stream.
+    """
+    settings = apps[0].settings if apps else None
+    if settings is None:
+        from micro.settings import Settings
+
+        settings = Settings()
+    publish, subscribe = _caller_subjects(settings, connection, settings.nats_inbox_prefix)
+    for app in apps:
+        block = service_permissions(app)
+        own_inbox = f"{app.settings.nats_inbox_prefix or inbox_prefix(app.settings.service)}.>"
+        publish.extend(block["publish"]["allow"])
+        subscribe.extend(s for s in block["subscribe"]["allow"] if s != own_inbox)
+    if feed:
+        publish.extend(_event_reading(settings))
     return _block(publish, subscribe)
 
 

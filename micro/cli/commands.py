@@ -184,25 +184,36 @@ def permissions(
     ``{"service", "permissions", "caller", "gateway"}``; without it, an ``authorization``
     block for nats-server.conf whose passwords come from environment variables.
     """
-    from micro.permissions import profiles
+    from micro.cli._together import load_together
+    from micro.permissions import caller_permissions, process_permissions, profiles
 
-    path = _target_file(target).resolve()
-    sys.path.insert(0, str(path.parent))
-    namespace_vars = runpy.run_path(str(path), run_name="micro_permissions")
-    service = namespace_vars.get("micro")
-    if not isinstance(service, Micro):
-        fail(f"{path} defines no Micro named 'micro'")
-    blocks = profiles(service, caller=caller, gateway=gateway)
+    together = load_together([target], run_name="micro_permissions")
+    portal, apps = together.portal, together.apps
+    if portal is None and len(apps) == 1:
+        blocks = profiles(apps[0], caller=caller, gateway=gateway)
+    elif apps or portal is not None:
+        # One process, one shared connection: one identity, named after the Micro that
+        # opens it (the portal's gateway), holding what every app it serves needs.
+        connection = portal.service if portal is not None else "micro-run"
+        settings = apps[0].settings if apps else load_settings()
+        blocks = {
+            "service": connection,
+            "permissions": process_permissions(apps, connection, feed=portal is not None),
+            "caller": {"user": caller, "permissions": caller_permissions(settings, caller)},
+        }
+    else:
+        fail(f"{target} defines no Micro named 'micro' and no portal")
     if as_json:
         sys.stdout.write(orjson.dumps(blocks, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    users = [
-        (blocks["service"], blocks["permissions"]),
-        (blocks["caller"]["user"], blocks["caller"]["permissions"]),
-        (blocks["gateway"]["user"], blocks["gateway"]["permissions"]),
-    ]
+    profiles_shown = [name for name in ("caller", "gateway") if name in blocks]
+    users = [(blocks["service"], blocks["permissions"])]
+    users += [(blocks[name]["user"], blocks[name]["permissions"]) for name in profiles_shown]
     lines = [
-        f"# nats-server.conf: least privilege for {blocks['service']!r}, a caller and the gateway",
+        f"# nats-server.conf: least privilege for {blocks['service']!r}, "
+        + " and ".join(
+            f"the {name}" if name == "gateway" else "a caller" for name in profiles_shown
+        ),
         "# (from `micro permissions`); each password is read from the environment.",
         "authorization {",
         "  users: [",
