@@ -87,7 +87,9 @@ def test_the_cli_calls_a_service_over_tls(
 async def _refusal(
     settings_overrides: dict[str, object], server: NatsServer, certificates: Certificates
 ) -> UnavailableError:
-    settings = tls_settings(server, certificates, **settings_overrides)
+    # A generous timeout (the machine may be loaded): a refusal must end the attempt at
+    # once, not after the timeout, which would fail the bound below.
+    settings = tls_settings(server, certificates, connect_timeout=5.0, **settings_overrides)
     started = time.monotonic()
     with pytest.raises(UnavailableError) as caught:
         async with Micro(settings):
