@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import nkeys
 from nats.aio.client import Client
 from nats.errors import AuthorizationError
 from pydantic import SecretStr
@@ -115,6 +114,9 @@ def _read(setting: str, path: Path) -> str:
 
 
 def _check_seed(seed: str, setting: str, path: Path) -> None:
+    # Imported here: only credentials need it, and it loads libsodium.
+    import nkeys
+
     # Never quote the content: it is the secret.
     try:
         nkeys.from_seed(seed.encode())
