@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("host",),
     ("readmodel",),
     ("command",),
-    ("discovery", "session", "app", "modules.loader", "modules.builtin"),
+    ("discovery", "session", "app", "permissions", "modules.loader", "modules.builtin"),
     ("modules",),
     ("gateway", "cli", "testing"),
 ]

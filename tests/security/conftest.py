@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from secure_support import PASSWORD
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.secure_nats import Certificates, make_certificates, secured_server, server_config
+from tests.security.support import PASSWORD
 
 
 @pytest.fixture(scope="session")

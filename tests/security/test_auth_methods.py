@@ -13,8 +13,8 @@ import nkeys
 import pytest
 
 from micro import Micro, Settings
-from micro._nats_server import NatsServer
 from micro.errors import UnavailableError
+from micro.testing import NatsServer
 from micro.testing.secure_nats import (
     Certificates,
     Operator,
@@ -82,7 +82,7 @@ async def test_a_creds_file_in_operator_mode(
 
 
 async def test_a_tls_url(tls_server: NatsServer, certificates: Certificates) -> None:
-    from secure_support import tls_settings
+    from tests.security.support import tls_settings
 
     url = f"tls://127.0.0.1:{tls_server.port}"
     settings = tls_settings(tls_server, certificates, nats_url=url)

@@ -23,10 +23,10 @@ import httpx
 import nats
 import pytest
 from nats.js.errors import NotFoundError
-from secure_support import PORTAL_PASSWORD, ROOT_ENV, App, run_app, walk_the_bank
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.secure_nats import secured_server, server_config
+from tests.security.support import PORTAL_PASSWORD, ROOT_ENV, App, run_app, walk_the_bank
 
 APPS = Path(__file__).resolve().parent / "apps"
 AUTH_SECRET = secrets.token_urlsafe(48)

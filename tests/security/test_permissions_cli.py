@@ -12,9 +12,9 @@ from pathlib import Path
 
 import nats
 import pytest
-from secure_support import ROOT, ROOT_ENV
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
+from tests.security.support import ROOT, ROOT_ENV
 
 BANK = ROOT / "samples" / "bank"
 

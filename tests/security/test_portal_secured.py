@@ -8,7 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from secure_support import (
+from micro.testing import NatsServer
+from micro.testing.secure_nats import (
+    Certificates,
+    Operator,
+    secured_server,
+    server_config,
+)
+from tests.security.support import (
     PASSWORD,
     PORTAL_PASSWORD,
     ROOT,
@@ -16,14 +23,6 @@ from secure_support import (
     run_portal,
     tls_env,
     walk_the_bank,
-)
-
-from micro._nats_server import NatsServer
-from micro.testing.secure_nats import (
-    Certificates,
-    Operator,
-    secured_server,
-    server_config,
 )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import nats
 from nats.aio.client import Client
 
-from micro._nats_server import NatsServer
 from micro.eventstore import NO_STREAM, JetStreamEventStore, NewEvent
+from micro.testing import NatsServer
 
 
 async def _last_subject(server: NatsServer, stream_name: str, subject: str) -> str:

@@ -9,13 +9,13 @@ import time
 import uuid
 
 import pytest
-from secure_support import PASSWORD, ROOT_ENV, tls_env, tls_settings
 
 from micro import Micro
-from micro._nats_server import NatsServer
 from micro.errors import UnavailableError
 from micro.eventstore import NO_STREAM, NewEvent, open_event_store
+from micro.testing import NatsServer
 from micro.testing.secure_nats import Certificates
+from tests.security.support import PASSWORD, ROOT_ENV, tls_env, tls_settings
 
 
 def _namespace() -> str:

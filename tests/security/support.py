@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from micro._nats_server import NatsServer
 from micro.settings import Settings
+from micro.testing import NatsServer
 from micro.testing.secure_nats import Certificates
 
 PASSWORD = "s3cret-Passw0rd-for-tests"
