@@ -82,6 +82,8 @@ class NatsServer:
     """Start in a session of its own, so a terminal's Ctrl+C reaches only its owner."""
     command_prefix: tuple[str, ...] = ()
     """Run the server through this command (``ip netns exec NS``), which execs it."""
+    extra_config: str = ""
+    """More config lines (TLS, users, an operator): see ``micro.testing.secure_nats``."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _ready: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _reader: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -122,6 +124,8 @@ class NatsServer:
                 f'cluster {{ name: "{cluster.name}", listen: "{cluster.host}:{cluster.port}",'
                 f" routes: [{routes}]{advertise} }}"
             )
+        if self.extra_config:
+            lines.append(self.extra_config.rstrip("\n"))
         return "\n".join(lines) + "\n"
 
     def launch(self) -> None:
@@ -169,6 +173,10 @@ class NatsServer:
         self.launch()
         self.wait_ready(timeout)
         return self
+
+    def output_lines(self) -> list[str]:
+        """The server's recent log lines (the last 200), oldest first."""
+        return list(self._output)
 
     def last_output(self, lines: int = 5) -> str:
         fatal = [m.group(1) for line in self._output if (m := _FATAL.search(line))]

@@ -6,8 +6,9 @@ Every line logged while a request is served carries ``service``, ``command`` and
 - a field whose name says it holds a secret (``password``, ``token``, ``authorization``,
   ``secret``, ``api_key``...) at any depth of nested dicts, lists and pydantic models;
 - inside any string, the message and formatted tracebacks included: JWT-looking tokens,
-  ``Bearer ...`` credentials, ``password=...``-style pairs and pydantic's ``input_value=...``
-  (a validation error must not echo the password it refused).
+  ``Bearer ...`` credentials, user info in URLs, NKey seeds, PEM private keys,
+  ``password=...``-style pairs and pydantic's ``input_value=...`` (a validation error must
+  not echo the password it refused).
 
 Levels: ``log_level`` for everything, and ``log_levels`` per logger name (a logger and the
 loggers below it: ``{"micro.bus": "debug"}`` covers ``micro.bus.caller``).
@@ -49,6 +50,12 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _PAIR = re.compile(
     rf"(?i)((?:{_WORDS})[\w-]*[\"']?\s*[=:]\s*[\"']?)(?!\[redacted\])([^\s\"',;&}}\]]+)"
 )
+# user:password@ in a URL, and NKey seeds (S + the key type + base32), which carry no key name.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_SEED = re.compile(r"\bS[UAONCXP][A-Z2-7]{54,}\b")
+_PEM_KEY = re.compile(
+    r"-----BEGIN ([A-Z ]*PRIVATE KEY|USER NKEY SEED)-----.*?(-----END \1-----|\Z)", re.S
+)
 _INPUT_VALUE = re.compile(r"input_value=(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^,\]]+)")
 _MAX_DEPTH = 8
 _METHOD_LEVELS = {
@@ -77,6 +84,9 @@ def redact_text(text: str) -> str:
     if len(text) < 8:
         return text
     text = _JWT.sub(REDACTED, text)
+    text = _USERINFO.sub(rf"\1{REDACTED}@", text)
+    text = _SEED.sub(REDACTED, text)
+    text = _PEM_KEY.sub(REDACTED, text)
     text = _BEARER.sub(rf"\1 {REDACTED}", text)
     text = _PAIR.sub(rf"\1{REDACTED}", text)
     return _INPUT_VALUE.sub(f"input_value={REDACTED}", text)

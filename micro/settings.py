@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["Settings"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_INBOX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
@@ -61,6 +62,36 @@ class Settings(BaseSettings):
 
     discovery_missed_rounds: int = Field(default=3, ge=1)
     """Looks in a row a running instance may miss before a directory lets it go."""
+    nats_user: str | None = None
+    """User name for NATS (with ``nats_password``)."""
+
+    nats_password: SecretStr | None = None
+    """Password for NATS (with ``nats_user``)."""
+
+    nats_token: SecretStr | None = None
+    """Authentication token for NATS."""
+
+    nats_creds: Path | None = None
+    """A ``.creds`` file (user JWT and NKey seed): operator-mode deployments, hosted NATS."""
+
+    nats_nkey_seed: Path | None = None
+    """A file holding the NKey seed of a user (``SU...``) that the server knows by public key."""
+
+    nats_tls_ca: Path | None = None
+    """PEM file of the certificate authorities that sign the server's certificate."""
+
+    nats_tls_cert: Path | None = None
+    """PEM client certificate, for servers that verify clients (with ``nats_tls_key``)."""
+
+    nats_tls_key: Path | None = None
+    """PEM private key of ``nats_tls_cert``."""
+
+    nats_tls_handshake_first: bool = False
+    """Start TLS before the server's INFO (servers with ``handshake_first``)."""
+
+    nats_inbox_prefix: str | None = None
+    """Prefix of this connection's reply subjects; default ``_INBOX_<service>``, so that
+    permissions can confine every identity to its own replies."""
 
     connect_timeout: float = Field(default=2.0, gt=0)
     """Seconds to wait for the NATS connection before failing."""
@@ -232,6 +263,13 @@ class Settings(BaseSettings):
     def _check_service(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("service names use only letters, digits, '-' and '_'")
+        return value
+
+    @field_validator("nats_inbox_prefix")
+    @classmethod
+    def _check_inbox_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not _INBOX.match(value):
+            raise ValueError("an inbox prefix is subject tokens of letters, digits, '-' and '_'")
         return value
 
     @field_validator("namespace")

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from urllib.parse import urlsplit
 
-import nats
 import structlog
 from nats.aio.client import Client
-from nats.errors import Error as NatsError
 
 from micro.bus.embedded import ensure_embedded_server, is_listening
+from micro.bus.nats_client import ConnectOptions, open_client
 from micro.errors import UnavailableError
+from micro.log import redact_text
 from micro.settings import Settings
 
 __all__ = ["confirm", "connect", "resolve_url"]
@@ -39,73 +37,26 @@ async def resolve_url(settings: Settings) -> str:
     )
 
 
-def _shown(url: str) -> str:
-    """The URL without credentials, for error messages and logs."""
-    parts = []
-    for one in url.split(","):
-        split = urlsplit(one.strip())
-        host = split.hostname or one
-        parts.append(f"{split.scheme}://{host}:{split.port}" if split.port else one.strip())
-    return ",".join(parts)
-
-
-async def _probe(servers: list[str], timeout: float) -> str | None:
-    """None when some server accepts TCP connections, else the last reason none did.
-
-    nats-py keeps retrying an initial connection that fails; probing first turns a wrong
-    URL into one clear error at once instead of a wait until the timeout.
-    """
-    reason = "no server given"
-    for server in servers:
-        split = urlsplit(server if "://" in server else f"nats://{server}")
-        host, port = split.hostname or "127.0.0.1", split.port or 4222
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (TimeoutError, OSError) as error:
-            reason = str(error) or f"no answer within {timeout}s"
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return None
-    return reason
-
-
 async def connect(settings: Settings, *, name: str | None = None) -> Client:
-    """A connected nats-py client, or ``UnavailableError`` naming the URL."""
+    """A connected nats-py client with the security ``settings`` ask for.
+
+    ``UnavailableError`` names the server (never a secret) when none can be reached or the
+    server refuses us; ``ConfigError`` names the setting when a file it points at is wrong.
+    """
+    options = ConnectOptions.from_settings(settings)
     url = await resolve_url(settings)
-    servers = [part.strip() for part in url.split(",") if part.strip()]
-    refused = await _probe(servers, settings.connect_timeout)
-    if refused is not None:
-        raise UnavailableError(
-            f"cannot connect to NATS at {_shown(url)}: {refused}", details={"url": _shown(url)}
-        )
 
     async def on_error(error: Exception) -> None:
-        _log.warning("nats connection error", error=str(error))
+        _log.warning("nats connection error", error=redact_text(str(error)))
 
-    try:
-        return await asyncio.wait_for(
-            nats.connect(
-                servers=servers,
-                name=name or settings.service,
-                connect_timeout=max(1, round(settings.connect_timeout)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                ping_interval=settings.ping_interval,
-                max_outstanding_pings=2,
-                error_cb=on_error,
-                pending_size=64 * 1024 * 1024,
-            ),
-            timeout=settings.connect_timeout + 1,
-        )
-    except (TimeoutError, OSError, NatsError) as error:
-        reason = str(error) or type(error).__name__
-        raise UnavailableError(
-            f"cannot connect to NATS at {_shown(url)}: {reason}",
-            details={"url": _shown(url)},
-        ) from error
+    return await open_client(
+        url,
+        options,
+        name=name or settings.service,
+        connect_timeout=settings.connect_timeout,
+        on_error=on_error,
+        ping_interval=settings.ping_interval,
+    )
 
 
 async def confirm(client: Client, timeout: float) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "encode_name",
     "endpoint_name",
     "event_subject",
+    "inbox_prefix",
     "service_subject",
     "service_subscriptions",
 ]
@@ -82,6 +83,15 @@ def fallback_subject(namespace: str) -> str:
 def event_subject(namespace: str, name: str) -> str:
     """``<namespace>.emit.<token>``: where fire-and-forget events of that name go."""
     return f"{namespace}.emit.{encode_name(name)}"
+
+
+def inbox_prefix(service: str) -> str:
+    """``_INBOX_<service>``: the reply subjects of a service's connections, by default.
+
+    One prefix per identity, so that permissions can let each subscribe to its own replies
+    only (``_INBOX_<service>.>``), never to everyone's (``_INBOX.>``).
+    """
+    return f"_INBOX_{service}"
 
 
 # -- the NATS Services API (ADR-32) ------------------------------------------------------

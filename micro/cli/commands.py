@@ -175,49 +175,58 @@ def rebuild(
 @app.command()
 def permissions(
     target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the blocks as JSON.")] = False,
+    caller: Annotated[str, typer.Option(help="Service name of the caller profile.")] = "cli",
+    gateway: Annotated[str, typer.Option(help="Service name of the gateway profile.")] = "gateway",
 ) -> None:
-    """Print the NATS permissions the service needs (a nats-server authorization block).
+    """Print least-privilege NATS permissions for the app, a caller and the gateway.
 
     The app is imported but not started. Give each service its own NATS user with exactly
-    these permissions: it can then serve only its own commands.
+    these permissions: it can then serve only its own commands, read only its own replies
+    and append only to its own event streams. ``--json`` prints
+    ``{"service", "permissions", "caller", "gateway"}``; without it, an ``authorization``
+    block for nats-server.conf whose passwords come from environment variables.
     """
-    from micro.bus.subjects import announce_subject, command_subject, service_subscriptions
+    from micro.cli._together import load_together
+    from micro.permissions import caller_permissions, process_permissions, profiles
 
-    path = _target_file(target).resolve()
-    sys.path.insert(0, str(path.parent))
-    namespace_vars = runpy.run_path(str(path), run_name="micro_permissions")
-    service = namespace_vars.get("micro")
-    if not isinstance(service, Micro):
-        fail(f"{path} defines no Micro named 'micro'")
-    settings = service.settings
-    namespace = settings.namespace
-    subscribe = sorted(
-        {command_subject(namespace, name) for name in service.endpoints}
-        | set(service_subscriptions(settings.service, "*"))
-        | {f"{namespace}.emit.>", "_INBOX.>"}
-    )
-    publish = [
-        f"{namespace}.cmd.>",
-        f"{namespace}.emit.>",
-        f"{namespace}.ev.>",
-        announce_subject(namespace, ">"),
-        "$JS.API.>",
-        "$JS.ACK.>",
-        "$JS.FC.>",
-        "$SRV.>",
-        "$O.>",
-        "$KV.>",
-        "_INBOX.>",
+    together = load_together([target], run_name="micro_permissions")
+    portal, apps = together.portal, together.apps
+    if portal is None and len(apps) == 1:
+        blocks = profiles(apps[0], caller=caller, gateway=gateway)
+    elif apps or portal is not None:
+        # One process, one shared connection: one identity, named after the Micro that
+        # opens it (the portal's gateway), holding what every app it serves needs.
+        connection = portal.service if portal is not None else "micro-run"
+        settings = apps[0].settings if apps else load_settings()
+        blocks = {
+            "service": connection,
+            "permissions": process_permissions(apps, connection, feed=portal is not None),
+            "caller": {"user": caller, "permissions": caller_permissions(settings, caller)},
+        }
+    else:
+        fail(f"{target} defines no Micro named 'micro' and no portal")
+    if as_json:
+        sys.stdout.write(orjson.dumps(blocks, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    profiles_shown = [name for name in ("caller", "gateway") if name in blocks]
+    users = [(blocks["service"], blocks["permissions"])]
+    users += [(blocks[name]["user"], blocks[name]["permissions"]) for name in profiles_shown]
+    lines = [
+        f"# nats-server.conf: least privilege for {blocks['service']!r}, "
+        + " and ".join(
+            f"the {name}" if name == "gateway" else "a caller" for name in profiles_shown
+        ),
+        "# (from `micro permissions`); each password is read from the environment.",
+        "authorization {",
+        "  users: [",
     ]
-    block = {
-        "service": settings.service,
-        "permissions": {
-            "publish": {"allow": publish},
-            "subscribe": {"allow": subscribe},
-            "allow_responses": True,
-        },
-    }
-    sys.stdout.write(orjson.dumps(block, option=orjson.OPT_INDENT_2).decode() + "\n")
+    for user, block in users:
+        variable = "$" + "".join(c if c.isalnum() else "_" for c in user).upper() + "_PASSWORD"
+        body = orjson.dumps(block, option=orjson.OPT_INDENT_2).decode().replace("\n", "\n    ")
+        lines.append(f'    {{user: "{user}", password: {variable}, permissions: {body}}}')
+    lines += ["  ]", "}"]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @app.command()

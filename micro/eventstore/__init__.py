@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from micro.bus.nats_client import ConnectOptions
 from micro.errors import ConfigError
 from micro.eventstore.base import (
     ANY,
@@ -50,7 +51,9 @@ def open_event_store(settings: Settings, client: Client | None = None) -> EventS
     """The event store ``settings`` ask for (not started yet).
 
     ``client`` is a connected nats-py client to share (JetStream only); without one the
-    store connects to ``settings.nats_url`` itself.
+    store connects to ``settings.nats_url`` itself, with the same TLS and credentials as
+    every other connection. A JetStream store appends as ``settings.service``
+    (``<namespace>.ev.<service>.<stream>``).
     """
     kind = settings.event_store
     if kind == "memory":
@@ -71,6 +74,8 @@ def open_event_store(settings: Settings, client: Client | None = None) -> EventS
         )
     return JetStreamEventStore(
         client,
+        connect_options=None if client is not None else ConnectOptions.from_settings(settings),
+        owner=settings.service,
         url=None if client is not None else settings.nats_url,
         namespace=settings.namespace,
         replicas=settings.event_store_replicas,

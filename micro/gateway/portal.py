@@ -72,6 +72,7 @@ async def serve_portal(
     front = Micro(service=portal.service if portal is not None else "micro-run")
     opened: list[Micro] = []
     store: EventStore | None = None
+    stores: dict[str, EventStore] = {}
     gateway: Gateway | None = None
     # Bound before anything connects: a portal started twice must stop here, before its apps
     # join their queue groups beside the running ones.
@@ -82,10 +83,21 @@ async def serve_portal(
     try:
         await front.open()
         commanders = [app for app in apps if "commander" in app.modules.instances]
-        if commanders or portal is not None:
-            store = await _shared_store(front)
-            for app in commanders:
-                app.commander.store = store
+        # One store per service on the shared connection: each appends under its own
+        # name (<namespace>.ev.<service>.<stream>); positions are the one stream's, so
+        # the gateway's feed and views understand every command's position.
+        # (Other backends keep no owner: one store serves every app.)
+        per_service = front.settings.event_store == "jetstream"
+        for app in commanders:
+            service = app.settings.service if per_service else front.settings.service
+            if service not in stores:
+                stores[service] = await _shared_store(front, service)
+            app.commander.store = stores[service]
+        if portal is not None:  # the feed reads every service's events from any store
+            store = next(iter(stores.values()), None)
+            if store is None:
+                store = await _shared_store(front, front.settings.service)
+                stores[front.settings.service] = store
         for app in apps:
             await app.open(client=front.client)
             opened.append(app)
@@ -101,16 +113,16 @@ async def serve_portal(
             await gateway.stop()
         for app in reversed(opened):
             await app.close()
-        if store is not None:
-            await store.close()
+        for each in stores.values():
+            await each.close()
         await front.close()
 
 
-async def _shared_store(owner: Micro) -> EventStore:
-    settings = owner.settings
+async def _shared_store(connection: Micro, service: str) -> EventStore:
+    settings = connection.settings.model_copy(update={"service": service})
     if settings.event_store == "memory":
         _log.warning("memory event store: events last as long as the process")
-    store = open_event_store(settings, owner.client)
+    store = open_event_store(settings, connection.client)
     await store.start()
     return store
 

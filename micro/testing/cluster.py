@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from micro._nats_server import ClusterConfig, NatsServer, NatsServerError
+from micro.bus.nats_client import ConnectOptions, open_client
 
 __all__ = ["NatsCluster"]
 
@@ -42,7 +43,17 @@ def _free_ports(count: int) -> list[int]:
 class NatsCluster:
     """Three (or ``size``) routed nats-server nodes with JetStream."""
 
-    def __init__(self, base_dir: Path, size: int = 3, name: str = "micro-test") -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        size: int = 3,
+        name: str = "micro-test",
+        *,
+        extra_config: str = "",
+        connect_options: ConnectOptions | None = None,
+    ) -> None:
+        """``extra_config`` secures every node (see ``micro.testing.secure_nats``); its own
+        connections then use ``connect_options``, like any connection micro opens."""
         if size < 1:
             raise ValueError("a cluster needs at least one node")
         ports = _free_ports(2 * size)
@@ -57,9 +68,19 @@ class NatsCluster:
                     port=route_ports[index],
                     routes=[p for j, p in enumerate(route_ports) if j != index],
                 ),
+                extra_config=extra_config,
             )
             for index in range(size)
         ]
+        self.connect_options = connect_options or ConnectOptions()
+
+    async def _connect(self) -> Any:
+        return await open_client(
+            ",".join(self.client_urls()),
+            self.connect_options,
+            name="micro-test-cluster",
+            connect_timeout=2.0,
+        )
 
     @property
     def urls(self) -> str:
@@ -97,18 +118,16 @@ class NatsCluster:
             pool.submit(asyncio.run, self._wait_for_meta_leader(timeout)).result()
 
     async def _wait_for_meta_leader(self, timeout: float) -> None:
-        import nats
         from nats.js.errors import NotFoundError
 
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
+            if not self.client_urls():
+                await asyncio.sleep(0.1)
+                continue
             try:
-                client = await nats.connect(
-                    servers=self.client_urls(),
-                    connect_timeout=2,
-                    max_reconnect_attempts=0,
-                )
+                client = await self._connect()
             except Exception as error:
                 last_error = error
                 await asyncio.sleep(0.1)
@@ -130,9 +149,7 @@ class NatsCluster:
 
     async def stream_leader(self, stream: str) -> str:
         """Name of the node leading ``stream``'s replicas."""
-        import nats
-
-        client = await nats.connect(servers=self.client_urls(), connect_timeout=2)
+        client = await self._connect()
         try:
             info: Any = await client.jetstream().stream_info(stream)
             return str(info.cluster.leader)

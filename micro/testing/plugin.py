@@ -52,12 +52,12 @@ def micro_settings(nats_server: NatsServer, micro_namespace: str) -> Settings:
 
 
 async def _delete_streams(url: str, namespace: str) -> None:
-    import nats
-    from nats.errors import Error as NatsError
+    from micro.bus.nats_client import ConnectOptions, open_client
+    from micro.errors import UnavailableError
 
     try:
-        client = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
-    except (OSError, NatsError):
+        client = await open_client(url, ConnectOptions(), name="micro-testing", connect_timeout=2)
+    except UnavailableError:
         return  # the server is gone (a fault test stopped it): nothing to clean
     try:
         jetstream = client.jetstream()

@@ -142,7 +142,7 @@ async def test_a_consumer_that_stops_reading_does_not_hold_up_the_service(
 
         def stream_inboxes() -> list[str]:
             subjects = [sub.subject for sub in caller.client._subs.values()]
-            return [s for s in subjects if s.startswith("_INBOX.") and not s.endswith(".*")]
+            return [s for s in subjects if s.startswith("_INBOX_caller.") and not s.endswith(".*")]
 
         stream = caller.act_stream("flood")
         async for message in stream:

@@ -58,8 +58,8 @@ micro.start()
 
 @pytest.fixture
 async def events(micro_settings: Settings) -> AsyncIterator[EventStore]:
-    """This test's JetStream event store, as the services see it."""
-    store = open_event_store(micro_settings)
+    """This test's JetStream event store, as the services see it (events owned by "tally")."""
+    store = open_event_store(micro_settings.model_copy(update={"service": "tally"}))
     await store.start()
     yield store
     await store.close()

@@ -16,7 +16,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("host",),
     ("readmodel",),
     ("command",),
-    ("discovery", "directory", "session", "app", "modules.loader", "modules.builtin"),
+    (
+        "discovery",
+        "directory",
+        "session",
+        "app",
+        "permissions",
+        "modules.loader",
+        "modules.builtin",
+    ),
     ("modules",),
     ("gateway", "cli", "testing"),
 ]

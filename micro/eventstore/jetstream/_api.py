@@ -53,10 +53,14 @@ PAYLOAD_TOO_LARGE = 10054
 class Subjects:
     """Every subject and name the store uses, built in this one place."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, owner: str | None = None) -> None:
         self.stream = f"{namespace.upper()}_EVENTS"
         self.prefix = f"{namespace}.ev."
         self.filter = f"{namespace}.ev.>"
+        # <namespace>.ev.<owner>.<stream>: permissions can then let a service append to its
+        # own streams only. Without an owner, the first layout: <namespace>.ev.<stream>.
+        self.owned = f"{self.prefix}{owner}." if owner else self.prefix
+        self.legacy_filter = f"{namespace}.ev.*"
         api = "$JS.API"
         self.stream_info = f"{api}.STREAM.INFO.{self.stream}"
         self.stream_create = f"{api}.STREAM.CREATE.{self.stream}"
@@ -65,6 +69,9 @@ class Subjects:
         self._consumer = f"{api}.CONSUMER"
 
     def event(self, stream: str) -> str:
+        return self.owned + stream
+
+    def legacy(self, stream: str) -> str:
         return self.prefix + stream
 
     def consumer_create(self, name: str) -> str:

@@ -67,6 +67,7 @@ from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, NoRespondersError
 
 from micro._keyed_locks import KeyedLocks
+from micro.bus.nats_client import ConnectOptions
 from micro.errors import (
     ConcurrencyError,
     ConfigError,
@@ -135,7 +136,11 @@ class JetStreamEventStore(EventStore):
     """Events in one JetStream stream, global position = stream sequence.
 
     Given a ``client`` (a service's shared nats-py connection) the store uses it and leaves
-    it open on ``close``; given a ``url`` it connects itself and closes what it opened.
+    it open on ``close``; given a ``url`` it connects itself (with ``connect_options``: TLS,
+    credentials, inbox prefix) and closes what it opened. With an ``owner`` (the service
+    name) it appends to ``<namespace>.ev.<owner>.<stream>``, which permissions can scope,
+    and still finds, and keeps appending to, streams stored under the first layout
+    (``<namespace>.ev.<stream>``); it reads every stream of the namespace either way.
     ``timeout`` bounds each request to JetStream; ``start_timeout`` is how long ``start``
     waits for a cluster that does not answer yet (still electing its leaders).
 
@@ -156,6 +161,8 @@ class JetStreamEventStore(EventStore):
         max_event_bytes: int | None = None,
         timeout: float = 5.0,
         start_timeout: float = 30.0,
+        connect_options: ConnectOptions | None = None,
+        owner: str | None = None,
     ) -> None:
         if client is None and not url:
             raise ConfigError("JetStreamEventStore needs a nats-py client or a url")
@@ -169,10 +176,18 @@ class JetStreamEventStore(EventStore):
             raise ConfigError("max_event_bytes must be positive")
         if start_timeout < 0:
             raise ConfigError("start_timeout must be zero or a positive number of seconds")
+        if owner is not None and not _NAMESPACE.match(owner):
+            raise ConfigError(f"owner {owner!r} may use only letters, digits, - and _")
         self._client = client
         self._url = url
+        self._connect_options = connect_options or ConnectOptions()
         self._owns_client = client is None
-        self._subjects = Subjects(namespace)
+        self._subjects = Subjects(namespace, owner)
+        self._owner = owner
+        # Set at start when the store holds streams in the first layout: each stream is
+        # then looked for there too, and one found there stays there.
+        self._legacy = False
+        self._legacy_subjects: OrderedDict[str, str] = OrderedDict()
         self._provisioning = StreamProvisioning(
             self._subjects, replicas=replicas, duplicate_window=duplicate_window
         )
@@ -188,6 +203,37 @@ class JetStreamEventStore(EventStore):
         self._replies: ReplyRouter | None = None
         self._commits: GroupCommit | None = None
         self._pullers: weakref.WeakSet[Puller] = weakref.WeakSet()
+
+    # -- subjects ----------------------------------------------------------------------------
+
+    async def _holds_legacy_streams(self, client: Client) -> bool:
+        """Whether any stream lives on a first-layout subject (``<namespace>.ev.<stream>``)."""
+        request = orjson.dumps({"subjects_filter": self._subjects.legacy_filter})
+        try:
+            info = await api_request(client, self._subjects.stream_info, request, self._timeout)
+        except ApiError as error:
+            raise translate(f"stream {self._subjects.stream}", error) from error
+        return bool((info.get("state") or {}).get("subjects"))
+
+    async def _subject(self, stream: str) -> str:
+        """Where ``stream``'s events go: its owner's subject, or the first-layout one it has."""
+        if not self._legacy:
+            return self._subjects.event(stream)
+        known = self._legacy_subjects.get(stream)
+        if known is not None:
+            return known
+        subject = self._subjects.event(stream)
+        request = orjson.dumps({"last_by_subj": self._subjects.legacy(stream)})
+        try:
+            await api_request(self.client, self._subjects.message_get, request, self._timeout)
+            subject = self._subjects.legacy(stream)
+        except ApiError as error:
+            if error.err_code != NO_MESSAGE_FOUND:
+                raise translate(f"reading the head of {stream!r}", error) from error
+        self._legacy_subjects[stream] = subject
+        if len(self._legacy_subjects) > _CACHE_SIZE:
+            self._legacy_subjects.popitem(last=False)
+        return subject
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -207,11 +253,13 @@ class JetStreamEventStore(EventStore):
             if self._started:
                 return
             if self._client is None:
-                self._client = await connect(self._url or "")
+                self._client = await connect(self._url or "", self._connect_options)
             try:
                 await self._provisioning.ensure_in_time(
                     self._client, self._timeout, self._start_timeout
                 )
+                if self._owner is not None:
+                    self._legacy = await self._holds_legacy_streams(self._client)
                 self._replies = ReplyRouter(self._client)
                 await self._replies.start()
                 client = self._client
@@ -381,7 +429,7 @@ class JetStreamEventStore(EventStore):
         last_sequence: int,
     ) -> tuple[int, bool]:
         """Publish the events after ``last_sequence``; (sequence of the last, duplicate)."""
-        subject = self._subjects.event(stream)
+        subject = await self._subject(stream)
         messages = []
         for index, (event, (data, metadata)) in enumerate(zip(events, encoded, strict=True)):
             event_id = str(event.id)
@@ -424,7 +472,7 @@ class JetStreamEventStore(EventStore):
 
     async def _fetch_head(self, stream: str) -> _Head:
         """The stream's last event as the stream leader sees it (not a replica)."""
-        request = orjson.dumps({"last_by_subj": self._subjects.event(stream)})
+        request = orjson.dumps({"last_by_subj": await self._subject(stream)})
         try:
             response = await api_request(
                 self.client, self._subjects.message_get, request, self._timeout
@@ -451,7 +499,8 @@ class JetStreamEventStore(EventStore):
         except ApiError as error:
             raise translate(f"reading event {sequence}", error) from error
         message = response["message"]
-        subject = message["subject"][len(self._subjects.prefix) :]
+        # The stream name is the last token in either layout (stream names hold no dots).
+        subject = message["subject"].rpartition(".")[2]
         return decode_event(subject, sequence, base64.b64decode(message["data"]))
 
     async def _original_or_conflict(
@@ -515,7 +564,7 @@ class JetStreamEventStore(EventStore):
     async def _read_subject(self, stream: str, enough: int | None) -> list[RecordedEvent]:
         """The stream's events from version 0, stopping at ``enough`` if given."""
         assert self._replies is not None
-        subject = self._subjects.event(stream)
+        subject = await self._subject(stream)
         events: list[RecordedEvent] = []
         sequence = 1
         while True:
@@ -572,7 +621,6 @@ class JetStreamEventStore(EventStore):
                 return
         puller = Puller(self.client, self._subjects, start, end, self._timeout)
         self._pullers.add(puller)
-        prefix = len(self._subjects.prefix)
         loads, parse, build = orjson.loads, parse_uuid, build_event
         try:
             while True:
@@ -581,7 +629,7 @@ class JetStreamEventStore(EventStore):
                     yield build(
                         parse(envelope["id"]),
                         envelope["type"],
-                        subject[prefix:],
+                        subject.rpartition(".")[2],
                         envelope["version"],
                         position,
                         envelope["data"],
