@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from micro.app import Micro
+from micro.blocking import BlockingClient, connect
 from micro.bus.caller import Reply, RetryPolicy
 from micro.bus.context import Context
 from micro.errors import (
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadRequestError",
+    "BlockingClient",
     "ConcurrencyError",
     "ConfigError",
     "ConflictError",
@@ -60,4 +62,5 @@ __all__ = [
     "UnavailableError",
     "ValidationError",
     "__version__",
+    "connect",
 ]
