@@ -251,6 +251,7 @@ def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
 _mount("micro._cli_events", "events_app", "events", "Look at the event store.")
 _mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
 _mount("micro._cli_config", "config_app", "config", "The config server: get, set, ls, watch.")
+app.command()(importlib.import_module("micro._cli_asyncapi").asyncapi)
 _mount("micro._cli_new", "new_app", "new", "Start a service, add commands and views to it.")
 
 

@@ -66,6 +66,7 @@ from micro.errors import (
     ValidationError,
 )
 from micro.eventstore.base import EventStore
+from micro.gateway.asyncapi import asyncapi_route
 from micro.gateway.feed import EventFeed, FeedOverflow, public_event
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
 from micro.gateway.openapi import build_openapi
@@ -191,6 +192,7 @@ class Gateway:
             StarletteRoute("/readyz", self._readyz, methods=["GET"]),
             StarletteRoute("/metrics", self._metrics, methods=["GET"]),
             StarletteRoute("/openapi.json", self._openapi_json, methods=["GET"]),
+            asyncapi_route(self),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
             StarletteRoute(f"{prefix}/services", self._services, methods=["GET"]),
             StarletteRoute(f"{prefix}/events", self._events, methods=["GET"]),
@@ -347,6 +349,10 @@ class Gateway:
                 missing=missing,
                 waited=self.settings.required_wait,
             )
+
+    async def refresh_on_miss(self) -> None:
+        """Look at discovery again, unless a look was taken within the last half second."""
+        await self._refresh_on_miss()
 
     async def _refresh_on_miss(self) -> None:
         # A miss looks again at once, but a stream of bad paths must not become a stream
