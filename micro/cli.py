@@ -205,41 +205,6 @@ def permissions(
     sys.stdout.write(orjson.dumps(block, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-@app.command()
-def dev(
-    target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
-) -> None:
-    """Run a service with readable logs, restarting it when a Python file in its folder changes."""
-    import subprocess
-    import time
-
-    path = _target_file(target).resolve()
-    folder = path.parent
-
-    def snapshot() -> dict[Path, float]:
-        return {file: file.stat().st_mtime for file in folder.rglob("*.py")}
-
-    env = {**os.environ, "MICRO_LOG_FORMAT": "console", "MICRO_LOG_LEVEL": "debug"}
-    while True:
-        seen = snapshot()
-        child = subprocess.Popen([sys.executable, "-m", "micro.cli", "run", str(path)], env=env)
-        try:
-            while child.poll() is None and snapshot() == seen:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            child.terminate()
-            child.wait()
-            raise typer.Exit(0) from None
-        if child.poll() is None:
-            _err.print("[yellow]change detected: restarting[/]")
-            child.terminate()
-            child.wait()
-        else:
-            _err.print(f"[red]exited with {child.returncode}; waiting for a change[/]")
-            while snapshot() == seen:
-                time.sleep(0.5)
-
-
 def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
     # Sub-commands live in their own modules; one that fails to import must not take the
     # whole CLI down with it.
@@ -252,6 +217,7 @@ _mount("micro._cli_events", "events_app", "events", "Look at the event store.")
 _mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
 _mount("micro._cli_config", "config_app", "config", "The config server: get, set, ls, watch.")
 app.command()(importlib.import_module("micro._cli_asyncapi").asyncapi)
+app.command()(importlib.import_module("micro._cli_dev").dev)
 _mount("micro._cli_new", "new_app", "new", "Start a service, add commands and views to it.")
 
 
