@@ -37,7 +37,9 @@ def _starts(path: Path, count: int, deadline: float) -> list[list[str]]:
         if len(found) >= count:
             return found
         time.sleep(0.05)
-    raise AssertionError(f"{count} starts expected, saw: {path.read_text() if path.exists() else ''}")
+    raise AssertionError(
+        f"{count} starts expected, saw: {path.read_text() if path.exists() else ''}"
+    )
 
 
 def _alive(pid: int) -> bool:
