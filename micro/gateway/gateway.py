@@ -46,7 +46,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
@@ -73,6 +73,7 @@ from micro.gateway.openapi import build_openapi
 from micro.gateway.payloads import coerce, validate
 from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
+from micro.gateway.websocket import websocket_route
 
 __all__ = ["Gateway"]
 
@@ -187,12 +188,13 @@ class Gateway:
 
     def _build_app(self) -> Starlette:
         prefix = self.settings.prefix
-        routes: list[StarletteRoute | Mount] = [
+        routes: list[BaseRoute] = [
             StarletteRoute("/healthz", self._healthz, methods=["GET"]),
             StarletteRoute("/readyz", self._readyz, methods=["GET"]),
             StarletteRoute("/metrics", self._metrics, methods=["GET"]),
             StarletteRoute("/openapi.json", self._openapi_json, methods=["GET"]),
             asyncapi_route(self),
+            websocket_route(self),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
             StarletteRoute(f"{prefix}/services", self._services, methods=["GET"]),
             StarletteRoute(f"{prefix}/events", self._events, methods=["GET"]),
@@ -232,6 +234,16 @@ class Gateway:
 
     def error_response(self, error: MicroError) -> Response:
         """The JSON error response for ``error``; never a 200."""
+        status, body = self.error_envelope(error)
+        headers: dict[str, str] = {}
+        if status in (429, 503):
+            headers["Retry-After"] = str(self.settings.retry_after)
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="micro"'
+        return _json({"error": body}, status, headers)
+
+    def error_envelope(self, error: MicroError) -> tuple[int, dict[str, Any]]:
+        """The status and the ``error`` body callers see for ``error`` (HTTP and WebSocket)."""
         status = http_status(error)
         body: dict[str, Any] = {
             "code": error.code,
@@ -242,7 +254,6 @@ class Gateway:
         }
         if isinstance(error, RemoteError):
             body["code"] = error.remote_code
-        headers: dict[str, str] = {}
         if status >= 500 and status not in (503, 504):
             # Internals stay inside: the trace id is enough to find them in the logs.
             _log.error(
@@ -261,12 +272,8 @@ class Gateway:
             status = 500
         elif status >= 500:
             body["details"] = {}
-        if status in (429, 503):
-            headers["Retry-After"] = str(self.settings.retry_after)
-        if status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="micro"'
         self.metrics.errors.labels(body["code"], str(status)).inc()
-        return _json({"error": body}, status, headers)
+        return status, body
 
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -479,16 +486,20 @@ class Gateway:
 
     def _meta(self, request: Request, *, query_token: bool = False) -> dict[str, Any]:
         header = request.headers.get("authorization")
-        token: str | None = None
-        if header is not None:
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() != "bearer" or not value.strip() or " " in value.strip():
-                raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
-            token = value.strip()
-        elif query_token:
+        if header is None and query_token:
             # EventSource cannot send headers: the feed also takes ?access_token=.
             token = request.query_params.get("access_token") or None
-        return {"token": token} if token else {}
+            return {"token": token} if token else {}
+        return self.bearer_meta(header)
+
+    def bearer_meta(self, header: str | None) -> dict[str, Any]:
+        """The meta an ``Authorization: Bearer <token>`` header gives (HTTP and WebSocket)."""
+        if header is None:
+            return {}
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip() or " " in value.strip():
+            raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
+        return {"token": value.strip()}
 
     async def _read_body(self, request: Request) -> Any:
         length = request.headers.get("content-length")
@@ -672,7 +683,10 @@ class Gateway:
 
     async def _viewer(self, request: Request) -> dict[str, Any]:
         """Who is asking for the feed; ``UnauthorizedError`` unless a valid token came."""
-        meta = self._meta(request, query_token=True)
+        return await self.viewer(self._meta(request, query_token=True))
+
+    async def viewer(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Who ``meta``'s token belongs to; ``UnauthorizedError`` unless it is valid."""
         if "token" not in meta:
             raise UnauthorizedError("the event feed needs a bearer token")
         command = self.settings.verify_command
@@ -746,6 +760,11 @@ class Gateway:
     # -- life cycle ----------------------------------------------------------------------
 
     @property
+    def closing(self) -> asyncio.Event:
+        """Set once ``stop()`` began: long-lived streams and sockets end on it."""
+        return self._closing
+
+    @property
     def url(self) -> str:
         """Where the gateway listens (the real port once started with port 0)."""
         port = self.settings.port
@@ -779,6 +798,10 @@ class Gateway:
             access_log=False,
             timeout_graceful_shutdown=3,
             server_header=False,
+            # The sans-I/O protocol of websockets; larger frames than this close the socket
+            # (1009), smaller ones over ws_max_frame get a typed error frame.
+            ws="websockets-sansio",
+            ws_max_size=4 * self.settings.ws_max_frame,
         )
         self._server = _Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="gateway")
