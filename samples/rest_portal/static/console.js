@@ -23,6 +23,12 @@ async function api(method, path, body) {
   if (method !== "GET" && state.seen) {
     path += `${path.includes("?") ? "&" : "?"}min_position=${state.seen}`;
   }
+  // Over the WebSocket when there is one (transport.js), else plain HTTP.
+  const viaSocket = window.microSocket ? await window.microSocket.call(method, path, body) : null;
+  if (viaSocket) {
+    if (viaSocket.position) state.seen = Math.max(state.seen, viaSocket.position);
+    return viaSocket;
+  }
   const headers = {};
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   const options = { method, headers };
@@ -125,6 +131,11 @@ function feedState(text, live) {
 function startFeed() {
   stopFeed();
   byId("events").replaceChildren();
+  if (window.microSocket && window.microSocket.subscribe(showEvent, feedState, startEventSource)) return;
+  startEventSource();
+}
+
+function startEventSource() {
   // EventSource sends no headers: the token goes in the query string; reconnects resume
   // from the last event id by themselves.
   const feed = new EventSource(`/api/events?access_token=${encodeURIComponent(state.token)}`);
@@ -135,6 +146,7 @@ function startFeed() {
 }
 
 function stopFeed() {
+  if (window.microSocket) window.microSocket.unsubscribe();
   if (state.feed) state.feed.close();
   state.feed = null;
   feedState("off", false);
