@@ -40,7 +40,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from micro._tasks import stop_task
-from micro.bus.context import Context, current_context, new_id
+from micro.context import Context, current_context, new_id
 from micro.errors import ConfigError, MicroError
 from micro.readmodel.event import AppliedEvent, Event
 

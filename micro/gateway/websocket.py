@@ -50,6 +50,7 @@ from micro.errors import (
     UnavailableError,
     ValidationError,
 )
+from micro.gateway.decoding import bearer_meta
 from micro.gateway.feed import FeedOverflow, public_event
 from micro.gateway.payloads import validate
 
@@ -120,7 +121,7 @@ class Socket:
 
     async def run(self) -> None:
         try:
-            self.meta = self.gateway.bearer_meta(self.websocket.headers.get("authorization"))
+            self.meta = bearer_meta(self.websocket)
         except UnauthorizedError as error:
             await self.websocket.accept()
             await self.send_error(error)

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import ROUTES
 from gateway_support import Stack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -54,7 +53,7 @@ async def gateway_with(stack: Stack, **settings: Any) -> AsyncIterator[Gateway]:
     gateway = Gateway(
         Micro(stack.service.settings, service="gateway-limits"),
         GatewaySettings(port=0, required_services=["demo"], **settings),
-        routes=ROUTES,
+        routes=stack.gateway.routes,
         event_store=stack.store,
     )
     await gateway.start()

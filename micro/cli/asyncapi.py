@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from micro._cli_common import fail, load_settings
 from micro.app import Micro
+from micro.cli._common import fail, load_settings
 from micro.errors import MicroError
 
 __all__ = ["asyncapi"]

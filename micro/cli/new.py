@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from micro._cli_common import fail
+from micro.cli._common import fail
 from micro.scaffold import ScaffoldError, Written, new_command, new_service, new_view
 
 __all__ = ["new_app"]

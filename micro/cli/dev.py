@@ -26,7 +26,7 @@ def dev(
     target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
 ) -> None:
     """Run a service with readable logs, restarting it when a Python file in its folder changes."""
-    from micro.cli import _target_file
+    from micro.cli.commands import _target_file
 
     path = _target_file(target).resolve()
     folder = path.parent

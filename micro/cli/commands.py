@@ -1,13 +1,12 @@
 """The ``micro`` command: run services, call them, look around.
 
-Errors print one readable line (and exit 1); ``--verbose`` adds the details.
+Errors print one readable line (and exit 1); ``--verbose`` adds the details. The command
+groups ``events``, ``services`` and ``config`` live in their own modules of this package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import os
 import runpy
 import sys
@@ -20,11 +19,17 @@ import typer
 from rich.console import Console
 
 from micro import __version__
-from micro._cli_common import fail, load_settings
 from micro.app import Micro
+from micro.cli._common import fail, load_settings
+from micro.cli.asyncapi import asyncapi
+from micro.cli.config import config_app
+from micro.cli.dev import dev
+from micro.cli.events import events_app
+from micro.cli.new import new_app
+from micro.cli.services import services_app
 from micro.errors import MicroError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run_async"]
 
 app = typer.Typer(
     name="micro",
@@ -205,20 +210,12 @@ def permissions(
     sys.stdout.write(orjson.dumps(block, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
-    # Sub-commands live in their own modules; one that fails to import must not take the
-    # whole CLI down with it.
-    with contextlib.suppress(ImportError, AttributeError):
-        sub_app = getattr(importlib.import_module(module), attribute)
-        app.add_typer(sub_app, name=name, help=help_text)
-
-
-_mount("micro._cli_events", "events_app", "events", "Look at the event store.")
-_mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
-_mount("micro._cli_config", "config_app", "config", "The config server: get, set, ls, watch.")
-app.command()(importlib.import_module("micro._cli_asyncapi").asyncapi)
-app.command()(importlib.import_module("micro._cli_dev").dev)
-_mount("micro._cli_new", "new_app", "new", "Start a service, add commands and views to it.")
+app.add_typer(events_app, name="events", help="Look at the event store.")
+app.add_typer(services_app, name="services", help="Services seen in discovery.")
+app.add_typer(config_app, name="config", help="The config server: get, set, ls, watch.")
+app.add_typer(new_app, name="new", help="Start a service, add commands and views to it.")
+app.command()(asyncapi)
+app.command()(dev)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,7 +223,3 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MICRO_LOG_FORMAT", "auto")
     command: Callable[..., Any] = app
     command(args=argv)
-
-
-if __name__ == "__main__":
-    main()
