@@ -25,7 +25,7 @@ def asyncapi(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for --wait-for.")] = 10.0,
 ) -> None:
     """Print the AsyncAPI 3.0 document of every command and view running in the namespace."""
-    from micro.gateway.asyncapi import build_asyncapi
+    from micro.asyncapi import build_asyncapi
 
     settings = load_settings(embedded=False, service="cli", log_level="warning")
 

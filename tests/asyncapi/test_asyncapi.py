@@ -153,7 +153,7 @@ async def test_micro_asyncapi_prints_the_same_valid_document(
 
 def test_a_document_that_breaks_the_schema_is_caught(asyncapi_schema: dict[str, Any]) -> None:
     # The check can fail: an operation without its action is not AsyncAPI 3.0.
-    from micro.gateway.asyncapi import build_asyncapi
+    from micro.asyncapi import build_asyncapi
 
     document = build_asyncapi([], title="empty", version="1.0.0", namespace="x")
     _validate(document, asyncapi_schema)
