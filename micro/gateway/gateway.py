@@ -19,8 +19,10 @@ What it serves:
   last event in ``X-Micro-Position``; a view or command called with ``?min_position=`` waits for it.
 - ``Accept: text/event-stream`` on a command streams its intermediate messages (SSE).
 - ``GET <prefix>/events``: the live event feed over SSE (see ``micro.gateway.feed``).
-- ``/openapi.json``, ``/docs``, ``/healthz``, ``/readyz``, ``/metrics``, and optionally a
-  web console from a folder of static files at ``/``.
+- ``/ws``: calls, streams and the event feed over one WebSocket (``micro.gateway.websocket``).
+- ``/openapi.json``, ``/asyncapi.json`` (AsyncAPI 3.0), ``/docs``, ``/healthz``,
+  ``/readyz``, ``/metrics``, and optionally a web console from a folder of static files
+  at ``/``.
 
 Errors are JSON bodies ``{"error": {"code", "message", ...}}`` with the HTTP status of the
 error (``MicroError.status``); a 5xx other than 503/504 says only "internal error" and its

@@ -153,3 +153,47 @@ def test_bad_settings_fail_where_they_are_given() -> None:
 
     with pytest.raises(ConfigError, match="request_timeout"):
         connect(request_timeout=-1)
+
+
+def test_a_client_left_open_is_closed_at_interpreter_exit(
+    micro_settings: Settings,
+    spawn,  # type: ignore[no-untyped-def]
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spawn(SERVICE)
+    # atexit runs hooks last-in first-out: this one, registered before the client's, runs
+    # after it and reports what the client's hook left behind.
+    script = (
+        "import atexit, threading\n"
+        "from micro import connect\n"
+        "def report():\n"
+        "    alive = [t for t in threading.enumerate() if t.name == 'micro-blocking-client']\n"
+        "    print('closed' if client.closed and not alive else 'left open', flush=True)\n"
+        "atexit.register(report)\n"
+        "client = connect(service='forgetful')\n"
+        "print(client.act('add', {'a': 20, 'b': 22}), flush=True)\n"
+    )
+    environment = {
+        **os.environ,
+        "NATS_URL": micro_settings.nats_url or "",
+        "MICRO_NAMESPACE": micro_settings.namespace,
+        "MICRO_EMBEDDED": "false",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PYTHONWARNINGS": "error",
+    }
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", script],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["42", "closed"]
+    assert "Traceback" not in result.stderr
+    assert "was destroyed" not in result.stderr
+    assert "never awaited" not in result.stderr
