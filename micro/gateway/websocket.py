@@ -28,6 +28,8 @@ error frame (``"id"`` when it could be read) and the socket stays open. A frame 
 ``ws_max_frame`` is refused with ``payload_too_large``; a call beyond ``ws_max_in_flight``
 calls in flight on the socket with ``too_many_requests``. A socket that sends nothing for
 ``ws_idle_timeout`` seconds, with no call in flight and no subscription, is closed (1001).
+A browser page may open the socket only from the gateway's own origin or one of
+``cors_origins``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 import structlog
@@ -46,6 +49,7 @@ from micro.errors import (
     MicroError,
     NotFoundError,
     PayloadTooLargeError,
+    TooManyRequestsError,
     UnauthorizedError,
     UnavailableError,
     ValidationError,
@@ -57,21 +61,13 @@ from micro.gateway.payloads import validate
 if TYPE_CHECKING:
     from micro.gateway.gateway import Gateway
 
-__all__ = ["TooManyInFlightError", "websocket_route"]
+__all__ = ["websocket_route"]
 
 _log = structlog.get_logger("micro.gateway.ws")
 
 _CLOSE_GOING_AWAY = 1001
 _CLOSE_POLICY = 1008
 _MAX_ID = 200
-
-
-class TooManyInFlightError(MicroError):
-    """A socket asked for more calls at once than ``ws_max_in_flight``."""
-
-    code = "too_many_requests"
-    status = 429
-    default_retryable = True
 
 
 def _field_error(field: str, reason: str, message: str) -> ValidationError:
@@ -119,7 +115,23 @@ class Socket:
 
     # -- the socket's life -----------------------------------------------------------------
 
+    def _origin_allowed(self) -> bool:
+        # A browser page of another site could otherwise use a visitor's browser to talk to a
+        # gateway it cannot reach itself (one on the visitor's machine or intranet): browsers
+        # send Origin, and WebSockets have no CORS to stop them.
+        origin = self.websocket.headers.get("origin")
+        if origin is None:
+            return True
+        allowed = self.settings.cors_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return urlsplit(origin).netloc == self.websocket.headers.get("host")
+
     async def run(self) -> None:
+        if not self._origin_allowed():
+            # Closed before the handshake completes: the client sees 403.
+            await self.websocket.close(_CLOSE_POLICY)
+            return
         try:
             self.meta = bearer_meta(self.websocket)
         except UnauthorizedError as error:
@@ -232,7 +244,7 @@ class Socket:
         if frame_id in self.calls:
             raise _field_error("id", "in use", f"call {frame_id!r} is still in flight")
         if len(self.calls) >= self.settings.ws_max_in_flight:
-            raise TooManyInFlightError(
+            raise TooManyRequestsError(
                 f"this socket has {len(self.calls)} calls in flight; the limit is "
                 f"{self.settings.ws_max_in_flight}",
                 details={"limit": self.settings.ws_max_in_flight},
@@ -253,6 +265,11 @@ class Socket:
                 "idempotency_key", "not a key", "idempotency_key must be a short string"
             )
         payload = frame.get("payload", {})
+        gateway = self.gateway
+        if gateway._in_flight >= self.settings.max_in_flight:
+            raise TooManyRequestsError(
+                f"the gateway is forwarding {gateway._in_flight} calls already; retry shortly"
+            )
         task = asyncio.ensure_future(
             self._run_call(frame_id, name, payload, min_position, key, bool(frame.get("stream")))
         )
@@ -284,6 +301,9 @@ class Socket:
     ) -> None:
         micro = self.gateway.micro
         timeout = self.settings.request_timeout
+        # Counted with the HTTP calls: max_in_flight bounds the gateway as a whole.
+        self.gateway._in_flight += 1
+        self.gateway.metrics.in_flight.inc()
         try:
             validate(name, await self._operation_schema(name), payload)
             if stream:
@@ -304,6 +324,9 @@ class Socket:
         except MicroError as error:
             await self.send_error(error, frame_id)
             return
+        finally:
+            self.gateway._in_flight -= 1
+            self.gateway.metrics.in_flight.dec()
         answer: dict[str, Any] = {"id": frame_id, "result": reply.value}
         if reply.position is not None:
             answer["position"] = reply.position

@@ -11,7 +11,8 @@ import orjson
 import pytest
 from gateway_support import Stack
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from micro import Micro
 from micro.eventstore.base import ANY, NewEvent
@@ -233,3 +234,35 @@ async def test_stopping_the_gateway_closes_its_sockets(stack: Stack) -> None:
         await gateway.stop()
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), DEADLINE)
+
+
+async def test_a_page_of_another_origin_cannot_open_the_socket(stack: Stack) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(_ws_url(stack.gateway), origin=Origin("http://elsewhere.example")):
+            pass
+    assert refused.value.response.status_code == 403
+    own = Origin(stack.gateway.url)
+    async with connect(_ws_url(stack.gateway), origin=own) as ws:
+        assert (await call(ws, 1, "lookup", {"id": 3}))["result"]["id"] == 3
+    async with (
+        gateway_with(stack, cors_origins=["http://elsewhere.example"]) as gateway,
+        connect(_ws_url(gateway), origin=Origin("http://elsewhere.example")) as ws,
+    ):
+        assert (await call(ws, 1, "lookup", {"id": 4}))["result"]["id"] == 4
+
+
+async def test_socket_calls_count_toward_the_gateways_own_limit(stack: Stack) -> None:
+    async with gateway_with(stack, max_in_flight=1) as gateway, socket(gateway) as ws:
+        await send(ws, {"id": 1, "act": "hold", "payload": {}})
+        # The first call is in flight once the gateway counts it; ask until it does.
+        refused: dict[str, Any] = {}
+        for attempt in range(100):
+            refused = await call(ws, f"probe-{attempt}", "lookup", {"id": 1})
+            if "error" in refused:
+                break
+        assert refused["status"] == 429
+        assert "the gateway is forwarding" in refused["error"]["message"]
+        http = await stack.client.get(f"{gateway.url}/api/demo/lookup", params={"id": 1})
+        assert http.status_code == 429
+        stack.release.set()
+        assert (await receive(ws))["id"] == 1
