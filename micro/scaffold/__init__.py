@@ -142,6 +142,8 @@ def new_service(name: str, parent: Path) -> Written:
         folder / "tests" / f"test_{ident}.py": "test_service.py.tmpl",
         folder / "pyproject.toml": "pyproject.toml.tmpl",
         folder / "README.md": "README.md.tmpl",
+        # .micro/ holds the data of services run here (and of the tests' namespaces).
+        folder / ".gitignore": "gitignore.tmpl",
     }
     written = _write({path: _template(t).substitute(values) for path, t in files.items()})
     for empty in ("rules", "reducers"):

@@ -32,6 +32,7 @@ def test_a_new_service_with_a_command_and_a_view_passes_its_own_checks(tmp_path:
     for folder in ("rules", "reducers", "models", "tests"):
         assert (shop / folder).is_dir()
     assert (shop / "tests" / "test_shop.py").is_file()
+    assert ".micro/" in (shop / ".gitignore").read_text().split()
     added = _micro("new", "command", "add item", cwd=shop)
     assert added.returncode == 0, added.stderr
     assert (shop / "rules" / "add_item_rule.py").is_file()
