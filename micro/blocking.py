@@ -187,8 +187,12 @@ class BlockingClient:
                 yield message
         finally:
             if stream is not None and not loop.is_closed():
-                with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(end(stream), loop).result()
+                ending = asyncio.run_coroutine_threadsafe(end(stream), loop)
+                # A generator dropped by the garbage collector may be finalised on the loop's
+                # own thread, where waiting for the loop would never end.
+                if threading.current_thread() is not self._thread:
+                    with contextlib.suppress(Exception):
+                        ending.result()
 
     def emit(self, name: str, payload: Any = None) -> None:
         """Publish event ``name`` to every service listening for it (at most once)."""

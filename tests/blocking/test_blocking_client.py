@@ -197,3 +197,21 @@ def test_a_client_left_open_is_closed_at_interpreter_exit(
     assert "Traceback" not in result.stderr
     assert "was destroyed" not in result.stderr
     assert "never awaited" not in result.stderr
+
+
+def test_an_unreachable_server_raises_a_typed_error_and_leaves_no_thread(
+    micro_settings: Settings,
+) -> None:
+    import socket as sockets
+
+    from micro import UnavailableError
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again at once: nothing listens there
+    before = len(_client_threads())
+    client = connect(micro_settings, nats_url=f"nats://127.0.0.1:{port}", connect_timeout=1)
+    with pytest.raises(UnavailableError):
+        client.act("add", {"a": 1, "b": 1})
+    assert len(_client_threads()) == before
+    client.close()
