@@ -352,10 +352,13 @@ class Socket:
         feed = self.gateway.feed
         if feed is None or feed.failure is not None:
             raise UnavailableError("the event feed is not available on this gateway")
-        await self.send({"subscribed": "events", "position": feed.position})
-        self.feed = asyncio.ensure_future(self._follow(start))
+        position = feed.position
+        await self.send({"subscribed": "events", "position": position})
+        # From the position just announced, not from whenever the task starts: an event
+        # stored in between is read from the store instead of being missed.
+        self.feed = asyncio.ensure_future(self._follow(position + 1 if start is None else start))
 
-    async def _follow(self, start: int | None) -> None:
+    async def _follow(self, start: int) -> None:
         feed = self.gateway.feed
         assert feed is not None
         try:

@@ -266,3 +266,15 @@ async def test_socket_calls_count_toward_the_gateways_own_limit(stack: Stack) ->
         assert http.status_code == 429
         stack.release.set()
         assert (await receive(ws))["id"] == 1
+
+
+async def test_a_subscription_replays_from_a_position_then_goes_live(stack: Stack) -> None:
+    first = await stack.store.append("account-9", [NewEvent("Deposited", {"amount": 1})], ANY)
+    await stack.store.append("account-9", [NewEvent("Deposited", {"amount": 2})], ANY)
+    async with socket(stack.gateway, {"Authorization": "Bearer good"}) as ws:
+        await send(ws, {"subscribe": "events", "from_position": first.position})
+        assert (await receive(ws))["subscribed"] == "events"
+        replayed = [(await receive(ws))["event"]["data"]["amount"] for _ in range(2)]
+        assert replayed == [1, 2]
+        await stack.store.append("account-9", [NewEvent("Deposited", {"amount": 3})], ANY)
+        assert (await receive(ws))["event"]["data"]["amount"] == 3
