@@ -18,7 +18,6 @@ import orjson
 import typer
 from rich.console import Console
 
-from micro import __version__
 from micro.app import Micro
 from micro.cli._common import fail, load_settings
 from micro.cli.asyncapi import asyncapi
@@ -27,6 +26,7 @@ from micro.cli.dev import dev
 from micro.cli.events import events_app
 from micro.cli.new import new_app
 from micro.cli.services import services_app
+from micro.cli.version import version_report
 from micro.errors import MicroError
 
 __all__ = ["app", "main", "run_async"]
@@ -54,7 +54,7 @@ def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"micro {__version__}")
+        typer.echo(version_report())
         raise typer.Exit()
 
 
@@ -62,7 +62,12 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the versions of micro, nats-server, nats-py and Python.",
+        ),
     ] = False,
 ) -> None:
     """micro: event-sourced microservices over NATS."""
