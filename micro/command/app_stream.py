@@ -40,13 +40,13 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from micro._tasks import stop_task
-from micro.context import Context, current_context, new_id
+from micro.context import current_context, new_id
 from micro.errors import ConfigError, MicroError
 from micro.readmodel.event import AppliedEvent, Event
 
 if TYPE_CHECKING:
-    from micro.app import Micro
     from micro.command.commander import Commander
+    from micro.host import Host
 
 __all__ = ["EventHandlers"]
 
@@ -79,7 +79,7 @@ class EventHandlers:
     """Runs ``on_event`` handlers with a durable checkpoint per group."""
 
     def __init__(
-        self, micro: Micro, commander: Commander, *, attempts: int = 5, outage: float = 120.0
+        self, micro: Host, commander: Commander, *, attempts: int = 5, outage: float = 120.0
     ) -> None:
         self.micro = micro
         self.commander = commander
@@ -240,13 +240,8 @@ class EventHandlers:
 
     async def _handle(self, group: _Group, handlers: list[Handler], event: AppliedEvent) -> bool:
         trace = str(event.metadata.get("correlation_id") or new_id())
-        ctx = Context(
-            service=self.micro.settings.service,
-            command=f"on {event.type}",
-            trace_id=trace,
-            span_id=new_id(),
-            meta=dict(event.metadata.get("meta") or {}),
-            _caller=self.micro._caller,
+        ctx = self.micro.new_context(
+            f"on {event.type}", trace_id=trace, meta=event.metadata.get("meta") or {}
         )
         loop = asyncio.get_running_loop()
         for handler in handlers:
