@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from micro.app import Micro
 from micro.blocking import BlockingClient, connect
 from micro.bus.caller import Reply, RetryPolicy
+from micro.bus.endpoint import Middleware
 from micro.context import Context
+from micro.discovery import ServiceRecord
 from micro.errors import (
     BadRequestError,
     ConcurrencyError,
@@ -31,7 +35,10 @@ from micro.errors import (
 from micro.session import Session
 from micro.settings import Settings
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("micro-es")
+except PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "BadRequestError",
@@ -47,6 +54,7 @@ __all__ = [
     "LoopDetectedError",
     "Micro",
     "MicroError",
+    "Middleware",
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -55,6 +63,7 @@ __all__ = [
     "RetryPolicy",
     "RuleViolation",
     "ServiceNotFoundError",
+    "ServiceRecord",
     "Session",
     "Settings",
     "TimeoutError",

@@ -11,7 +11,7 @@ import builtins
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +25,9 @@ from micro._inbox import ReplyInbox
 from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
+from micro.bus.codecs import DEFAULT_CODEC, decode_body, encode_body
 from micro.bus.hooks import Hooks
-from micro.bus.subjects import check_name, command_subject
+from micro.bus.subjects import check_name, command_subject, fallback_subject
 from micro.context import Context, current_context, new_id
 from micro.errors import (
     LoopDetectedError,
@@ -52,6 +53,8 @@ class Reply:
 
     value: Any
     position: int | None = None
+    token: str | None = None
+    """A fresh token for the caller's session, when the session slid (``Micro-Token``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,8 @@ class Caller:
                 f"meta must be a dict, not {type(meta).__name__}",
                 details={"fields": [{"field": "meta", "reason": "not an object"}]},
             )
-        data = encode(payload)
+        codec = self.settings.codec
+        data = encode(payload) if codec == DEFAULT_CODEC else encode_body(payload, codec)
         limit = self.client.max_payload
         if limit and len(data) > limit - 4096:  # headers travel in the same message
             raise PayloadTooLargeError(
@@ -218,6 +222,8 @@ class Caller:
             headers[h.MIN_POSITION] = str(int(min_position))
         if stream:
             headers[h.STREAM] = "1"
+        if codec != DEFAULT_CODEC:
+            headers[h.CODEC] = codec
         return subject, data, headers, wait
 
     async def request(
@@ -285,7 +291,17 @@ class Caller:
         self, name: str, subject: str, data: bytes, headers: dict[str, str], wait: float
     ) -> Reply:
         try:
-            msg = await self._inbox.request(subject, data, headers, wait)
+            try:
+                msg = await self._inbox.request(subject, data, headers, wait)
+            except NoRespondersError:
+                # Nobody serves the command: the namespace's fallback, if a service holds
+                # one, answers instead. Asked only now, so served calls pay nothing for it.
+                msg = await self._inbox.request(
+                    fallback_subject(self.settings.namespace),
+                    data,
+                    {**headers, h.COMMAND: name},
+                    wait,
+                )
         except NoRespondersError:
             raise ServiceNotFoundError(
                 f"no service serves {name!r}", trace_id=headers[h.TRACE_ID]
@@ -310,7 +326,7 @@ class Caller:
         meta: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         parent: Context | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yield each intermediate message, then the final reply.
 
         ``timeout`` is a deadline for the whole stream, from the request to the final reply,
@@ -351,7 +367,8 @@ class Caller:
                     )
                 kind = msg.headers.get(h.STREAM) if msg.headers else None
                 if kind == "more":
-                    yield decode(msg.data, what="stream message")
+                    codec = (msg.headers or {}).get(h.CODEC)
+                    yield decode_body(msg.data, codec, what="stream message")
                     continue
                 outcome = _read_reply(msg).value
                 yield outcome
@@ -383,5 +400,7 @@ def _read_reply(msg: Msg) -> Reply:
                 body = {"error": {"code": "remote_error", "message": headers.get(h.SERVICE_ERROR)}}
             raise MicroError.from_wire(body, status=status)
         position = headers.get(h.POSITION)
-        return Reply(decode(msg.data, what="reply"), parse_non_negative_int(position))
+        codec = headers.get(h.CODEC)
+        value = decode(msg.data, what="reply") if codec is None else decode_body(msg.data, codec)
+        return Reply(value, parse_non_negative_int(position), headers.get(h.TOKEN))
     return Reply(decode(msg.data, what="reply"))

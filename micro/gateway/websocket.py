@@ -15,7 +15,8 @@ From the client::
 
 From the gateway::
 
-    {"id": 1, "result": {...}, "position": 42}           a call's reply (position: commands)
+    {"id": 1, "result": {...}, "position": 42}           a call's reply (position: commands;
+                                                         "token": the session slid)
     {"id": 1, "error": {"code", "message", ...}, "status": 422}   the same envelope as HTTP
     {"id": 2, "message": ...} ... {"id": 2, "done": true} a stream
     {"subscribed": "events", "position": 41}, then {"event": {...}} per event
@@ -330,6 +331,11 @@ class Socket:
         answer: dict[str, Any] = {"id": frame_id, "result": reply.value}
         if reply.position is not None:
             answer["position"] = reply.position
+        if reply.token is not None and "token" in self.meta:
+            # The session slid: the socket's later calls carry the fresh token, and the
+            # client keeps it for its next socket (as X-Micro-Token over HTTP).
+            self.meta = {**self.meta, "token": reply.token}
+            answer["token"] = reply.token
         await self.send(answer)
 
     # -- the event feed ----------------------------------------------------------------------

@@ -14,9 +14,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from micro import Micro
+from micro import Context, Micro
 from micro.eventstore.base import ANY, NewEvent
 from micro.gateway import Gateway, GatewaySettings
+from micro.testing import wait_until
 
 DEADLINE = 10
 
@@ -278,3 +279,22 @@ async def test_a_subscription_replays_from_a_position_then_goes_live(stack: Stac
         assert replayed == [1, 2]
         await stack.store.append("account-9", [NewEvent("Deposited", {"amount": 3})], ANY)
         assert (await receive(ws))["event"]["data"]["amount"] == 3
+
+
+async def test_a_slid_session_token_comes_back_and_the_socket_uses_it(stack: Stack) -> None:
+    def slide(request: dict, ctx: Context) -> str:
+        ctx.token = "fresh-" + str(ctx.meta.get("token"))
+        return "ok"
+
+    slider = Micro(stack.service.settings, service="slider").add("slide", slide)
+
+    async def routed() -> bool:
+        return bool((await stack.gateway.refresh()).by_command("slide"))
+
+    async with slider:
+        await wait_until(routed, DEADLINE, what="the gateway to find 'slide'")
+        async with socket(stack.gateway, {"Authorization": "Bearer old"}) as ws:
+            first = await call(ws, 1, "slide")
+            assert first == {"id": 1, "result": "ok", "token": "fresh-old"}
+            second = await call(ws, 2, "slide")
+            assert second["token"] == "fresh-fresh-old"

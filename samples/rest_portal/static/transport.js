@@ -103,7 +103,12 @@
       const waiter = socket.pending.get(frame.id);
       socket.pending.delete(frame.id);
       if (frame.error) waiter({ ok: false, status: frame.status, data: { error: frame.error }, position: null });
-      else waiter({ ok: true, status: 200, data: frame.result, position: frame.position === undefined ? null : frame.position });
+      else {
+        // The session slid: the socket already uses the fresh token, so the page keeping it
+        // must not look like a change of user (which reopens the socket).
+        if (frame.token && socket.token) socket.token = frame.token;
+        waiter({ ok: true, status: 200, data: frame.result, position: frame.position === undefined ? null : frame.position, token: frame.token || null });
+      }
     } else if (frame.event && socket.feed) {
       socket.feed.position = Math.max(socket.feed.position, frame.event.position);
       socket.feed.onEvent(frame.event);
