@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from micro._schemas import ERROR_SCHEMA, hoist
+from micro.bus.responder import FALLBACK_KIND
 from micro.bus.subjects import encode_name
 from micro.discovery import EndpointRecord, ServiceRecord
 
@@ -58,6 +59,8 @@ def _endpoints(records: list[ServiceRecord]) -> list[tuple[ServiceRecord, Endpoi
     seen: dict[str, tuple[ServiceRecord, EndpointRecord]] = {}
     for record in sorted(records, key=lambda r: (r.service, r.id)):
         for endpoint in record.endpoints:
+            if endpoint.kind == FALLBACK_KIND:
+                continue  # callers never address it: it answers commands nobody serves
             seen.setdefault(endpoint.name, (record, endpoint))
     return [seen[name] for name in sorted(seen)]
 

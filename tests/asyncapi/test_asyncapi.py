@@ -160,3 +160,22 @@ def test_a_document_that_breaks_the_schema_is_caught(asyncapi_schema: dict[str, 
     document["operations"] = {"broken": {"channel": {"$ref": "#/channels/none"}}}
     with pytest.raises(AssertionError):
         _validate(document, asyncapi_schema)
+
+
+async def test_a_fallback_handler_is_not_a_channel(
+    micro_settings: Settings, asyncapi_schema: dict[str, Any]
+) -> None:
+    from micro.asyncapi import build_asyncapi
+
+    service = Micro(micro_settings, service="catchall")
+    service.add("known", lambda request: "known").fallback(lambda request: "fallback")
+    async with service, Micro(micro_settings, service="client") as client:
+        records = await client.discover(wait_for=["catchall"])
+    document = build_asyncapi(
+        records, title="t", version="1.0.0", namespace=micro_settings.namespace
+    )
+    _validate(document, asyncapi_schema)
+    assert [channel.get("title") for channel in document["channels"].values()] == [
+        "known",
+        None,
+    ]
