@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 import httpx
-from conftest import Portal
 from playwright.sync_api import Page, WebSocket, expect
+
+from tests.e2e.support import Portal
 
 PASSWORD = "correct-horse-battery-staple-42"
 API_PATHS = ("/auth/", "/accounts")

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-from gateway_support import Stack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
@@ -18,6 +17,7 @@ from micro import Context, Micro
 from micro.eventstore.base import ANY, NewEvent
 from micro.gateway import Gateway, GatewaySettings
 from micro.testing import wait_until
+from tests.gateway.support import Stack
 
 DEADLINE = 10
 
