@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from micro.app import Micro
+from micro.blocking import BlockingClient, connect
 from micro.bus.caller import Reply, RetryPolicy
 from micro.bus.endpoint import Middleware
 from micro.context import Context
@@ -42,6 +43,7 @@ except PackageNotFoundError:  # a source tree used without installing it
 
 __all__ = [
     "BadRequestError",
+    "BlockingClient",
     "ConcurrencyError",
     "ConfigError",
     "ConflictError",
@@ -72,4 +74,5 @@ __all__ = [
     "UnavailableError",
     "ValidationError",
     "__version__",
+    "connect",
 ]

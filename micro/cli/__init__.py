@@ -1,7 +1,8 @@
 """The ``micro`` command line (the console script ``micro.cli:main``).
 
 - ``commands``: the root app: ``run``, ``act``, ``rebuild``, ``permissions``, ``dev``;
-- ``events``, ``services``, ``config``: the command groups of the same names;
+- ``events``, ``services``, ``config``, ``new``: the command groups of the same names;
+- ``asyncapi``, ``dev``: the commands of the same names;
 - ``_common``: settings from the environment and the one-line failure.
 """
 

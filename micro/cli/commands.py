@@ -22,8 +22,11 @@ from micro.app import Micro
 from micro.cli._common import fail, load_settings
 from micro.cli._errors import fail_to_start
 from micro.cli._together import app_file, load_together, serve_together
+from micro.cli.asyncapi import asyncapi
 from micro.cli.config import config_app
+from micro.cli.dev import dev
 from micro.cli.events import events_app
+from micro.cli.new import new_app
 from micro.cli.services import services_app
 from micro.cli.version import version_report
 from micro.errors import MicroError
@@ -229,44 +232,12 @@ def permissions(
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-@app.command()
-def dev(
-    target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
-) -> None:
-    """Run a service with readable logs, restarting it when a Python file in its folder changes."""
-    import subprocess
-    import time
-
-    path = _target_file(target).resolve()
-    folder = path.parent
-
-    def snapshot() -> dict[Path, float]:
-        return {file: file.stat().st_mtime for file in folder.rglob("*.py")}
-
-    env = {**os.environ, "MICRO_LOG_FORMAT": "console", "MICRO_LOG_LEVEL": "debug"}
-    while True:
-        seen = snapshot()
-        child = subprocess.Popen([sys.executable, "-m", "micro.cli", "run", str(path)], env=env)
-        try:
-            while child.poll() is None and snapshot() == seen:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            child.terminate()
-            child.wait()
-            raise typer.Exit(0) from None
-        if child.poll() is None:
-            _err.print("[yellow]change detected: restarting[/]")
-            child.terminate()
-            child.wait()
-        else:
-            _err.print(f"[red]exited with {child.returncode}; waiting for a change[/]")
-            while snapshot() == seen:
-                time.sleep(0.5)
-
-
 app.add_typer(events_app, name="events", help="Look at the event store.")
 app.add_typer(services_app, name="services", help="Services seen in discovery.")
 app.add_typer(config_app, name="config", help="The config server: get, set, ls, watch.")
+app.add_typer(new_app, name="new", help="Start a service, add commands and views to it.")
+app.command()(asyncapi)
+app.command()(dev)
 
 
 def main(argv: list[str] | None = None) -> None:

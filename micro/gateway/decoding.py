@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from micro._numbers import parse_non_negative_int
 from micro.errors import (
@@ -35,7 +35,7 @@ RESERVED_QUERY = frozenset({"min_position", "access_token"})
 """Query parameters the gateway reads itself; they never reach a view's payload."""
 
 
-def bearer_meta(request: Request, *, query_token: bool = False) -> dict[str, Any]:
+def bearer_meta(request: HTTPConnection, *, query_token: bool = False) -> dict[str, Any]:
     """The call's meta: ``{"token": ...}`` from ``Authorization: Bearer``, else empty."""
     header = request.headers.get("authorization")
     token: str | None = None

@@ -20,8 +20,10 @@ What it serves:
   last event in ``X-Micro-Position``; a view or command called with ``?min_position=`` waits for it.
 - ``Accept: text/event-stream`` on a command streams its intermediate messages (SSE).
 - ``GET <prefix>/events``: the live event feed over SSE (see ``micro.gateway.feed``).
-- ``/openapi.json``, ``/docs``, ``/healthz``, ``/readyz``, ``/metrics``, and optionally a
-  web console from a folder of static files at ``/``.
+- ``/ws``: calls, streams and the event feed over one WebSocket (``micro.gateway.websocket``).
+- ``/openapi.json``, ``/asyncapi.json`` (AsyncAPI 3.0), ``/docs``, ``/healthz``,
+  ``/readyz``, ``/metrics``, and optionally a web console from a folder of static files
+  at ``/``.
 
 Errors are JSON bodies ``{"error": {"code", "message", ...}}`` with the HTTP status of the
 error (``MicroError.status``); a 5xx other than 503/504 says only "internal error" and its
@@ -53,7 +55,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
@@ -74,6 +76,7 @@ from micro.errors import (
     ValidationError,
 )
 from micro.eventstore.base import EventStore
+from micro.gateway.asyncapi import asyncapi_route
 from micro.gateway.decoding import (
     bearer_meta,
     parse_min_position,
@@ -91,6 +94,7 @@ from micro.gateway.refusals import RefusalsAsAnswers
 from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
 from micro.gateway.sse import SSE_HEADERS, call_events, feed_events
+from micro.gateway.websocket import websocket_route
 
 __all__ = ["Gateway", "http_status"]
 
@@ -173,11 +177,13 @@ class Gateway:
 
     def _build_app(self) -> Starlette:
         prefix = self.settings.prefix
-        routes: list[StarletteRoute | Mount] = [
+        routes: list[BaseRoute] = [
             StarletteRoute("/healthz", self._healthz, methods=["GET"]),
             StarletteRoute("/readyz", self._readyz, methods=["GET"]),
             StarletteRoute("/metrics", self._metrics, methods=["GET"]),
             StarletteRoute("/openapi.json", self._openapi_json, methods=["GET"]),
+            asyncapi_route(self),
+            websocket_route(self),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
             StarletteRoute(f"{prefix}/services", self._services, methods=["GET"]),
             StarletteRoute(f"{prefix}/events", self._events, methods=["GET"]),
@@ -219,9 +225,14 @@ class Gateway:
 
     def error_response(self, error: MicroError) -> Response:
         """The JSON error response for ``error``; never a 200."""
+        status, body = self.error_envelope(error)
+        return error_json(status, body, retry_after=self.settings.retry_after)
+
+    def error_envelope(self, error: MicroError) -> tuple[int, dict[str, Any]]:
+        """The status and the ``error`` body callers see for ``error`` (HTTP and WebSocket)."""
         status, body = public_error(error)
         self.metrics.errors.labels(body["code"], str(status)).inc()
-        return error_json(status, body, retry_after=self.settings.retry_after)
+        return status, body
 
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -315,6 +326,10 @@ class Gateway:
                 missing=missing,
                 waited=self.settings.required_wait,
             )
+
+    async def refresh_on_miss(self) -> None:
+        """Look at discovery again, unless a look was taken within the last half second."""
+        await self._refresh_on_miss()
 
     async def _refresh_on_miss(self) -> None:
         # A miss looks again at once, but a stream of bad paths must not become a stream
@@ -578,7 +593,10 @@ class Gateway:
 
     async def _viewer(self, request: Request) -> dict[str, Any]:
         """Who is asking for the feed; ``UnauthorizedError`` unless a valid token came."""
-        meta = bearer_meta(request, query_token=True)
+        return await self.viewer(bearer_meta(request, query_token=True))
+
+    async def viewer(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Who ``meta``'s token belongs to; ``UnauthorizedError`` unless it is valid."""
         if "token" not in meta:
             raise UnauthorizedError("the event feed needs a bearer token")
         command = self.settings.verify_command
@@ -618,6 +636,11 @@ class Gateway:
     # -- life cycle ----------------------------------------------------------------------
 
     @property
+    def closing(self) -> asyncio.Event:
+        """Set once ``stop()`` began: long-lived streams and sockets end on it."""
+        return self._closing
+
+    @property
     def url(self) -> str:
         """Where the gateway listens (the real port once started with port 0)."""
         port = self.settings.port
@@ -655,6 +678,10 @@ class Gateway:
             access_log=False,
             timeout_graceful_shutdown=3,
             server_header=False,
+            # The sans-I/O protocol of websockets; larger frames than this close the socket
+            # (1009), smaller ones over ws_max_frame get a typed error frame.
+            ws="websockets-sansio",
+            ws_max_size=4 * self.settings.ws_max_frame,
         )
         self._server = _Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="gateway")

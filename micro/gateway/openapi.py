@@ -7,11 +7,11 @@ under a name prefixed by its operation and every reference is rewritten to match
 
 from __future__ import annotations
 
-import copy
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from micro._schemas import ERROR_SCHEMA, NAME_UNSAFE
+from micro._schemas import hoist as _hoist
 from micro.gateway.payloads import properties
 from micro.gateway.routes import Operation
 
@@ -19,24 +19,6 @@ if TYPE_CHECKING:
     from micro.gateway.fanout import FanOut
 
 __all__ = ["ERROR_SCHEMA", "ERROR_STATUSES", "build_openapi"]
-
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "details": {"type": "object"},
-                "retryable": {"type": "boolean"},
-                "trace_id": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
 
 ERROR_STATUSES: dict[str, str] = {
     "400": "the request or its payload is invalid (details.fields lists each bad field)",
@@ -53,33 +35,6 @@ ERROR_STATUSES: dict[str, str] = {
     "504": "no reply before the deadline",
 }
 
-_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _hoist(schema: dict[str, Any], prefix: str, components: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with its ``$defs`` moved into ``components`` and references rewritten."""
-    schema = copy.deepcopy(schema)
-    definitions = schema.pop("$defs", None) or {}
-    schema.pop("$schema", None)
-    renamed = {name: f"{prefix}.{_NAME.sub('_', name)}" for name in definitions}
-
-    def rewrite(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                target = renamed.get(ref.removeprefix("#/$defs/"))
-                if target is not None:
-                    node = {**node, "$ref": f"#/components/schemas/{target}"}
-            return {key: rewrite(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [rewrite(item) for item in node]
-        return node
-
-    for name, definition in definitions.items():
-        components[renamed[name]] = rewrite(definition)
-    rewritten: dict[str, Any] = rewrite(schema)
-    return rewritten
-
 
 def _without(schema: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """An object schema with the fields that travel as path parameters taken out."""
@@ -95,7 +50,7 @@ def _without(schema: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _operation(operation: Operation, components: dict[str, Any]) -> dict[str, Any]:
-    prefix = _NAME.sub("_", operation.operation_id)
+    prefix = NAME_UNSAFE.sub("_", operation.operation_id)
     request = _hoist(operation.request_schema or {}, prefix, components)
     fields, required = properties(request)
     parameters: list[dict[str, Any]] = [

@@ -69,6 +69,17 @@ class GatewaySettings(BaseSettings):
     exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Commands never served over HTTP, by name or shell-style pattern (``rebuild *``)."""
 
+    ws_max_frame: int = Field(default=1_000_000, ge=1)
+    """Largest WebSocket frame accepted on ``/ws``, in bytes; larger ones get an error frame
+    (``payload_too_large``), and frames over four times this close the socket."""
+
+    ws_max_in_flight: int = Field(default=32, ge=1)
+    """Calls one WebSocket may have in flight at once; beyond it ``too_many_requests``."""
+
+    ws_idle_timeout: float = Field(default=300.0, gt=0)
+    """Seconds a WebSocket may stay silent, with no call in flight and no subscription,
+    before the gateway closes it."""
+
     retry_after: int = Field(default=1, ge=1)
     """Seconds announced in ``Retry-After`` on 429 and 503."""
 

@@ -9,7 +9,7 @@ MICRO = Path(__file__).resolve().parents[2] / "micro"
 
 # Lowest first; a module may import its own layer and those below it.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "settings", "context", "_tasks", "_inbox", "_numbers", "_keyed_locks"),
+    ("errors", "settings", "context", "_tasks", "_inbox", "_numbers", "_keyed_locks", "_schemas"),
     ("_signals", "_app_dir", "_nats_server"),
     ("log",),
     ("bus", "eventstore"),
@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "modules.loader",
         "modules.builtin",
     ),
+    ("blocking", "asyncapi", "scaffold"),
     ("modules",),
     ("gateway", "cli", "testing"),
 ]

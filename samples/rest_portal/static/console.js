@@ -23,6 +23,17 @@ async function api(method, path, body) {
   if (method !== "GET" && state.seen) {
     path += `${path.includes("?") ? "&" : "?"}min_position=${state.seen}`;
   }
+  // Over the WebSocket when there is one (transport.js), else plain HTTP.
+  const viaSocket = window.microSocket ? await window.microSocket.call(method, path, body) : null;
+  if (viaSocket) {
+    if (viaSocket.position) state.seen = Math.max(state.seen, viaSocket.position);
+    if (viaSocket.token && state.token) {
+      state.token = viaSocket.token;
+      sessionStorage.setItem("micro.token", viaSocket.token);
+    }
+    viaSocket.refused = viaSocket.status === 422;  // a rule's refusal: an answer to show
+    return viaSocket;
+  }
   // A rule's refusal comes back as a 200 (the gateway's refusals.py): an answer to show, not a
   // failed request for the browser to log.
   const headers = { Prefer: "refusal=answer" };
@@ -139,6 +150,11 @@ function feedState(text, live) {
 function startFeed() {
   stopFeed();
   byId("events").replaceChildren();
+  if (window.microSocket && window.microSocket.subscribe(showEvent, feedState, startEventSource)) return;
+  startEventSource();
+}
+
+function startEventSource() {
   // EventSource sends no headers: the token goes in the query string; reconnects resume
   // from the last event id by themselves.
   const feed = new EventSource(`/api/events?access_token=${encodeURIComponent(state.token)}`);
@@ -149,6 +165,7 @@ function startFeed() {
 }
 
 function stopFeed() {
+  if (window.microSocket) window.microSocket.unsubscribe();
   if (state.feed) state.feed.close();
   state.feed = null;
   feedState("off", false);
