@@ -18,6 +18,7 @@ import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from micro import telemetry
 from micro._signals import stop_on_signals
 from micro.bus.caller import Caller, Reply, RetryPolicy
 from micro.bus.connection import confirm, connect
@@ -34,6 +35,7 @@ from micro.modules.builtin import register_builtin_modules
 from micro.modules.loader import ModuleLoader
 from micro.session import Session
 from micro.settings import Settings
+from micro.telemetry import refresh_lag
 
 __all__ = ["Micro"]
 
@@ -442,6 +444,11 @@ class Micro:
             status["event_handlers"] = self.modules.instances["app_stream"].health()
         return status
 
+    async def _lag(self) -> int | None:
+        commander = self.modules.instances.get("commander")
+        projector = getattr(commander, "projector", None)
+        return None if projector is None else await refresh_lag(projector)
+
     # -- life cycle --------------------------------------------------------------------
 
     async def open(self) -> Self:
@@ -449,12 +456,14 @@ class Micro:
         if self._opened:
             return self
         self._loop = asyncio.get_running_loop()
+        telemetry.refresh()  # an SDK set up before open() is used from here on
         self.client = await connect(self.settings)
         self._caller = Caller(
             self.client, self.settings, self.hooks, retries=self._retries, local=self.endpoints
         )
         await self._caller.start()
         self._responder = Responder(self.client, self.settings, self._caller, self.hooks)
+        telemetry.metrics.watch_responder(self._responder)
         self._events = Events(self.client, self.settings, self._caller)
         for listener in self._listeners:
             await self._events.listen(listener)
@@ -465,6 +474,7 @@ class Micro:
             self._responder,
             instance_id=self.instance_id,
             serving=self._announced,
+            lag=self._lag,
         )
         await self._services.start()
         try:

@@ -29,6 +29,7 @@ from micro.errors import RuleViolation, TimeoutError, UnavailableError
 from micro.eventstore.base import EventStore, RecordedEvent
 from micro.readmodel.event import AppliedEvent, Event, EventTypes
 from micro.readmodel.model import Models
+from micro.telemetry import metrics, tracing
 
 __all__ = ["REFUSALS_STREAM", "CommandRefused", "Projector", "Reducer", "SeenCommand"]
 
@@ -115,6 +116,12 @@ class Projector:
         self.seen_keys: OrderedDict[str, SeenCommand] = OrderedDict()
         self.failure: str | None = None
         self.applied = 0
+        self.head = 0
+        """The newest stream position known to exist (for the lag the metrics report)."""
+        self.caught_up_at: float | None = None
+        """When the models last reached ``head`` (epoch seconds)."""
+        self.snapshot_at: float | None = None
+        """When a snapshot of these models was last saved or restored (epoch seconds)."""
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
         self._journal = models.record_changes()
@@ -126,6 +133,8 @@ class Projector:
     async def start(self, timeout: float | None = None) -> None:
         """Subscribe from the checkpoint and return once caught up with the store."""
         target = await self.store.last_position()
+        self.head = max(self.head, target)
+        metrics.watch_projector(self)
         self._task = asyncio.create_task(self._follow(), name=f"projector:{self.name}")
         started = time.monotonic()
         await self.wait_for(target, timeout)
@@ -216,6 +225,9 @@ class Projector:
             self._see(key, event)
         self.position = event.position
         self.applied += 1
+        if self.position >= self.head:
+            self.head = self.position
+            self.caught_up_at = time.time()
         waiters = self._waiters
         while waiters and waiters[0][0] <= self.position:
             _, _, future = heapq.heappop(waiters)
@@ -298,7 +310,9 @@ class Projector:
 
     async def catch_up(self, timeout: float | None) -> None:
         """Wait until every event stored so far is applied."""
-        await self.wait_for(await self.store.last_position(), timeout)
+        head = await self.store.last_position()
+        self.head = max(self.head, head)
+        await self.wait_for(head, timeout)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -316,6 +330,10 @@ class Projector:
         The live models keep serving while the copy replays; only the final catch-up and
         the swap hold new events (and so the commands waiting on them) back briefly.
         """
+        with tracing.span("rebuild", **{"micro.models": ",".join(names)}):
+            return await self._rebuild(names, fresh)
+
+    async def _rebuild(self, names: list[str], fresh: Models) -> int:
         shadow = Projector(self.store, fresh, self.reducers, self.types, name=f"{self.name}*")
         async for event in self.store.read_all(1):
             if event.position > self.position or not shadow.apply(event):

@@ -276,16 +276,18 @@ class TestBadInput:
         assert micro.settings.service == "from-env"
 
 
-async def test_lines_logged_in_a_handler_carry_service_command_and_trace(micro_settings) -> None:
+async def test_lines_logged_in_a_handler_carry_service_command_trace_and_span(
+    micro_settings,
+) -> None:
     log = structlog.get_logger("test")
 
-    def handler(_payload: object, ctx: Context) -> str:
+    def handler(_payload: object, ctx: Context) -> list[str]:
         log.info("inside the handler")
-        return ctx.trace_id
+        return [ctx.trace_id, ctx.span_id]
 
     with structlog.testing.capture_logs(processors=[_context_processor()]) as captured:
         async with Micro(micro_settings, service="logged").add("log it", handler) as micro:
-            trace = await micro.act("log it")
+            trace, span = await micro.act("log it")
     lines = [line for line in captured if line["event"] == "inside the handler"]
     assert lines == [
         {
@@ -294,6 +296,7 @@ async def test_lines_logged_in_a_handler_carry_service_command_and_trace(micro_s
             "service": "logged",
             "command": "log it",
             "trace_id": trace,
+            "span_id": span,
         }
     ]
 

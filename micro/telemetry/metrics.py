@@ -1,0 +1,163 @@
+"""Measures through the OpenTelemetry metrics API; the application picks the exporter.
+
+Counts that micro keeps anyway (requests and errors per command, the ``$SRV.STATS``
+counters) and states (model lag, last catch-up, snapshot age) are observed by callbacks
+when the SDK collects, so they cost nothing per request. Only the histograms are recorded as
+things happen, and only while a meter provider is configured (looked up when a ``Micro``
+opens, like the tracer).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+
+if TYPE_CHECKING:
+    from micro.bus.responder import Responder
+
+__all__ = ["Instruments", "instruments", "refresh", "watch_projector", "watch_responder"]
+
+
+class Watched(Protocol):
+    """What a projector shows the metrics: its name, position, the head and when it caught up."""
+
+    name: str
+    position: int
+    head: int
+    caught_up_at: float | None
+    snapshot_at: float | None
+
+
+class Instruments:
+    """The synchronous instruments; observable ones read the watched objects."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.command_duration: Histogram = meter.create_histogram(
+            "micro.command.duration",
+            unit="s",
+            description="Time to handle one request, by service and command",
+        )
+        self.append_duration: Histogram = meter.create_histogram(
+            "micro.eventstore.append.duration",
+            unit="s",
+            description="Time the event store took to append one command's events",
+        )
+        self.append_batch: Histogram = meter.create_histogram(
+            "micro.eventstore.append.batch_size",
+            unit="{event}",
+            description="Events appended together by one command",
+        )
+        self.http_duration: Histogram = meter.create_histogram(
+            "http.server.request.duration",
+            unit="s",
+            description="Time the gateway took to serve an HTTP request",
+        )
+        meter.create_observable_counter(
+            "micro.command.requests",
+            [_requests],
+            unit="{request}",
+            description="Requests handled, by service and command",
+        )
+        meter.create_observable_counter(
+            "micro.command.errors",
+            [_errors],
+            unit="{error}",
+            description="Error replies, by service, command and error code (error.type)",
+        )
+        meter.create_observable_gauge(
+            "micro.projector.lag",
+            [_lag],
+            unit="{event}",
+            description="Events stored but not yet applied to a service's models",
+        )
+        meter.create_observable_gauge(
+            "micro.projector.last_catch_up",
+            [_caught_up],
+            unit="s",
+            description="When the models last caught up with the stream head (epoch seconds)",
+        )
+        meter.create_observable_gauge(
+            "micro.snapshot.age",
+            [_snapshot_age],
+            unit="s",
+            description="Seconds since the models' snapshot was last saved or restored",
+        )
+
+
+_responders: weakref.WeakSet[Responder] = weakref.WeakSet()
+_projectors: weakref.WeakSet[Any] = weakref.WeakSet()
+_instruments: Instruments | None = None
+_provider: object = None
+
+
+def refresh() -> Instruments | None:
+    """Look for a configured meter provider; called when a ``Micro`` opens."""
+    global _instruments, _provider
+    provider = metrics.get_meter_provider()
+    if type(provider).__module__.startswith("opentelemetry.metrics"):
+        _instruments = _provider = None  # the API's proxy or no-op provider: nothing set
+    elif provider is not _provider:
+        from micro import __version__
+
+        _provider = provider
+        _instruments = Instruments(provider.get_meter("micro", __version__))
+    return _instruments
+
+
+def instruments() -> Instruments | None:
+    """The histograms to record into, or ``None`` while no SDK is configured."""
+    return _instruments
+
+
+def watch_responder(responder: Responder) -> None:
+    """Report the request and error counts of ``responder`` while it lives."""
+    _responders.add(responder)
+
+
+def watch_projector(projector: Watched) -> None:
+    """Report the lag, catch-up time and snapshot age of ``projector`` while it lives."""
+    _projectors.add(projector)
+
+
+def _requests(_options: CallbackOptions) -> Iterable[Observation]:
+    for responder in list(_responders):
+        service = responder.settings.service
+        for name, served in list(responder.served.items()):
+            yield Observation(
+                served.stats.requests, {"micro.service": service, "micro.command": name}
+            )
+
+
+def _errors(_options: CallbackOptions) -> Iterable[Observation]:
+    for responder in list(_responders):
+        service = responder.settings.service
+        for name, served in list(responder.served.items()):
+            for code, count in list(served.stats.errors_by_code.items()):
+                yield Observation(
+                    count, {"micro.service": service, "micro.command": name, "error.type": code}
+                )
+
+
+def _lag(_options: CallbackOptions) -> Iterable[Observation]:
+    for projector in list(_projectors):
+        yield Observation(
+            max(0, projector.head - projector.position), {"micro.models": projector.name}
+        )
+
+
+def _caught_up(_options: CallbackOptions) -> Iterable[Observation]:
+    for projector in list(_projectors):
+        if projector.caught_up_at is not None:
+            yield Observation(projector.caught_up_at, {"micro.models": projector.name})
+
+
+def _snapshot_age(_options: CallbackOptions) -> Iterable[Observation]:
+    now = time.time()
+    for projector in list(_projectors):
+        if projector.snapshot_at is not None:
+            yield Observation(now - projector.snapshot_at, {"micro.models": projector.name})
