@@ -1,5 +1,8 @@
 """Prometheus metrics of the gateway, served as text on ``/metrics``.
 
+The same measures go to OpenTelemetry (``http.server.request.duration``) and each request
+gets a server span, parent of the act it makes, whenever an OTel SDK is configured.
+
 Each gateway keeps its own registry (two gateways in one process, as in tests, must not
 share counters). Routes are labelled by their template (``/accounts/{id}``), never by the
 raw path, so a caller cannot grow the number of series.
@@ -12,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from micro.telemetry import metrics, tracing
 
 __all__ = ["ROUTE_KEY", "GatewayMetrics", "MetricsMiddleware"]
 
@@ -81,10 +86,24 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        tracer = tracing.tracer()
+        span = tracing.start_http_span(tracer, scope) if tracer is not None else None
         try:
             await self.app(scope, receive, sending)
         finally:
             route: Any = scope.get(ROUTE_KEY, "unmatched")
             method = str(scope.get("method", ""))
+            seconds = time.perf_counter() - started
             self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(method, route).observe(seconds)
+            if span is not None:
+                tracing.end_http_span(span[0], span[1], method, str(route), status)
+            if (measures := metrics.instruments()) is not None:
+                measures.http_duration.record(
+                    seconds,
+                    {
+                        "http.request.method": method,
+                        "http.route": str(route),
+                        "http.response.status_code": status,
+                    },
+                )

@@ -146,6 +146,7 @@ class Projector:
         )
 
     async def stop(self) -> None:
+        metrics.forget_projector(self)
         task, self._task = self._task, None
         await stop_task(task)
 

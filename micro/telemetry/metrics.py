@@ -20,7 +20,14 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 if TYPE_CHECKING:
     from micro.bus.responder import Responder
 
-__all__ = ["Instruments", "instruments", "refresh", "watch_projector", "watch_responder"]
+__all__ = [
+    "Instruments",
+    "forget_projector",
+    "instruments",
+    "refresh",
+    "watch_projector",
+    "watch_responder",
+]
 
 
 class Watched(Protocol):
@@ -124,30 +131,42 @@ def watch_projector(projector: Watched) -> None:
     _projectors.add(projector)
 
 
+def forget_projector(projector: Watched) -> None:
+    """Stop reporting ``projector`` (it stopped: its lag would no longer mean anything)."""
+    _projectors.discard(projector)
+
+
 def _requests(_options: CallbackOptions) -> Iterable[Observation]:
+    # Summed per service and command: instances of one service in one process are one series.
+    totals: dict[tuple[str, str], int] = {}
     for responder in list(_responders):
         service = responder.settings.service
         for name, served in list(responder.served.items()):
-            yield Observation(
-                served.stats.requests, {"micro.service": service, "micro.command": name}
-            )
+            totals[service, name] = totals.get((service, name), 0) + served.stats.requests
+    for (service, name), count in totals.items():
+        yield Observation(count, {"micro.service": service, "micro.command": name})
 
 
 def _errors(_options: CallbackOptions) -> Iterable[Observation]:
+    totals: dict[tuple[str, str, str], int] = {}
     for responder in list(_responders):
         service = responder.settings.service
         for name, served in list(responder.served.items()):
             for code, count in list(served.stats.errors_by_code.items()):
-                yield Observation(
-                    count, {"micro.service": service, "micro.command": name, "error.type": code}
-                )
+                totals[service, name, code] = totals.get((service, name, code), 0) + count
+    for (service, name, code), count in totals.items():
+        yield Observation(
+            count, {"micro.service": service, "micro.command": name, "error.type": code}
+        )
 
 
 def _lag(_options: CallbackOptions) -> Iterable[Observation]:
+    worst: dict[str, int] = {}
     for projector in list(_projectors):
-        yield Observation(
-            max(0, projector.head - projector.position), {"micro.models": projector.name}
-        )
+        lag = max(0, projector.head - projector.position)
+        worst[projector.name] = max(lag, worst.get(projector.name, 0))
+    for name, lag in worst.items():
+        yield Observation(lag, {"micro.models": name})
 
 
 def _caught_up(_options: CallbackOptions) -> Iterable[Observation]:

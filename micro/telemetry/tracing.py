@@ -23,12 +23,14 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
 
 __all__ = [
     "TRACEPARENT",
+    "end_http_span",
     "end_span",
     "inject",
     "linked_span",
     "refresh",
     "span",
     "start_client_span",
+    "start_http_span",
     "start_server_span",
     "tracer",
 ]
@@ -182,3 +184,37 @@ def linked_span(name: str, carrier: Mapping[str, Any], **attributes: Any) -> Ite
         name, context=_EMPTY, kind=SpanKind.CONSUMER, links=links, attributes=attributes
     ) as started:
         yield started
+
+
+def start_http_span(active: Tracer, scope: Mapping[str, Any]) -> tuple[Span, object]:
+    """Start and make current the span of one HTTP request the gateway serves.
+
+    A W3C ``traceparent`` the HTTP client sent makes it the parent; the act the gateway
+    makes for the request is this span's child.
+    """
+    carrier = {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope.get("headers", ())
+        if key in (b"traceparent", b"tracestate")
+    }
+    parent = propagate.extract(carrier) if carrier else _EMPTY
+    method = str(scope.get("method", ""))
+    started = active.start_span(
+        method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.path": str(scope.get("path", ""))},
+    )
+    return started, otel_context.attach(trace.set_span_in_context(started))
+
+
+def end_http_span(started: Span, token: object, method: str, route: str, status: int) -> None:
+    """Name the span by its route template, record the status and end it."""
+    started.update_name(f"{method} {route}")
+    started.set_attribute("http.route", route)
+    started.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        started.set_attribute("error.type", str(status))
+        started.set_status(StatusCode.ERROR)
+    started.end()
+    otel_context.detach(token)  # type: ignore[arg-type]

@@ -6,7 +6,6 @@ and reads only the spans of its own trace (or clears the exporter first).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -47,7 +46,7 @@ _SDK: Sdk | None = None
 
 
 @pytest.fixture
-def sdk() -> Iterator[Sdk]:
+def sdk() -> Sdk:
     """The process's SDK with an in-memory span exporter and metric reader, spans cleared."""
     global _SDK
     if _SDK is None:
@@ -59,7 +58,7 @@ def sdk() -> Iterator[Sdk]:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         _SDK = Sdk(exporter, reader)
     _SDK.spans.clear()
-    yield _SDK
+    return _SDK
 
 
 def hex_id(value: int, width: int = 32) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 import structlog
 from conftest import Sdk, hex_id
 from opentelemetry.trace import SpanKind, StatusCode
@@ -46,7 +49,7 @@ def console_spans(output: str) -> list[dict[str, Any]]:
 
 
 class TestAcrossProcesses:
-    async def test_a_service_run_under_opentelemetry_instrument_joins_the_callers_trace(
+    def test_a_service_run_under_opentelemetry_instrument_joins_the_callers_trace(
         self, sdk: Sdk, micro_settings: Settings
     ) -> None:
         environment = {
@@ -80,8 +83,12 @@ class TestAcrossProcesses:
             assert process.stdout is not None
             line = process.stdout.readline()
             assert "ready" in line, process.stderr.read() if process.stderr else line
-            async with Micro(micro_settings) as client:
-                assert await client.act("echo", {"hello": 1}) == {"hello": 1}
+
+            async def call() -> None:
+                async with Micro(micro_settings) as client:
+                    assert await client.act("echo", {"hello": 1}) == {"hello": 1}
+
+            asyncio.run(call())
         finally:
             process.terminate()
             output, errors = process.communicate(timeout=30)
@@ -121,7 +128,7 @@ class TestInOneProcess:
         (deepest,) = sdk.named("process double")
         chain = [outer, served, inner, deepest]
         assert {span.context.trace_id for span in chain} == {outer.context.trace_id}
-        for parent, child in zip(chain, chain[1:], strict=False):
+        for parent, child in itertools.pairwise(chain):
             assert child.parent is not None
             assert child.parent.span_id == parent.context.span_id
         # micro's own ids are the OTel ids while a span is active: logs and traces agree
@@ -137,10 +144,8 @@ class TestInOneProcess:
             raise NotFoundError("no such thing")
 
         async with Micro(micro_settings, service="lost").add("find", missing) as micro:
-            try:
+            with pytest.raises(NotFoundError):
                 await micro.act("find")
-            except NotFoundError:
-                pass
         for name in ("act find", "process find"):
             (span,) = sdk.named(name)
             assert span.status.status_code is StatusCode.ERROR
