@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from conftest import Sdk, hex_id
 from opentelemetry.trace import SpanKind
+from telemetry_support import Sdk, hex_id
 
 from micro import Micro, Settings
 from micro.eventstore.memory import MemoryEventStore

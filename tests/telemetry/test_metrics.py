@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Sdk
+from telemetry_support import Sdk
 
 from micro import Micro, Settings, ValidationError
 from micro.testing import wait_until as until

@@ -15,8 +15,8 @@ from typing import Any
 import nats
 import pytest
 import structlog
-from conftest import Sdk, hex_id
 from opentelemetry.trace import SpanKind, StatusCode
+from telemetry_support import Sdk, hex_id
 
 from micro import Context, Micro, NotFoundError, Settings
 from micro.bus.subjects import command_subject
