@@ -251,6 +251,7 @@ def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
 _mount("micro._cli_events", "events_app", "events", "Look at the event store.")
 _mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
 _mount("micro._cli_config", "config_app", "config", "The config server: get, set, ls, watch.")
+_mount("micro._cli_top", "top_app", "top", "A live view: rate, latency, errors, model lag.")
 
 
 def main(argv: list[str] | None = None) -> None:

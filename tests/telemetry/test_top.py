@@ -1,0 +1,81 @@
+"""``micro top --once --json`` shows the load just sent, read from ``$SRV.STATS``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from micro import Micro, Settings, ValidationError
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+TALLY = ROOT / "tests" / "command" / "apps" / "tally"
+
+
+async def top_once(settings: Settings) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "micro.cli",
+        "top",
+        "--once",
+        "--json",
+        "--interval",
+        "0.5",
+        env={
+            **os.environ,
+            "NATS_URL": settings.nats_url or "",
+            "MICRO_NAMESPACE": settings.namespace,
+            "PYTHONPATH": str(ROOT),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    output, errors = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, errors.decode()[-2000:]
+    view: dict[str, Any] = json.loads(output)
+    return view
+
+
+def command(view: dict[str, Any], service: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    (found,) = [entry for entry in view["services"] if entry["service"] == service]
+    (row,) = [entry for entry in found["commands"] if entry["command"] == name]
+    return found, row
+
+
+async def test_top_once_json_shows_the_rate_latency_errors_and_lag_of_the_load_just_sent(
+    micro_settings: Settings,
+) -> None:
+    service = Micro(micro_settings, service="topped", app_dir=TALLY)
+    service.commander.add_command("add")
+    sent = 0
+    async with service, Micro(micro_settings) as client:
+        for _ in range(5):
+            await client.act("add", {"id": "a", "amount": 1})
+            sent += 1
+        for _ in range(2):
+            with pytest.raises(ValidationError):
+                await client.act("add", {"id": "a", "amount": -1})
+        viewing = asyncio.create_task(top_once(micro_settings))
+        # a steady load while top samples twice; bounded in count
+        while not viewing.done() and sent < 3000:
+            await client.act("add", {"id": f"b{sent // 500}", "amount": 1})
+            sent += 1
+        during = await viewing
+        after = await top_once(micro_settings)
+    entry, row = command(during, "topped", "add")
+    assert entry["instances"] == 1
+    assert row["rate"] > 0
+    assert 7 <= row["requests"] <= sent + 2
+    assert row["errors"] == 2
+    assert row["errors_by_code"] == {"validation": 2}
+    assert 0 < row["p50_ms"] <= row["p99_ms"]
+    entry, row = command(after, "topped", "add")
+    assert row["requests"] == sent + 2
+    assert row["rate"] == 0
+    assert entry["lag"] == 0
