@@ -2,9 +2,7 @@
 
 Per service: its instances, and per command the request rate, p50/p99 latency, errors and
 the lag of the service's models, refreshed every ``--interval`` seconds. ``--once --json``
-prints one snapshot for scripts. Rates are differences of the cumulative counters between
-two samples; latency percentiles come from each endpoint's ``data`` (the slowest instance's
-figure is shown, never an average that would hide it).
+prints one snapshot for scripts (its shape: ``micro.telemetry.view.snapshot``).
 """
 
 from __future__ import annotations
@@ -24,8 +22,9 @@ from micro._cli_common import fail, load_settings
 from micro.bus.connection import connect
 from micro.discovery import ServiceRecord, list_services
 from micro.errors import MicroError
+from micro.telemetry.view import snapshot
 
-__all__ = ["snapshot", "top_app"]
+__all__ = ["top_app"]
 
 top_app = typer.Typer(
     name="top",
@@ -42,68 +41,6 @@ _WINDOW = 0.3
 async def _sample(client: Client, namespace: str | None) -> tuple[float, list[ServiceRecord]]:
     records = await list_services(client, namespace=namespace, stats=True, window=_WINDOW)
     return time.monotonic(), records
-
-
-def snapshot(
-    current: list[ServiceRecord],
-    previous: list[ServiceRecord] | None = None,
-    seconds: float | None = None,
-) -> dict[str, Any]:
-    """One view of the services: totals per command over instances, rates since ``previous``.
-
-    Returns ``{"at", "services": [{"service", "instances", "lag", "commands": [...]}]}``,
-    each command with ``requests``, ``errors``, ``errors_by_code``, ``rate`` (requests per
-    second; ``None`` without a previous sample), ``p50_ms``, ``p90_ms`` and ``p99_ms``.
-    """
-    before: dict[tuple[str, str, str], int] = {}
-    for record in previous or []:
-        for endpoint in record.endpoints:
-            if endpoint.stats is not None:
-                before[record.service, record.id, endpoint.name] = endpoint.stats.requests
-    services: dict[str, dict[str, Any]] = {}
-    for record in sorted(current, key=lambda r: (r.service, r.id)):
-        service = services.setdefault(
-            record.service, {"service": record.service, "instances": 0, "lag": None, "ids": []}
-        )
-        service["instances"] += 1
-        service["ids"].append(record.id)
-        commands: dict[str, dict[str, Any]] = service.setdefault("_commands", {})
-        for endpoint in record.endpoints:
-            stats = endpoint.stats
-            if stats is None:
-                continue
-            row = commands.setdefault(
-                endpoint.name,
-                {
-                    "command": endpoint.name,
-                    "kind": endpoint.kind,
-                    "requests": 0,
-                    "errors": 0,
-                    "errors_by_code": {},
-                    "rate": None if previous is None or not seconds else 0.0,
-                    "p50_ms": 0.0,
-                    "p90_ms": 0.0,
-                    "p99_ms": 0.0,
-                },
-            )
-            row["requests"] += stats.requests
-            row["errors"] += stats.errors
-            data = stats.data
-            for code, count in dict(data.get("errors_by_code") or {}).items():
-                row["errors_by_code"][code] = row["errors_by_code"].get(code, 0) + int(count)
-            for key in ("p50_ms", "p90_ms", "p99_ms"):
-                row[key] = max(row[key], float(data.get(key) or 0.0))
-            if isinstance(data.get("lag"), int):
-                service["lag"] = max(service["lag"] or 0, data["lag"])
-            if row["rate"] is not None and seconds:
-                earlier = before.get((record.service, record.id, endpoint.name), 0)
-                row["rate"] = round(row["rate"] + max(0, stats.requests - earlier) / seconds, 2)
-    listed = []
-    for service in services.values():
-        commands = service.pop("_commands", {})
-        service["commands"] = [commands[name] for name in sorted(commands)]
-        listed.append(service)
-    return {"at": time.time(), "services": listed}
 
 
 def _table(view: dict[str, Any], namespace: str) -> Table:

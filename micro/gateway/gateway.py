@@ -19,6 +19,7 @@ What it serves:
   last event in ``X-Micro-Position``; a view or command called with ``?min_position=`` waits for it.
 - ``Accept: text/event-stream`` on a command streams its intermediate messages (SSE).
 - ``GET <prefix>/events``: the live event feed over SSE (see ``micro.gateway.feed``).
+- ``GET <prefix>/stats``: live rate, latency, errors and model lag (``micro.gateway.live``).
 - ``/openapi.json``, ``/docs``, ``/healthz``, ``/readyz``, ``/metrics``, and optionally a
   web console from a folder of static files at ``/``.
 
@@ -67,6 +68,7 @@ from micro.errors import (
 )
 from micro.eventstore.base import EventStore
 from micro.gateway.feed import EventFeed, FeedOverflow, public_event
+from micro.gateway.live import stats_route
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
 from micro.gateway.openapi import build_openapi
 from micro.gateway.payloads import coerce, validate
@@ -193,6 +195,7 @@ class Gateway:
             StarletteRoute("/openapi.json", self._openapi_json, methods=["GET"]),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
             StarletteRoute(f"{prefix}/services", self._services, methods=["GET"]),
+            stats_route(f"{prefix}/stats", self.micro),
             StarletteRoute(f"{prefix}/events", self._events, methods=["GET"]),
             Mount("/_gateway", app=StaticFiles(directory=STATIC), name="gateway-static"),
         ]
