@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
@@ -10,6 +12,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.test.globals_test import reset_metrics_globals, reset_trace_globals
+
+from micro import telemetry
 
 
 @dataclass
@@ -37,26 +42,29 @@ class Sdk:
         return found
 
 
-_SDK: Sdk | None = None
+@contextlib.contextmanager
+def configured_sdk() -> Iterator[Sdk]:
+    """The OpenTelemetry SDK with an in-memory span exporter and metric reader, as an
+    application would set it up; afterwards the process has no SDK again.
 
-
-def configured_sdk() -> Sdk:
-    """The process's SDK with an in-memory span exporter and metric reader, spans cleared.
-
-    OTel lets a process set its providers once: every test shares them and reads only its
-    own spans (the exporter is cleared) or differences of the metrics.
+    OTel lets a process set its providers once; OTel's own test helpers reset them, so the
+    tests after these run without tracing, as they were written to.
     """
-    global _SDK
-    if _SDK is None:
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-        reader = InMemoryMetricReader()
-        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-        _SDK = Sdk(exporter, reader)
-    _SDK.spans.clear()
-    return _SDK
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    try:
+        yield Sdk(exporter, reader)
+    finally:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+        reset_trace_globals()
+        reset_metrics_globals()
+        telemetry.refresh()
 
 
 def hex_id(value: int, width: int = 32) -> str:
