@@ -39,9 +39,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from micro._nats_server import NatsServer
-from micro.eventstore import jetstream as jetstream_module
 from micro.eventstore.base import NO_STREAM, NewEvent, RecordedEvent
 from micro.eventstore.jetstream import JetStreamEventStore
+from micro.eventstore.jetstream import _puller as puller_module
 
 console = Console()
 if not console.is_terminal:
@@ -283,11 +283,11 @@ def _replays(
 
     def with_pull_batch(batch: int) -> Callable[[], Awaitable[int]]:
         async def run() -> int:
-            default, jetstream_module._PULL_BATCH = jetstream_module._PULL_BATCH, batch
+            default, puller_module._PULL_BATCH = puller_module._PULL_BATCH, batch
             try:
                 return await store_read_all(store, count)
             finally:
-                jetstream_module._PULL_BATCH = default
+                puller_module._PULL_BATCH = default
 
         return run
 

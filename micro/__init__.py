@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from micro.app import Micro
 from micro.bus.caller import Reply, RetryPolicy
-from micro.bus.context import Context
+from micro.context import Context
 from micro.errors import (
     BadRequestError,
     ConcurrencyError,

@@ -29,7 +29,7 @@ from micro.bus.responder import Responder
 from micro.bus.services import ServiceResponder, new_instance_id
 from micro.command.commander import Commander, app_dir
 from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
-from micro.errors import ConfigError
+from micro.errors import ConfigError, ValidationError
 from micro.log import configure_logging
 from micro.modules.builtin import register_builtin_modules
 from micro.modules.loader import ModuleLoader
@@ -50,11 +50,8 @@ def _settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
             return settings
         return Settings(**{**settings.model_dump(), **overrides})
     except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or 'settings'}: {item['msg']}"
-            for item in error.errors(include_url=False)
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        invalid = ValidationError.from_pydantic(error, what="settings")
+        raise ConfigError(invalid.message, details=invalid.details) from None
 
 
 class Micro:

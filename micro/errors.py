@@ -7,12 +7,16 @@ also inherit from it, so ``except TimeoutError`` and ``except ValueError`` keep 
     ├── BadRequestError (ValueError)           400 the request could not be read at all
     │   └── ValidationError                    400 the payload failed its schema (field errors)
     ├── UnauthorizedError                      401 no valid credentials
+    │   └── LockedOutError                     429 too many failed logins (auth module)
     ├── ForbiddenError                         403 credentials lack a role
     ├── NotFoundError (LookupError)            404 the thing asked for does not exist
+    ├── MethodNotAllowedError                  405 the route exists, not for this method
     ├── ConflictError                          409 the request conflicts with current state
     │   └── ConcurrencyError                   409 an append lost an optimistic-concurrency race
     ├── PayloadTooLargeError (ValueError)      413 a message over the server's limit
+    ├── UnsupportedMediaTypeError              415 a body that is not JSON
     ├── RuleViolation                          422 a rule refused the command
+    ├── TooManyRequestsError                   429 the gateway forwards too many calls (retryable)
     ├── LoopDetectedError                      508 the call chain went around too many hops
     ├── OverloadedError                        503 too many requests in flight (retryable)
     ├── ServiceNotFoundError (LookupError)     503 nobody serves the command (retryable)
@@ -22,6 +26,7 @@ also inherit from it, so ``except TimeoutError`` and ``except ValueError`` keep 
     │   └── DiscoveryTimeoutError              504 awaited services never appeared
     ├── ConfigError (ValueError)               500 settings or sheets are wrong
     ├── InternalError                          500 a handler failed unexpectedly
+    │   └── FatalError                         500 the service cannot carry on (error module)
     └── RemoteError                            500 an error code this process does not know
 
 On the wire an error reply carries the NATS service-error headers (``Nats-Service-Error`` and
@@ -42,9 +47,12 @@ __all__ = [
     "ConflictError",
     "DiscoveryTimeoutError",
     "EventStoreUnavailableError",
+    "FatalError",
     "ForbiddenError",
     "InternalError",
+    "LockedOutError",
     "LoopDetectedError",
+    "MethodNotAllowedError",
     "MicroError",
     "NotFoundError",
     "OverloadedError",
@@ -53,8 +61,10 @@ __all__ = [
     "RuleViolation",
     "ServiceNotFoundError",
     "TimeoutError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnavailableError",
+    "UnsupportedMediaTypeError",
     "ValidationError",
     "error_class",
 ]
@@ -165,10 +175,37 @@ class ValidationError(BadRequestError):
         fields = self.details.get("fields", [])
         return fields if isinstance(fields, list) else []
 
+    @classmethod
+    def from_pydantic(cls, error: Any, *, what: str = "payload") -> ValidationError:
+        """A pydantic ``ValidationError`` as ours: one ``{field, reason, type}`` per problem.
+
+        The message names up to five of them: ``invalid <what>: amount: Input should be...``.
+        """
+        fields = [
+            {
+                "field": ".".join(str(part) for part in item["loc"]) or "payload",
+                "reason": item["msg"],
+                "type": item["type"],
+            }
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        summary = "; ".join(f"{item['field']}: {item['reason']}" for item in fields[:5])
+        return cls(f"invalid {what}: {summary}", details={"fields": fields})
+
 
 class UnauthorizedError(MicroError):
     code = "unauthorized"
     status = 401
+
+
+class LockedOutError(UnauthorizedError):
+    """Too many failed logins: this login is refused until ``details["retry_after"]`` passes.
+
+    It is an ``UnauthorizedError`` so ``except UnauthorizedError`` still catches it.
+    """
+
+    code = "locked_out"
+    status = 429
 
 
 class ForbiddenError(MicroError):
@@ -179,6 +216,13 @@ class ForbiddenError(MicroError):
 class NotFoundError(MicroError, LookupError):
     code = "not_found"
     status = 404
+
+
+class MethodNotAllowedError(MicroError):
+    """The path exists, but not for this HTTP method."""
+
+    code = "method_not_allowed"
+    status = 405
 
 
 class ConflictError(MicroError):
@@ -214,6 +258,21 @@ class ConcurrencyError(ConflictError):
 class PayloadTooLargeError(MicroError, ValueError):
     code = "payload_too_large"
     status = 413
+
+
+class UnsupportedMediaTypeError(MicroError):
+    """A request body in a media type the gateway does not read (only JSON)."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class TooManyRequestsError(MicroError):
+    """The gateway is forwarding as many calls as it may; retry shortly."""
+
+    code = "too_many_requests"
+    status = 429
+    default_retryable = True
 
 
 class RuleViolation(MicroError):
@@ -269,6 +328,13 @@ class ConfigError(MicroError, ValueError):
 
 class InternalError(MicroError):
     code = "internal"
+    status = 500
+
+
+class FatalError(InternalError):
+    """The service cannot carry on: raising it stops the service (with the error module)."""
+
+    code = "fatal"
     status = 500
 
 

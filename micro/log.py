@@ -26,7 +26,7 @@ import orjson
 import structlog
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from micro.bus.context import current_context
+from micro.context import current_context
 
 __all__ = ["REDACTED", "configure_logging", "redact", "redact_text", "set_levels"]
 

@@ -24,9 +24,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from micro._inbox import ReplyInbox
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
-from micro.bus.context import Context, current_context, new_id
 from micro.bus.hooks import Hooks
 from micro.bus.subjects import check_name, command_subject
+from micro.context import Context, current_context, new_id
 from micro.errors import (
     LoopDetectedError,
     MicroError,

@@ -16,9 +16,9 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, TypeAdapter
 
-from micro.bus.context import Context
 from micro.bus.hooks import check_middleware
 from micro.bus.subjects import check_name
+from micro.context import Context
 from micro.errors import ValidationError
 
 __all__ = ["Endpoint", "Middleware", "field_errors"]
@@ -30,20 +30,7 @@ Middleware = Callable[[Any, Context, Callable[[Any, Context], Awaitable[Any]]], 
 
 def field_errors(error: pydantic.ValidationError) -> list[dict[str, Any]]:
     """One entry per bad field: its dotted path, the reason, and pydantic's error type."""
-    return [
-        {
-            "field": ".".join(str(part) for part in item["loc"]) or "payload",
-            "reason": item["msg"],
-            "type": item["type"],
-        }
-        for item in error.errors(include_url=False, include_input=False)
-    ]
-
-
-def _validation_error(name: str, error: pydantic.ValidationError) -> ValidationError:
-    fields = field_errors(error)
-    summary = "; ".join(f"{item['field']}: {item['reason']}" for item in fields[:5])
-    return ValidationError(f"invalid payload for {name!r}: {summary}", details={"fields": fields})
+    return ValidationError.from_pydantic(error).fields
 
 
 @dataclass(slots=True)
@@ -143,7 +130,7 @@ class Endpoint:
         try:
             return self.request_adapter.validate_python(payload)
         except pydantic.ValidationError as error:
-            raise _validation_error(self.name, error) from None
+            raise ValidationError.from_pydantic(error, what=f"payload for {self.name!r}") from None
 
     def request_schema(self) -> dict[str, Any] | None:
         if self.declared_request_schema is not None:

@@ -26,10 +26,10 @@ from nats.aio.subscription import Subscription
 from micro.bus import headers as h
 from micro.bus.caller import Caller
 from micro.bus.codec import decode, encode
-from micro.bus.context import Context, current_context, new_id
 from micro.bus.endpoint import Endpoint
 from micro.bus.responder import call_handler
 from micro.bus.subjects import check_name, event_subject
+from micro.context import Context, current_context, new_id
 from micro.errors import MicroError, ValidationError
 from micro.settings import Settings
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from micro.bus.context import Context
+from micro.context import Context
 
 if TYPE_CHECKING:
     from micro.bus.endpoint import Endpoint

@@ -25,9 +25,9 @@ from nats.aio.subscription import Subscription
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
 from micro.bus.connection import confirm
-from micro.bus.context import Context, current_context, new_id
 from micro.bus.endpoint import Endpoint
 from micro.bus.subjects import command_subject
+from micro.context import Context, current_context, new_id
 from micro.errors import (
     BadRequestError,
     InternalError,

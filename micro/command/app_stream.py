@@ -41,7 +41,7 @@ from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, StatusCode
 
 from micro._tasks import stop_task
-from micro.bus.context import Context, current_context, new_id
+from micro.context import Context, current_context, new_id
 from micro.errors import ConfigError, MicroError
 from micro.readmodel.event import AppliedEvent, Event
 from micro.telemetry import tracing

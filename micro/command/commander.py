@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
-from micro.bus.context import Context
 from micro.command.pipeline import CommandPipeline, Guard
 from micro.command.sheets import (
     ReducerSheet,
@@ -29,6 +28,7 @@ from micro.command.sheets import (
     load_reducer_sheet,
     load_rule_sheet,
 )
+from micro.context import Context
 from micro.errors import ConfigError, UnavailableError, ValidationError
 from micro.eventstore.base import EventStore
 from micro.readmodel.event import Event, EventTypes

@@ -38,9 +38,8 @@ import pydantic
 import structlog
 
 from micro._keyed_locks import KeyedLocks
-from micro.bus.context import Context
-from micro.bus.endpoint import field_errors
 from micro.command.sheets import RuleSheet
+from micro.context import Context
 from micro.errors import (
     ConcurrencyError,
     ConflictError,
@@ -110,11 +109,8 @@ class CommandPipeline:
         try:
             return rule.request.model_validate(payload if payload is not None else {})
         except pydantic.ValidationError as error:
-            fields = field_errors(error)
-            summary = "; ".join(f"{item['field']}: {item['reason']}" for item in fields[:5])
-            raise ValidationError(
-                f"invalid payload for {rule.command!r}: {summary}", details={"fields": fields}
-            ) from None
+            what = f"payload for {rule.command!r}"
+            raise ValidationError.from_pydantic(error, what=what) from None
 
     async def run(self, rule: RuleSheet, payload: Any, ctx: Context) -> Any:
         if ctx.min_position is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from micro.errors import ValidationError
+from micro.errors import ConflictError, ValidationError
 
 __all__ = [
     "ANY",
@@ -28,8 +28,10 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "StreamState",
+    "reused_ids_error",
     "validate_append",
     "validate_stream_name",
+    "version_matches",
 ]
 
 MAX_STREAM_NAME = 200
@@ -156,6 +158,26 @@ def validate_append(stream: object, events: object, expected_version: object) ->
                 f"events[{index}].type must be a non-empty string",
                 details={"fields": [{"field": f"events[{index}].type", "reason": "empty"}]},
             )
+
+
+def version_matches(expected: ExpectedVersion, actual: int | None) -> bool:
+    """Whether a stream at version ``actual`` (``None``: no events) meets ``expected``."""
+    if expected is ANY:
+        return True
+    if expected is NO_STREAM:
+        return actual is None
+    if expected is EXISTS:
+        return actual is not None
+    return actual == expected
+
+
+def reused_ids_error(stream: str) -> ConflictError:
+    """The refusal of an append whose event ids are stored, but not as this same append."""
+    return ConflictError(
+        f"stream {stream!r}: some of these event ids are already stored, but not as this "
+        "same append (an event id must be unique across the store)",
+        details={"stream": stream},
+    )
 
 
 class EventStore(ABC):

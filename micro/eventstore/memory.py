@@ -11,19 +11,19 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from micro.errors import ConcurrencyError, ConflictError
+from micro.errors import ConcurrencyError
 from micro.eventstore._encoding import check_unique_ids, dumps, loads, recorded_at
 from micro.eventstore.base import (
     ANY,
-    EXISTS,
-    NO_STREAM,
     AppendResult,
     EventStore,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
+    reused_ids_error,
     validate_append,
     validate_stream_name,
+    version_matches,
 )
 
 __all__ = ["MemoryEventStore"]
@@ -73,7 +73,7 @@ class MemoryEventStore(EventStore):
             return original
         indexes = self._streams.get(stream, [])
         actual = len(indexes) - 1 if indexes else None
-        if not _matches(expected_version, actual):
+        if not version_matches(expected_version, actual):
             raise ConcurrencyError.for_stream(stream, expected_version, actual)
 
         # Encode everything before storing anything: one bad event must store none.
@@ -111,11 +111,7 @@ class MemoryEventStore(EventStore):
             index == first + offset for offset, index in enumerate(stored)
         )
         if not same_append or self._events[first].stream != stream:  # type: ignore[index]
-            raise ConflictError(
-                f"stream {stream!r}: some of these event ids are already stored, "
-                "but not as this same append",
-                details={"stream": stream},
-            )
+            raise reused_ids_error(stream)
         last = self._events[stored[-1]]  # type: ignore[index]
         return AppendResult(version=last.version, position=last.position)
 
@@ -162,13 +158,3 @@ class MemoryEventStore(EventStore):
 
     async def last_position(self) -> int:
         return len(self._events)
-
-
-def _matches(expected: ExpectedVersion, actual: int | None) -> bool:
-    if expected is ANY:
-        return True
-    if expected is NO_STREAM:
-        return actual is None
-    if expected is EXISTS:
-        return actual is not None
-    return actual == expected

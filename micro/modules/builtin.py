@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from micro.command.app_stream import EventHandlers
 from micro.command.commander import Commander
 from micro.modules.auth import register_auth
-from micro.modules.error import ErrorModule  # imported now: FatalError joins the error codes
+from micro.modules.error import ErrorModule
 from micro.modules.loader import ModuleLoader
 from micro.readmodel.snapshots import Snapshooter
 

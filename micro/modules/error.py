@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 import structlog
 
-from micro.bus.context import Context
-from micro.bus.endpoint import field_errors
+from micro.context import Context
 from micro.errors import (
     BadRequestError,
+    FatalError,
     ForbiddenError,
     InternalError,
     MicroError,
@@ -57,13 +57,6 @@ EXIT_FATAL = 70
 """Exit code of a service stopped by a fatal error (``EX_SOFTWARE``)."""
 
 Kind = Literal["operational", "fatal"]
-
-
-class FatalError(InternalError):
-    """The service cannot carry on: raising it stops the service (with the error module)."""
-
-    code = "fatal"
-    status = 500
 
 
 FATAL_TYPES: tuple[type[BaseException], ...] = (FatalError, MemoryError, SystemError)
@@ -108,11 +101,7 @@ def to_micro_error(error: BaseException) -> MicroError:
     mapped = _nats_error(error)
     if mapped is None:
         if isinstance(error, pydantic.ValidationError):
-            fields = field_errors(error)
-            mapped = ValidationError(
-                "invalid data: " + "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5]),
-                details={"fields": fields},
-            )
+            mapped = ValidationError.from_pydantic(error, what="data")
         elif isinstance(error, builtins.TimeoutError):  # asyncio.TimeoutError is this one
             mapped = TimeoutError(str(error) or "timed out")
         elif isinstance(error, PermissionError):

@@ -109,10 +109,8 @@ def refresh() -> Instruments | None:
     if type(provider).__module__.startswith("opentelemetry.metrics"):
         _instruments = _provider = None  # the API's proxy or no-op provider: nothing set
     elif provider is not _provider:
-        from micro import __version__
-
         _provider = provider
-        _instruments = Instruments(provider.get_meter("micro", __version__))
+        _instruments = Instruments(provider.get_meter("micro"))
     return _instruments
 
 

@@ -54,12 +54,7 @@ def refresh() -> Tracer | None:
     """Look for a configured tracer provider; called when a ``Micro`` opens."""
     global _tracer
     provider = trace.get_tracer_provider()
-    if _configured(provider):
-        from micro import __version__
-
-        _tracer = provider.get_tracer("micro", __version__)
-    else:
-        _tracer = None
+    _tracer = provider.get_tracer("micro") if _configured(provider) else None
     return _tracer
 
 

@@ -2,15 +2,16 @@
 
 Rates are differences of the cumulative counters between two samples; latency percentiles
 come from each endpoint's ``data`` (the slowest instance's figure is shown, never an average
-that would hide it). Imported by the CLI and the gateway, never by the layers below them.
+that would hide it). Used by the CLI and the gateway.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from micro.discovery import ServiceRecord
+if TYPE_CHECKING:
+    from micro.discovery import ServiceRecord
 
 __all__ = ["snapshot"]
 

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from micro._cli_events import events_app
 from micro._nats_server import NatsServer
+from micro.cli.events import events_app
 from micro.eventstore.jetstream import JetStreamEventStore
 from micro.testing.eventstore_contract import new_event
 
@@ -112,7 +112,7 @@ async def test_tail_follows_new_events_of_one_stream(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from micro._cli_events import events_app; events_app()",
+        "from micro.cli.events import events_app; events_app()",
         "tail",
         "watched",
         "--from",

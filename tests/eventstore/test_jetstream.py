@@ -806,7 +806,7 @@ class TestReadPaths:
 
 class TestReplayFastPaths:
     def test_the_fast_uuid_parser_agrees_with_uuid(self) -> None:
-        from micro.eventstore.jetstream import _parse_uuid
+        from micro.eventstore.jetstream._codec import parse_uuid as _parse_uuid
 
         for _ in range(100):
             value = uuid.uuid4()
@@ -819,7 +819,7 @@ class TestReplayFastPaths:
             _parse_uuid("not-a-uuid")
 
     def test_the_fast_event_builder_agrees_with_the_constructor(self) -> None:
-        from micro.eventstore.jetstream import _build_event
+        from micro.eventstore.jetstream._codec import build_event as _build_event
 
         fields = (uuid.uuid4(), "Happened", "s", 3, 7, {"a": 1}, {"recorded_at": "now"})
         built = _build_event(*fields)

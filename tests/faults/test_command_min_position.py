@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from micro import Micro, RuleViolation, Settings
-from micro.bus.context import Context
+from micro.context import Context
 from micro.eventstore import ANY, MemoryEventStore, NewEvent
 
 BANK = Path(__file__).resolve().parents[2] / "samples" / "bank"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from micro import Micro, Settings, TimeoutError
-from micro.bus.context import Context
+from micro.context import Context
 from micro.eventstore import ANY, AppendResult, ExpectedVersion, MemoryEventStore, NewEvent
 
 BANK = Path(__file__).resolve().parents[2] / "samples" / "bank"

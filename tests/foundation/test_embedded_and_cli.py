@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import micro
 from micro.bus.embedded import is_listening
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,10 +127,20 @@ def test_the_embedded_broker_dies_with_an_owner_killed_hard(user_env, tmp_path) 
 
 
 class TestCli:
-    def test_version(self, user_env, tmp_path) -> None:
+    def test_version_names_micro_nats_server_nats_py_and_python(self, user_env, tmp_path) -> None:
         result = run_cli(["--version"], user_env, tmp_path)
         assert result.returncode == 0
-        assert result.stdout.startswith("micro ")
+        lines = result.stdout.splitlines()
+        assert [line.split(" ", 1)[0] for line in lines] == [
+            "micro",
+            "nats-server",
+            "nats-py",
+            "Python",
+        ]
+        assert lines[0] == f"micro {micro.__version__}"
+        assert re.fullmatch(r"nats-server \d+\.\d+\.\d+\S*", lines[1]), lines[1]
+        assert lines[2] == f"nats-py {importlib.metadata.version('nats-py')}"
+        assert lines[3].startswith(f"Python {platform.python_version()}")
 
     def test_act_with_nobody_serving_prints_one_line_and_exits_1(
         self, user_env, tmp_path, nats_server, micro_namespace

@@ -1,17 +1,7 @@
-"""The errors the auth module adds to the tree (imported with micro, so callers rebuild them)."""
+"""The auth module's error, defined with the others in ``micro.errors``."""
 
 from __future__ import annotations
 
-from micro.errors import UnauthorizedError
+from micro.errors import LockedOutError
 
 __all__ = ["LockedOutError"]
-
-
-class LockedOutError(UnauthorizedError):
-    """Too many failed logins: this login is refused until ``details["retry_after"]`` passes.
-
-    It is an ``UnauthorizedError`` so ``except UnauthorizedError`` still catches it.
-    """
-
-    code = "locked_out"
-    status = 429

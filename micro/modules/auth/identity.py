@@ -8,7 +8,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from micro.bus.context import current_context
+from micro.context import current_context
 from micro.errors import UnauthorizedError
 
 __all__ = [

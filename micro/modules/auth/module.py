@@ -19,18 +19,14 @@ import contextlib
 import contextvars
 import datetime as dt
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-import micro as _micro_package
-from micro.bus.context import Context, current_context, new_id
-from micro.bus.endpoint import Endpoint
-from micro.bus.responder import call_handler
 from micro.command.sheets import RuleSheet, load_reducer_sheet, load_rule_sheet
+from micro.context import Context, current_context, new_id
 from micro.errors import (
     ConfigError,
     ConflictError,
@@ -39,9 +35,10 @@ from micro.errors import (
     UnauthorizedError,
     UnavailableError,
 )
-from micro.modules.auth.errors import LockedOutError
+from micro.modules.auth.guards import Middleware, middleware, required
 from micro.modules.auth.identity import SYSTEM, AuthUser, normalize_login, user_id_for
 from micro.modules.auth.keys import load_keys
+from micro.modules.auth.lockout import LoginLockout, bad_credentials
 from micro.modules.auth.passwords import PasswordHasher
 from micro.modules.auth.tokens import Tokens, refused
 
@@ -62,7 +59,6 @@ COMMANDS = (
     "auth grant role",
     "auth revoke role",
 )
-_UNKNOWN_REMEMBERED = 10_000
 
 Mode = Literal["required", "optional"] | None
 ClaimsProvider = Callable[[Any], dict[str, Any]]
@@ -88,7 +84,8 @@ def sheets_dir(package: Path | None = None) -> Path:
     The wheel carries them as ``micro/_sheets/`` (hatch ``force-include``); a source
     checkout (or an editable install) has them in the repository's top-level folders.
     """
-    package = package or Path(_micro_package.__file__).resolve().parent
+    # micro/modules/auth/module.py: three folders up is the micro package.
+    package = package or Path(__file__).resolve().parents[2]
     for base in (package / "_sheets", package.parent):
         if (base / "rules" / "auth_login_rule.py").is_file():
             return base
@@ -110,9 +107,9 @@ class Auth:
         self.settings = micro.settings
         self.base_dir = sheets_dir()
         self.passwords = PasswordHasher(self.settings)
+        self.lockout = LoginLockout(self.settings, self.passwords)
         self._tokens: Tokens | None = None
         self._claims: list[tuple[ClaimsProvider, bool]] = []
-        self._unknown: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
         self._service_token: tuple[str, float] | None = None
         self.serves_commands = self.settings.auth_commands
         if self.serves_commands:
@@ -300,36 +297,11 @@ class Auth:
             micro.add("profile", auth.required(lambda req, ctx: ctx.user.login))
             micro.add("purge", auth.required(purge, roles=["admin"]))
         """
+        return required(self.authenticate, handler, roles=roles)
 
-        def wrap(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-            Endpoint.build("auth required", function)  # a handler of the wrong shape fails now
-            endpoints: dict[str, Endpoint] = {}  # by command name, so errors name the command
-
-            async def guarded(payload: Any, ctx: Context) -> Any:
-                await self.authenticate(ctx, mode="required", roles=roles)
-                endpoint = endpoints.get(ctx.command)
-                if endpoint is None:
-                    endpoint = endpoints[ctx.command] = Endpoint.build(ctx.command, function)
-                return await call_handler(endpoint, payload, ctx)
-
-            guarded.__name__ = getattr(function, "__name__", "guarded")
-            guarded.__doc__ = function.__doc__
-            return guarded
-
-        return wrap if handler is None else wrap(handler)
-
-    def middleware(
-        self, *, roles: list[str] | tuple[str, ...] = ()
-    ) -> Callable[[Any, Context, Callable[[Any, Context], Awaitable[Any]]], Awaitable[Any]]:
+    def middleware(self, *, roles: list[str] | tuple[str, ...] = ()) -> Middleware:
         """Middleware refusing unauthenticated callers: ``micro.use(name, auth.middleware())``."""
-
-        async def check(
-            payload: Any, ctx: Context, call_next: Callable[[Any, Context], Awaitable[Any]]
-        ) -> Any:
-            await self.authenticate(ctx, mode="required", roles=roles)
-            return await call_next(payload, ctx)
-
-        return check
+        return middleware(self.authenticate, roles=roles)
 
     def protect(self, name: str, *, roles: list[str] | tuple[str, ...] = ()) -> None:
         """Require a token for an endpoint already added (a view, a plain command)."""
@@ -396,52 +368,23 @@ class Auth:
         """``{"token": service_token()}``, to pass as ``meta=``."""
         return {"token": self.service_token()}
 
-    # -- login failures and lockout ------------------------------------------------------
+    # -- login failures and lockout (the login sheet calls these) -------------------------
 
     def lockout_after(self, failures: int, lockouts: int) -> tuple[int, int, dt.datetime | None]:
         """(failures, lockouts, locked_until) after one more failure."""
-        settings = self.settings
-        failures += 1
-        if failures < settings.auth_lockout_attempts:
-            return failures, lockouts, None
-        seconds = min(
-            settings.auth_lockout_max_seconds,
-            settings.auth_lockout_seconds * settings.auth_lockout_factor**lockouts,
-        )
-        return 0, lockouts + 1, _now() + dt.timedelta(seconds=seconds)
+        return self.lockout.after(failures, lockouts)
 
     def check_lockout(self, locked_until: dt.datetime | None) -> None:
         """Raise ``LockedOutError`` while ``locked_until`` is in the future."""
-        if locked_until is None:
-            return
-        left = (locked_until - _now()).total_seconds()
-        if left > 0:
-            raise LockedOutError(
-                f"too many failed logins: this login is locked for {int(left) + 1} more seconds",
-                details={"retry_after": int(left) + 1, "locked_until": locked_until.isoformat()},
-            )
+        self.lockout.check(locked_until)
 
     def bad_credentials(self) -> UnauthorizedError:
         """The one error of a wrong password and of an unknown login."""
-        return UnauthorizedError("wrong login or password", details={"reason": "credentials"})
+        return bad_credentials()
 
     async def refuse_unknown_login(self, login: str, password: str) -> None:
         """Answer an unknown login exactly as a wrong password: as slowly, with lockouts."""
-        key = normalize_login(login)
-        failures, lockouts, until = self._unknown.get(key, (0, 0, 0.0))
-        if until > time.time():
-            self.check_lockout(dt.datetime.fromtimestamp(until, dt.UTC))
-        await self.passwords.waste(password)
-        failures, lockouts, locked_until = self.lockout_after(failures, lockouts)
-        self._unknown[key] = (
-            failures,
-            lockouts,
-            locked_until.timestamp() if locked_until is not None else 0.0,
-        )
-        self._unknown.move_to_end(key)
-        while len(self._unknown) > _UNKNOWN_REMEMBERED:
-            self._unknown.popitem(last=False)
-        raise self.bad_credentials()
+        await self.lockout.refuse_unknown(login, password)
 
     # -- the first admin ----------------------------------------------------------------
 

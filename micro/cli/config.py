@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from micro._cli_common import fail, load_settings
 from micro.bus.connection import connect
+from micro.cli._common import fail, load_settings
 from micro.errors import MicroError
 from micro.modules.config import ConfigStore
 from micro.settings import Settings

@@ -1,13 +1,12 @@
 """The ``micro`` command: run services, call them, look around.
 
-Errors print one readable line (and exit 1); ``--verbose`` adds the details.
+Errors print one readable line (and exit 1); ``--verbose`` adds the details. The command
+groups ``events``, ``services`` and ``config`` live in their own modules of this package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import os
 import runpy
 import sys
@@ -19,12 +18,16 @@ import orjson
 import typer
 from rich.console import Console
 
-from micro import __version__
-from micro._cli_common import fail, load_settings
 from micro.app import Micro
+from micro.cli._common import fail, load_settings
+from micro.cli.config import config_app
+from micro.cli.events import events_app
+from micro.cli.services import services_app
+from micro.cli.top import top_app
+from micro.cli.version import version_report
 from micro.errors import MicroError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run_async"]
 
 app = typer.Typer(
     name="micro",
@@ -49,7 +52,7 @@ def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"micro {__version__}")
+        typer.echo(version_report())
         raise typer.Exit()
 
 
@@ -57,7 +60,12 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the versions of micro, nats-server, nats-py and Python.",
+        ),
     ] = False,
 ) -> None:
     """micro: event-sourced microservices over NATS."""
@@ -240,18 +248,10 @@ def dev(
                 time.sleep(0.5)
 
 
-def _mount(module: str, attribute: str, name: str, help_text: str) -> None:
-    # Sub-commands live in their own modules; one that fails to import must not take the
-    # whole CLI down with it.
-    with contextlib.suppress(ImportError, AttributeError):
-        sub_app = getattr(importlib.import_module(module), attribute)
-        app.add_typer(sub_app, name=name, help=help_text)
-
-
-_mount("micro._cli_events", "events_app", "events", "Look at the event store.")
-_mount("micro._cli_services", "services_app", "services", "Services seen in discovery.")
-_mount("micro._cli_config", "config_app", "config", "The config server: get, set, ls, watch.")
-_mount("micro._cli_top", "top_app", "top", "A live view: rate, latency, errors, model lag.")
+app.add_typer(events_app, name="events", help="Look at the event store.")
+app.add_typer(services_app, name="services", help="Services seen in discovery.")
+app.add_typer(config_app, name="config", help="The config server: get, set, ls, watch.")
+app.add_typer(top_app, name="top", help="A live view: rate, latency, errors, model lag.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,7 +259,3 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MICRO_LOG_FORMAT", "auto")
     command: Callable[..., Any] = app
     command(args=argv)
-
-
-if __name__ == "__main__":
-    main()

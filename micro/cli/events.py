@@ -19,7 +19,7 @@ import orjson
 import pydantic
 import typer
 
-from micro.errors import MicroError
+from micro.errors import MicroError, ValidationError
 from micro.eventstore import EventStore, RecordedEvent, open_event_store
 from micro.eventstore.base import validate_stream_name
 from micro.settings import Settings
@@ -134,9 +134,5 @@ def _run(work: Coroutine[Any, Any, None], verbose: bool) -> None:
 
 def _describe(error: BaseException) -> str:
     if isinstance(error, pydantic.ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
-            for issue in error.errors()
-        )
-        return f"invalid settings: {problems}"
+        return ValidationError.from_pydantic(error, what="settings").message
     return str(error) or type(error).__name__

@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from micro._cli_common import fail, load_settings
 from micro.bus.connection import connect
+from micro.cli._common import fail, load_settings
 from micro.discovery import ServiceRecord, group_by_service, list_services
 from micro.errors import MicroError
 from micro.settings import Settings

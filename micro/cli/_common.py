@@ -9,6 +9,7 @@ import pydantic
 import typer
 from rich.console import Console
 
+from micro.errors import ValidationError
 from micro.settings import Settings
 
 __all__ = ["fail", "load_settings"]
@@ -29,6 +30,6 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except pydantic.ValidationError as error:
-        item = error.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in item["loc"])
-        fail(f"invalid setting {field} (MICRO_{field.upper()}): {item['msg']}")
+        item = ValidationError.from_pydantic(error).fields[0]
+        field = item["field"]
+        fail(f"invalid setting {field} (MICRO_{field.upper()}): {item['reason']}")

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from micro._cli_common import fail, load_settings
 from micro.bus.connection import connect
+from micro.cli._common import fail, load_settings
 from micro.discovery import ServiceRecord, list_services
 from micro.errors import MicroError
 from micro.telemetry.view import snapshot
