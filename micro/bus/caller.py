@@ -278,6 +278,10 @@ class Caller:
                     "on_act_finished", name, error, time.perf_counter() - started
                 )
             raise
+        except BaseException as error:
+            if span is not None:  # cancelled, or a bug: the span still ends, failed
+                tracing.end_span(span, error)
+            raise
         if span is not None:
             tracing.end_span(span)
         if self.hooks.on_act_finished:

@@ -14,7 +14,7 @@ CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 
 
-async def test_an_http_request_through_the_gateway_is_one_trace_down_to_the_service(
+async def test_an_http_request_through_the_gateway_is_one_trace_down_to_the_service_and_timed(
     sdk: Sdk, micro_settings: Settings
 ) -> None:
     service = Micro(micro_settings, service="greeter").add("greet", lambda r: f"hi {r['name']}")
@@ -51,3 +51,9 @@ async def test_an_http_request_through_the_gateway_is_one_trace_down_to_the_serv
     assert served.parent is not None
     assert served.parent.span_id == act.context.span_id
     assert served.context.trace_id == http.context.trace_id
+    durations = [
+        point.count
+        for found, point in sdk.points("http.server.request.duration")
+        if found.get("http.route") == "/greetings/{name}"
+    ]
+    assert durations == [1]
