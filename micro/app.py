@@ -1,7 +1,8 @@
 """``Micro``: the one object a service author touches.
 
 It composes the parts (connection, responder, caller, hooks) and owns their life cycle:
-open, serve until a signal, drain, close.
+open, serve until a signal, drain, close. (A little over 600 lines: this is the one class a
+service author reads, and its methods' docstrings are its manual.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import pydantic
 import structlog
@@ -19,6 +20,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
 from micro import telemetry
+from micro._app_dir import app_dir
 from micro._signals import stop_on_signals
 from micro.bus.caller import Caller, Reply, RetryPolicy
 from micro.bus.connection import confirm, connect
@@ -27,7 +29,7 @@ from micro.bus.events import Events, Listener
 from micro.bus.hooks import Hooks, check_middleware
 from micro.bus.responder import Responder
 from micro.bus.services import ServiceResponder, new_instance_id
-from micro.command.commander import Commander, app_dir
+from micro.context import Context, new_id
 from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
 from micro.errors import ConfigError, ValidationError
 from micro.log import configure_logging
@@ -36,6 +38,9 @@ from micro.modules.loader import ModuleLoader
 from micro.session import Session
 from micro.settings import Settings
 from micro.telemetry import refresh_lag
+
+if TYPE_CHECKING:
+    from micro.command.commander import Commander
 
 __all__ = ["Micro"]
 
@@ -90,6 +95,8 @@ class Micro:
         self.modules = ModuleLoader(self)
         register_builtin_modules(self.modules)
         self._procedures: list[tuple[list[str], Callable[..., Any]]] = []
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._owns_client = True
         self.instance_id = new_instance_id()
         """This instance's id in the NATS Services API (``$SRV.PING.<service>.<id>``)."""
 
@@ -448,13 +455,18 @@ class Micro:
 
     # -- life cycle --------------------------------------------------------------------
 
-    async def open(self) -> Self:
-        """Connect and serve every endpoint; returns once the server confirmed them."""
+    async def open(self, *, client: Client | None = None) -> Self:
+        """Connect and serve every endpoint; returns once the server confirmed them.
+
+        ``client`` shares a connection that is already open (several services in one
+        process): this Micro then leaves it open when it closes.
+        """
         if self._opened:
             return self
         self._loop = asyncio.get_running_loop()
         telemetry.refresh()  # an SDK set up before open() is used from here on
-        self.client = await connect(self.settings)
+        self._owns_client = client is None
+        self.client = client or await connect(self.settings)
         self._caller = Caller(
             self.client, self.settings, self.hooks, retries=self._retries, local=self.endpoints
         )
@@ -482,7 +494,8 @@ class Micro:
                 await self._run_procedure(names, procedure)
         except BaseException:
             await self.modules.stop()
-            await self.client.close()
+            if self._owns_client:
+                await self.client.close()
             raise
         self._opened = True
         self._served = True
@@ -517,8 +530,9 @@ class Micro:
             with contextlib.suppress(Exception):
                 await confirm(self.client, 2)  # what was published reached the server
             # A server that is gone cannot be told goodbye; the stop must finish all the same.
-            with contextlib.suppress(NatsError, OSError):
-                await self.client.close()
+            if self._owns_client:
+                with contextlib.suppress(NatsError, OSError):
+                    await self.client.close()
         self._responder = None
         self._caller = None
         self._events = None
@@ -558,8 +572,36 @@ class Micro:
         return self._served
 
     def _spawn(self, coroutine: Any) -> None:
+        # Kept until done (the loop holds tasks only weakly), and a failure is logged.
         task = asyncio.ensure_future(coroutine)
-        task.add_done_callback(lambda done: done.exception() if not done.cancelled() else None)
+        self._tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("background task failed", error=repr(task.exception()))
+
+    def new_context(
+        self,
+        command: str,
+        *,
+        trace_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+        user: Any = None,
+        idempotency_key: str | None = None,
+    ) -> Context:
+        """A context for work no request started: calls made under it carry its trace."""
+        return Context(
+            service=self.settings.service,
+            command=command,
+            trace_id=trace_id or new_id(),
+            span_id=new_id(),
+            meta=dict(meta or {}),
+            user=user,
+            idempotency_key=idempotency_key,
+            _caller=self._caller,
+        )
 
     async def __aenter__(self) -> Self:
         return await self.open()

@@ -22,6 +22,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from micro._inbox import ReplyInbox
+from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
 from micro.bus.hooks import Hooks
@@ -396,10 +397,10 @@ def _read_reply(msg: Msg) -> Reply:
                 body = decode(msg.data, what="error reply")
             except MicroError:
                 body = None
-            status = int(code) if code.isdigit() else None
+            status = parse_non_negative_int(code)
             if body is None:
                 body = {"error": {"code": "remote_error", "message": headers.get(h.SERVICE_ERROR)}}
             raise MicroError.from_wire(body, status=status)
         position = headers.get(h.POSITION)
-        return Reply(decode(msg.data, what="reply"), int(position) if position else None)
+        return Reply(decode(msg.data, what="reply"), parse_non_negative_int(position))
     return Reply(decode(msg.data, what="reply"))

@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.caller import Caller
 from micro.bus.codec import decode, encode
@@ -106,7 +107,7 @@ class Events:
         headers = msg.headers or {}
         try:
             meta = orjson.loads(headers[h.META]) if headers.get(h.META) else {}
-            hops = int(headers.get(h.HOPS) or 0)
+            hops = parse_non_negative_int(headers.get(h.HOPS)) or 0
         except (ValueError, TypeError):
             meta, hops = {}, 0
         ctx = Context(

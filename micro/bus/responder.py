@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
 from micro.bus.connection import confirm
@@ -163,9 +164,10 @@ class Responder:
             meta = orjson.loads(meta_raw) if meta_raw else {}
             if not isinstance(meta, dict):
                 raise TypeError("not an object")
-            deadline = int(deadline_raw) / 1000 if deadline_raw else None
-            hops = int(hops_raw) if hops_raw else 0
-            position = int(min_position) if min_position else None
+            deadline_ms = _header_number(h.DEADLINE, deadline_raw)
+            deadline = deadline_ms / 1000 if deadline_ms is not None else None
+            hops = _header_number(h.HOPS, hops_raw) or 0
+            position = _header_number(h.MIN_POSITION, min_position)
         except (ValueError, TypeError) as error:
             raise BadRequestError(f"malformed micro headers: {error}") from error
         return Context(
@@ -350,3 +352,13 @@ def _chain(endpoint: Endpoint, index: int) -> Callable[[Any, Context], Awaitable
         return result
 
     return step
+
+
+def _header_number(name: str, text: str | None) -> int | None:
+    """A numeric header (``None`` when absent); ``ValueError`` naming it when malformed."""
+    if not text:
+        return None
+    number = parse_non_negative_int(text)
+    if number is None:
+        raise ValueError(f"{name} is not a non-negative integer: {text[:40]!r}")
+    return number

@@ -20,6 +20,7 @@ from rich.console import Console
 
 from micro.app import Micro
 from micro.cli._common import fail, load_settings
+from micro.cli._together import app_file, load_together, serve_together
 from micro.cli.config import config_app
 from micro.cli.events import events_app
 from micro.cli.services import services_app
@@ -72,37 +73,40 @@ def _root(
 
 
 def _target_file(target: Path) -> Path:
-    if target.is_dir():
-        for candidate in ("app.py", "main.py", "__main__.py"):
-            if (target / candidate).is_file():
-                return target / candidate
-        fail(f"{target} has no app.py, main.py or __main__.py to run")
-    if not target.is_file():
-        fail(f"{target} does not exist")
-    if target.suffix != ".py":
-        fail(f"{target} is not a Python file")
-    return target
+    return app_file(target)
 
 
 @app.command()
 def run(
-    target: Annotated[Path, typer.Argument(help="A Python file, or a folder with an app.py.")],
+    targets: Annotated[
+        list[Path],
+        typer.Argument(help="Python files, or folders with an app.py; several run together."),
+    ],
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a service (the file's own ``start()``, or the ``micro`` it defines)."""
-    path = _target_file(target).resolve()
-    sys.path.insert(0, str(path.parent))
-    sys.argv = [str(path)]
+    """Run a service (the file's own ``start()``, or the ``micro`` it defines).
+
+    Several apps, or an app defining a ``portal``, run in one process on one event loop,
+    sharing one NATS connection and one event store.
+    """
     try:
-        namespace = runpy.run_path(str(path), run_name="__main__")
+        if len(targets) == 1:
+            path = _target_file(targets[0]).resolve()
+            sys.path.insert(0, str(path.parent))
+            sys.argv = [str(path)]
+            namespace = runpy.run_path(str(path), run_name="__main__")
+            together = load_together([path], first=namespace)
+        else:
+            together = load_together(targets)
     except MicroError as error:
         fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    # A file that only builds its Micro (no start() call) is started here.
-    candidate = namespace.get("micro")
-    if isinstance(candidate, Micro) and not candidate.has_served and candidate.endpoints:
-        run_async(candidate.serve(), verbose=verbose)
+    if together.portal is not None or len(together.apps) > 1:
+        run_async(serve_together(together), verbose=verbose)
+    elif together.apps:
+        # A file that only builds its Micro (no start() call) is started here.
+        run_async(together.apps[0].serve(), verbose=verbose)
 
 
 def _parse_json(text: str | None, what: str) -> Any:

@@ -41,14 +41,14 @@ from nats.js.kv import KeyValue
 from opentelemetry.trace import Span, StatusCode
 
 from micro._tasks import stop_task
-from micro.context import Context, current_context, new_id
+from micro.context import current_context, new_id
 from micro.errors import ConfigError, MicroError
 from micro.readmodel.event import AppliedEvent, Event
 from micro.telemetry import tracing
 
 if TYPE_CHECKING:
-    from micro.app import Micro
     from micro.command.commander import Commander
+    from micro.host import Host
 
 __all__ = ["EventHandlers"]
 
@@ -81,7 +81,7 @@ class EventHandlers:
     """Runs ``on_event`` handlers with a durable checkpoint per group."""
 
     def __init__(
-        self, micro: Micro, commander: Commander, *, attempts: int = 5, outage: float = 120.0
+        self, micro: Host, commander: Commander, *, attempts: int = 5, outage: float = 120.0
     ) -> None:
         self.micro = micro
         self.commander = commander
@@ -261,17 +261,11 @@ class EventHandlers:
         self, group: _Group, handlers: list[Handler], event: AppliedEvent, span: Span | None
     ) -> bool:
         trace = str(event.metadata.get("correlation_id") or new_id())
-        span_id = new_id()
-        if span is not None:
-            trace, span_id = tracing.trace_ids(span)
-        ctx = Context(
-            service=self.micro.settings.service,
-            command=f"on {event.type}",
-            trace_id=trace,
-            span_id=span_id,
-            meta=dict(event.metadata.get("meta") or {}),
-            _caller=self.micro._caller,
+        ctx = self.micro.new_context(
+            f"on {event.type}", trace_id=trace, meta=event.metadata.get("meta") or {}
         )
+        if span is not None:
+            ctx.trace_id, ctx.span_id = tracing.trace_ids(span)
         loop = asyncio.get_running_loop()
         for handler in handlers:
             failures = tries = 0

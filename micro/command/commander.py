@@ -12,7 +12,6 @@ catches the models up with the store and only then lets the service take request
 from __future__ import annotations
 
 import inspect
-import sys
 import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
+from micro._app_dir import app_dir
 from micro.command.pipeline import CommandPipeline, Guard
 from micro.command.sheets import (
     ReducerSheet,
@@ -36,7 +36,7 @@ from micro.readmodel.model import Model, Models
 from micro.readmodel.projector import Projector, Reducer
 
 if TYPE_CHECKING:
-    from micro.app import Micro
+    from micro.host import Host
 
 __all__ = ["Commander", "SnapshotSource", "app_dir"]
 
@@ -47,21 +47,10 @@ class SnapshotSource(Protocol):
     async def restore(self, projector: Projector) -> int: ...
 
 
-def app_dir(depth: int = 2) -> Path:
-    """The folder of the file that made the Micro: where its sheets live by default."""
-    frame = sys._getframe(depth)
-    while frame is not None:
-        filename = frame.f_globals.get("__file__")
-        if filename and not str(filename).startswith(str(Path(__file__).parent.parent)):
-            return Path(filename).resolve().parent
-        frame = frame.f_back  # type: ignore[assignment]
-    return Path.cwd()
-
-
 class Commander:
     """Holds the command cycle of one service (the ``commander`` module)."""
 
-    def __init__(self, micro: Micro, base_dir: Path | None = None) -> None:
+    def __init__(self, micro: Host, base_dir: Path | None = None) -> None:
         self.micro = micro
         self.base_dir = base_dir or micro.app_dir
         self.rules: dict[str, RuleSheet] = {}

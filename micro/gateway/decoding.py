@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from micro._numbers import parse_non_negative_int
 from micro.errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -21,7 +22,14 @@ from micro.errors import (
 from micro.gateway.payloads import coerce, validate
 from micro.gateway.routes import Operation
 
-__all__ = ["RESERVED_QUERY", "bearer_meta", "parse_min_position", "read_body", "request_payload"]
+__all__ = [
+    "RESERVED_QUERY",
+    "bearer_meta",
+    "parse_min_position",
+    "position_field",
+    "read_body",
+    "request_payload",
+]
 
 RESERVED_QUERY = frozenset({"min_position", "access_token"})
 """Query parameters the gateway reads itself; they never reach a view's payload."""
@@ -46,12 +54,13 @@ async def read_body(request: Request, limit: int) -> Any:
     """The JSON body (``{}`` when empty), refused over ``limit`` bytes or when not JSON."""
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        declared = parse_non_negative_int(length)
+        if declared is None:
             raise BadRequestError("Content-Length is not a number")
-        if int(length) > limit:
+        if declared > limit:
             raise PayloadTooLargeError(
-                f"the body is {length} bytes; the limit is {limit}",
-                details={"limit": limit, "size": int(length)},
+                f"the body is {declared} bytes; the limit is {limit}",
+                details={"limit": limit, "size": declared},
             )
     chunks: list[bytes] = []
     size = 0
@@ -106,14 +115,19 @@ def request_payload(
     return payload
 
 
-def parse_min_position(request: Request) -> int | None:
-    """``?min_position=`` as a number, ``None`` when absent."""
-    text = request.query_params.get("min_position")
+def position_field(field: str, text: str | None, *, what: str | None = None) -> int | None:
+    """An event position sent as text (``None`` when absent), else ``ValidationError``."""
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 18:
+    position = parse_non_negative_int(text)
+    if position is None:
         raise ValidationError(
-            "min_position must be a non-negative integer",
-            details={"fields": [{"field": "min_position", "reason": "not an integer"}]},
+            f"{what or field} must be a non-negative integer",
+            details={"fields": [{"field": field, "reason": "not a non-negative integer"}]},
         )
-    return int(text)
+    return position
+
+
+def parse_min_position(request: Request) -> int | None:
+    """``?min_position=`` as a number, ``None`` when absent."""
+    return position_field("min_position", request.query_params.get("min_position"))

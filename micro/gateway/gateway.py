@@ -76,6 +76,7 @@ from micro.eventstore.base import EventStore
 from micro.gateway.decoding import (
     bearer_meta,
     parse_min_position,
+    position_field,
     read_body,
     request_payload,
 )
@@ -546,15 +547,11 @@ class Gateway:
             start = request.headers.get("last-event-id") or request.query_params.get(
                 "from_position"
             )
-            from_position: int | None = None
-            if start is not None:
-                if not start.isdigit() or len(start) > 18:
-                    raise ValidationError(
-                        "from_position (or Last-Event-ID) must be a non-negative integer",
-                        details={"fields": [{"field": "from_position", "reason": "not integer"}]},
-                    )
-                # Last-Event-ID names the last event seen; resume after it.
-                from_position = int(start) + (1 if "last-event-id" in request.headers else 0)
+            from_position = position_field(
+                "from_position", start, what="from_position (or Last-Event-ID)"
+            )
+            if from_position is not None and "last-event-id" in request.headers:
+                from_position += 1  # Last-Event-ID names the last event seen: resume after it
         except MicroError as error:
             return self.error_response(error)
         return StreamingResponse(

@@ -15,6 +15,7 @@ import jsonschema
 import orjson
 from jsonschema.exceptions import SchemaError
 
+from micro._numbers import parse_integer, parse_number
 from micro.errors import ValidationError
 
 __all__ = ["coerce", "properties", "validate"]
@@ -64,13 +65,13 @@ def _types(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[str]:
 def _coerce_one(text: str, types: list[str]) -> Any:
     for kind in types:
         if kind == "integer":
-            with contextlib.suppress(ValueError):
-                return int(text)
+            integer = parse_integer(text)
+            if integer is not None:
+                return integer
         elif kind == "number":
-            with contextlib.suppress(ValueError):
-                number = float(text)
-                if number == number and abs(number) != float("inf"):  # no NaN, no infinity
-                    return number
+            number = parse_number(text)  # no NaN, no infinity
+            if number is not None:
+                return number
         elif kind == "boolean":
             if text.lower() in _TRUE:
                 return True

@@ -47,7 +47,7 @@ from micro.errors import (
 )
 
 if TYPE_CHECKING:
-    from micro.app import Micro
+    from micro.host import Host
 
 __all__ = ["EXIT_FATAL", "ErrorModule", "FatalError", "classify", "to_micro_error"]
 
@@ -123,7 +123,7 @@ def to_micro_error(error: BaseException) -> MicroError:
 class ErrorModule:
     """Global error handling for one service (the ``error`` module)."""
 
-    def __init__(self, micro: Micro) -> None:
+    def __init__(self, micro: Host) -> None:
         self.micro = micro
         self.exit_process = True
         """Exit the process after a fatal error (tests embedding a service turn it off)."""

@@ -13,6 +13,7 @@ reverse; a module with ``start()``/``stop()`` methods (sync or async) gets them 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,22 +24,36 @@ import structlog
 from micro.errors import ConfigError
 
 if TYPE_CHECKING:
-    from micro.app import Micro
+    from micro.host import Host
 
 __all__ = ["ModuleLoader", "ModuleSpec"]
 
 _log = structlog.get_logger("micro.modules")
 
-Factory = Callable[["Micro", dict[str, Any]], Any]
+Factory = Callable[["Host", dict[str, Any]], Any]
 Scope = Literal["singleton", "per_user"]
 
 
 @dataclass(frozen=True)
 class ModuleSpec:
     name: str
-    factory: Factory
+    factory: Factory | str
+    """A factory, or the ``"package.module:function"`` import path of one."""
     requires: tuple[str, ...] = ()
     scope: Scope = "singleton"
+
+    def resolve(self) -> Factory:
+        """The factory, imported now if it was given by import path."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        module_name, _, attribute = self.factory.partition(":")
+        try:
+            factory: Factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ConfigError(
+                f"module {self.name!r}: cannot load its factory {self.factory!r}: {error}"
+            ) from error
+        return factory
 
 
 async def _maybe_call(instance: Any, method: str) -> None:
@@ -53,7 +68,7 @@ async def _maybe_call(instance: Any, method: str) -> None:
 class ModuleLoader:
     """Registers, resolves, creates, starts and stops a service's modules."""
 
-    micro: Micro
+    micro: Host
     specs: dict[str, ModuleSpec] = field(default_factory=dict)
     instances: dict[str, Any] = field(default_factory=dict)
     per_user: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -63,7 +78,7 @@ class ModuleLoader:
     def register(
         self,
         name: str,
-        factory: Factory,
+        factory: Factory | str,
         *,
         requires: list[str] | tuple[str, ...] = (),
         scope: Scope = "singleton",
@@ -75,7 +90,10 @@ class ModuleLoader:
             raise ConfigError(f"module {name!r}: scope must be 'singleton' or 'per_user'")
         if name in self.specs and not replace:
             raise ConfigError(f"module {name!r} is registered twice")
-        if not callable(factory):
+        if isinstance(factory, str):
+            if ":" not in factory:
+                raise ConfigError(f"module {name!r}: an import path reads 'package.module:name'")
+        elif not callable(factory):
             raise ConfigError(f"module {name!r}: factory is not callable")
         self.specs[name] = ModuleSpec(name, factory, tuple(requires), scope)
 
@@ -116,7 +134,7 @@ class ModuleLoader:
         for dependency in self.order([name]):
             spec = self.specs[dependency]
             if spec.scope == "singleton" and dependency not in self.instances:
-                self.instances[dependency] = spec.factory(self.micro, self._deps(spec))
+                self.instances[dependency] = spec.resolve()(self.micro, self._deps(spec))
         spec = self.specs[name]
         if spec.scope == "singleton":
             return self.instances[name]
@@ -124,7 +142,7 @@ class ModuleLoader:
             raise ConfigError(f"module {name!r} is per user: get({name!r}, user=...)")
         key = (name, user)
         if key not in self.per_user:
-            self.per_user[key] = spec.factory(self.micro, {**self._deps(spec), "user": user})
+            self.per_user[key] = spec.resolve()(self.micro, {**self._deps(spec), "user": user})
         return self.per_user[key]
 
     def _deps(self, spec: ModuleSpec) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import structlog
 from micro.log import configure_logging, set_levels
 
 if TYPE_CHECKING:
-    from micro.app import Micro
+    from micro.host import Host
 
 __all__ = ["LoggerModule"]
 
@@ -26,7 +26,7 @@ __all__ = ["LoggerModule"]
 class LoggerModule:
     """Configures logging from settings when loaded; hands out named loggers."""
 
-    def __init__(self, micro: Micro) -> None:
+    def __init__(self, micro: Host) -> None:
         settings = micro.settings
         self.micro = micro
         fmt = settings.log_format

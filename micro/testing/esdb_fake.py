@@ -41,6 +41,7 @@ authentication, TLS, the deadline of a batch append, leader redirection, "consum
 and the bound on the server's idempotency cache (this fake remembers every event id).
 """
 
+# Over 600 lines on purpose: one model of the server, whose parts share its one log.
 from __future__ import annotations
 
 import bisect

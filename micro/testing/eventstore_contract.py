@@ -28,6 +28,8 @@ down beyond the ``EventStore`` docstrings: positions increase but need not be co
 ``recorded_at`` is ISO-8601 UTC; a retried append (same event ids, even with an expectation
 that is stale by now) returns the original result; invalid names, data that is not a JSON
 object and wrongly typed expectations raise ``ValidationError`` before anything is stored.
+
+(Over 600 lines on purpose: one suite in one class, so a backend subclasses one thing.)
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ if the credit fails. Each step is a command with an idempotency key derived from
 transfer, so a step repeated after a crash changes nothing.
 """
 
+from pydantic import BaseModel, Field
+
 from micro import Micro, RuleViolation
 from micro.readmodel import AppliedEvent
 
@@ -18,17 +20,27 @@ for command in ("open account", "deposit", "withdraw", "transfer", "settle trans
     micro.commander.add_command(command)
 
 
-def account_balance(query: dict, models) -> dict:
-    account = models.account.require(query["id"])
+class ById(BaseModel):
+    """A view's query: the id of one account or transfer (published in discovery)."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class NoQuery(BaseModel):
+    pass
+
+
+def account_balance(query: ById, models) -> dict:
+    account = models.account.require(query.id)
     return {"id": account.id, "owner": account.owner, "balance": account.balance}
 
 
-def list_accounts(query: dict, models) -> list[dict]:
+def list_accounts(query: NoQuery, models) -> list[dict]:
     return [account.model_dump(mode="json") for account in models.account.all()]
 
 
-def transfer_status(query: dict, models) -> dict:
-    return models.transfer.require(query["id"]).model_dump()
+def transfer_status(query: ById, models) -> dict:
+    return models.transfer.require(query.id).model_dump()
 
 
 micro.add_view("account balance", account_balance)

@@ -156,3 +156,13 @@ async def test_no_error_is_ever_a_200(stack: Stack) -> None:
     ]:
         assert response.status_code >= 400
         assert "error" in response.json()
+
+
+# "²".isdigit() is true and int("²") raises: a 500 found by fuzzing the portal.
+@pytest.mark.parametrize("value", ["²", "٣", "1_000", " 1", "-1", "+1", "1.0", "9" * 19, ""])
+async def test_a_min_position_that_is_not_ascii_digits_is_400_naming_the_field(
+    stack: Stack, value: str
+) -> None:
+    response = await stack.client.get("/api/demo/lookup", params={"id": "1", "min_position": value})
+    body = _error(response, 400, "validation")
+    assert body["details"]["fields"][0]["field"] == "min_position"

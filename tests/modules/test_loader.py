@@ -106,7 +106,8 @@ def test_an_unknown_requirement_says_who_required_it() -> None:
     [
         ("not a name", {}, "identifier"),
         ("odd", {"scope": "per_request"}, "scope"),
-        ("odd", {"factory": "not callable"}, "not callable"),
+        ("odd", {"factory": 42}, "not callable"),
+        ("odd", {"factory": "no colon"}, "import path"),
     ],
 )
 def test_bad_registrations_are_refused(name: str, options: dict[str, Any], reason: str) -> None:
@@ -114,6 +115,17 @@ def test_bad_registrations_are_refused(name: str, options: dict[str, Any], reaso
     factory = options.pop("factory", lambda _micro, _deps: object())
     with pytest.raises(ConfigError, match=reason):
         loader.register(name, factory, **options)
+
+
+def test_a_factory_given_by_import_path_is_imported_when_first_loaded() -> None:
+    loader = ModuleLoader(micro=None)  # type: ignore[arg-type]
+    loader.register("clock", "time:monotonic_ns")
+    loader.register("gone", "micro.no_such_module:factory")
+
+    with pytest.raises(TypeError):  # resolved and called: monotonic_ns takes no arguments
+        loader.get("clock")
+    with pytest.raises(ConfigError, match="module 'gone': cannot load its factory"):
+        loader.get("gone")
 
 
 def test_registering_a_name_twice_needs_replace() -> None:

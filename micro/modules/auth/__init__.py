@@ -13,7 +13,7 @@ heavy parts (argon2, PyJWT, cryptography) load only when a service uses the modu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from micro.modules.auth.errors import LockedOutError
 from micro.modules.auth.identity import (
@@ -27,7 +27,6 @@ from micro.modules.auth.identity import (
 )
 
 if TYPE_CHECKING:
-    from micro.app import Micro
     from micro.modules.auth.module import Auth
     from micro.modules.loader import ModuleLoader
 
@@ -52,12 +51,6 @@ def current_auth() -> Auth:
     return running()
 
 
-def _auth(micro: Micro, deps: dict[str, Any]) -> Auth:
-    from micro.modules.auth.module import Auth
-
-    return Auth(micro, deps["commander"])
-
-
 def register_auth(loader: ModuleLoader) -> None:
     """Register the ``auth`` module (it requires the ``commander``)."""
-    loader.register("auth", _auth, requires=["commander"])
+    loader.register("auth", "micro.modules._factories:auth", requires=["commander"])

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from micro.command.sheets import RuleSheet, load_reducer_sheet, load_rule_sheet
-from micro.context import Context, current_context, new_id
+from micro.context import Context, current_context
 from micro.errors import (
     ConfigError,
     ConflictError,
@@ -43,8 +43,8 @@ from micro.modules.auth.passwords import PasswordHasher
 from micro.modules.auth.tokens import Tokens, refused
 
 if TYPE_CHECKING:
-    from micro.app import Micro
     from micro.command.commander import Commander
+    from micro.host import Host
 
 __all__ = ["COMMANDS", "Auth", "current_auth", "sheets_dir"]
 
@@ -101,7 +101,7 @@ def _now() -> dt.datetime:
 class Auth:
     """Users, sessions and tokens for one service (the ``auth`` module)."""
 
-    def __init__(self, micro: Micro, commander: Commander) -> None:
+    def __init__(self, micro: Host, commander: Commander) -> None:
         self.micro = micro
         self.commander = commander
         self.settings = micro.settings
@@ -420,14 +420,7 @@ class Auth:
         pipeline = self.commander.pipeline
         if pipeline is None:
             raise UnavailableError("the commander has not started")
-        ctx = Context(
-            service=self.settings.service,
-            command=command,
-            trace_id=new_id(),
-            span_id=new_id(),
-            user=SYSTEM,
-            idempotency_key=key,
-        )
+        ctx = self.micro.new_context(command, user=SYSTEM, idempotency_key=key)
         reset = current_context.set(ctx)
         auth_reset = _current.set(self)
         try:

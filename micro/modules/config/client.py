@@ -17,7 +17,7 @@ from micro.errors import ConfigError, UnavailableError, ValidationError
 from micro.modules.config.store import DELETED, Callback, ConfigStore, parse_kv_key
 
 if TYPE_CHECKING:
-    from micro.app import Micro
+    from micro.host import Host
 
 __all__ = ["ConfigClient"]
 
@@ -27,7 +27,7 @@ _log = structlog.get_logger("micro.config")
 class ConfigClient:
     """A service's typed, live configuration (the ``config`` module)."""
 
-    def __init__(self, micro: Micro) -> None:
+    def __init__(self, micro: Host) -> None:
         self.micro = micro
         self.model: type[BaseModel] | None = None
         self.value: Any = None

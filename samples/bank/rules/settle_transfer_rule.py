@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from micro import RuleViolation
 from micro.readmodel import Event
@@ -11,7 +11,7 @@ roles = ["service"]  # only the transfer process (with its service token) settle
 
 
 class Request(BaseModel):
-    id: str
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     outcome: Literal["debited", "completed", "failed"]
     reason: str = ""
     refunded: bool = False

@@ -10,8 +10,8 @@ auth = "required"  # only a logged-in user
 
 class Request(BaseModel):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    source: str
-    target: str
+    source: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    target: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     amount: int = Field(gt=0, le=1_000_000_000)
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ auth = "required"  # a logged-in user (or the transfer process, as the service)
 
 
 class Request(BaseModel):
-    id: str
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     amount: int = Field(gt=0, le=1_000_000_000)
 
 
