@@ -6,6 +6,7 @@ micro depends on the OpenTelemetry API only and configures nothing: run a servic
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from micro.telemetry import metrics, tracing
@@ -23,8 +24,15 @@ def refresh() -> None:
     metrics.refresh()
 
 
-async def refresh_lag(projector: Projector) -> int:
-    """Ask the store for its head and return how many events the models are behind it."""
-    head = await projector.store.last_position()
+async def refresh_lag(projector: Projector, timeout: float = 0.25) -> int:
+    """Ask the store for its head and return how many events the models are behind it.
+
+    A store that does not answer within ``timeout`` leaves the last head known: ``$SRV.STATS``
+    waits on this, and a slow store must not make a service vanish from discovery.
+    """
+    try:
+        head = await asyncio.wait_for(projector.store.last_position(), timeout)
+    except Exception:
+        head = projector.head
     projector.head = max(projector.head, head)
     return max(0, projector.head - projector.position)
