@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from micro.app import Micro
 from micro.bus.caller import Reply, RetryPolicy
+from micro.bus.endpoint import Middleware
 from micro.context import Context
+from micro.discovery import ServiceRecord
 from micro.errors import (
     BadRequestError,
     ConcurrencyError,
@@ -30,7 +34,10 @@ from micro.errors import (
 from micro.session import Session
 from micro.settings import Settings
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("micro-es")
+except PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "BadRequestError",
@@ -45,6 +52,7 @@ __all__ = [
     "LoopDetectedError",
     "Micro",
     "MicroError",
+    "Middleware",
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -53,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "RuleViolation",
     "ServiceNotFoundError",
+    "ServiceRecord",
     "Session",
     "Settings",
     "TimeoutError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -252,7 +252,7 @@ class Micro:
         *,
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yield the intermediate messages of ``name``, then its final reply.
 
         ``timeout`` is a deadline for the whole stream (request to final reply), not a gap

@@ -66,7 +66,6 @@ __all__ = [
     "UnavailableError",
     "UnsupportedMediaTypeError",
     "ValidationError",
-    "error_class",
 ]
 
 _REGISTRY: dict[str, type[MicroError]] = {}
@@ -150,11 +149,6 @@ class MicroError(Exception):
         instance = cls.__new__(cls)
         MicroError.__init__(instance, message, **kwargs)
         return instance
-
-
-def error_class(code: str) -> type[MicroError] | None:
-    """The error class registered for a wire code, if any."""
-    return _REGISTRY.get(code)
 
 
 class BadRequestError(MicroError, ValueError):

@@ -11,7 +11,7 @@ import builtins
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -323,7 +323,7 @@ class Caller:
         meta: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         parent: Context | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Yield each intermediate message, then the final reply.
 
         ``timeout`` is a deadline for the whole stream, from the request to the final reply,

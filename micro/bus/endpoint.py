@@ -11,7 +11,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pydantic
 from pydantic import BaseModel, TypeAdapter
@@ -24,8 +24,25 @@ from micro.errors import ValidationError
 __all__ = ["Endpoint", "Middleware", "field_errors"]
 
 Handler = Callable[..., Any]
-Middleware = Callable[[Any, Context, Callable[[Any, Context], Awaitable[Any]]], Awaitable[Any]]
-"""``async def middleware(payload, ctx, call_next) -> reply``."""
+CallNext = Callable[[Any, Context], Awaitable[Any]]
+
+
+class Middleware(Protocol):
+    """``async def middleware(payload, ctx, call_next) -> reply``, wrapping one endpoint.
+
+    Usage::
+
+        async def timed(payload, ctx, call_next):
+            started = time.monotonic()
+            try:
+                return await call_next(payload, ctx)
+            finally:
+                log.info("took", seconds=time.monotonic() - started)
+
+        micro.use("deposit", timed)
+    """
+
+    def __call__(self, payload: Any, ctx: Context, call_next: CallNext, /) -> Awaitable[Any]: ...
 
 
 def field_errors(error: pydantic.ValidationError) -> list[dict[str, Any]]:

@@ -238,7 +238,7 @@ class EventHandlers:
                 group.position = event.position
         finally:
             with contextlib.suppress(Exception):
-                await subscription.aclose()  # type: ignore[attr-defined]
+                await subscription.aclose()
 
     async def _handle(self, group: _Group, handlers: list[Handler], event: AppliedEvent) -> bool:
         with tracing.linked_span(

@@ -97,14 +97,6 @@ class CommandPipeline:
         self._locks = KeyedLocks()
         self._replies: OrderedDict[str, _Reply] = OrderedDict()
 
-    def handler(self, rule: RuleSheet) -> Callable[[Any, Context], Awaitable[Any]]:
-        """An endpoint handler running ``rule``'s command."""
-
-        async def handle(payload: Any, ctx: Context) -> Any:
-            return await self.run(rule, payload, ctx)
-
-        return handle
-
     def _parse(self, rule: RuleSheet, payload: Any) -> Any:
         try:
             return rule.request.model_validate(payload if payload is not None else {})

@@ -11,7 +11,7 @@ import enum
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -249,11 +249,11 @@ class EventStore(ABC):
     @abstractmethod
     def read_all(
         self, from_position: int = 0, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Every event with ``position >= from_position`` in global order, up to now."""
 
     @abstractmethod
-    def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+    def subscribe(self, from_position: int = 0) -> AsyncGenerator[RecordedEvent, None]:
         """Every event with ``position >= from_position``: history, then live, forever.
 
         No gap and no duplicate at the switch from history to live. Closing the iterator

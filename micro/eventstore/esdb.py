@@ -39,7 +39,7 @@ import contextlib
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC
 from typing import Any
@@ -275,7 +275,7 @@ class EsdbEventStore(EventStore):
 
     async def read_all(
         self, from_position: int = 0, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         if limit is not None and limit <= 0:
             return
         client = await self._connected()
@@ -296,7 +296,7 @@ class EsdbEventStore(EventStore):
                     taken += 1
                     yield self._recorded(event)
 
-    async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+    async def subscribe(self, from_position: int = 0) -> AsyncGenerator[RecordedEvent, None]:
         client = await self._connected()
         wanted = max(from_position - 1, 0)
         with _boundary(self._url):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from micro.errors import ConcurrencyError
@@ -141,13 +141,13 @@ class MemoryEventStore(EventStore):
 
     async def read_all(
         self, from_position: int = 0, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         start = max(from_position, 1) - 1
         end = len(self._events) if limit is None else min(len(self._events), start + limit)
         for index in range(start, end):
             yield self._events[index].recorded()
 
-    async def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+    async def subscribe(self, from_position: int = 0) -> AsyncGenerator[RecordedEvent, None]:
         index = max(from_position, 1) - 1
         while True:
             if index < len(self._events):

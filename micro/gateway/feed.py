@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import structlog
@@ -96,7 +96,7 @@ class EventFeed:
                 self._offer(queue, None)
         finally:
             with contextlib.suppress(Exception):
-                await subscription.aclose()  # type: ignore[attr-defined]
+                await subscription.aclose()
 
     def _offer(
         self, queue: asyncio.Queue[RecordedEvent | None], event: RecordedEvent | None
@@ -122,7 +122,7 @@ class EventFeed:
                 return False
         return True
 
-    async def events(self, from_position: int | None = None) -> AsyncIterator[RecordedEvent]:
+    async def events(self, from_position: int | None = None) -> AsyncGenerator[RecordedEvent, None]:
         """Visible events from ``from_position`` (history first), else from now on, live."""
         queue: asyncio.Queue[RecordedEvent | None] = asyncio.Queue(self.queue_size)
         self._clients.add(queue)

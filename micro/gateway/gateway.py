@@ -506,7 +506,7 @@ class Gateway:
         messages = self.micro.act_stream(
             operation.command, payload, timeout=self.settings.request_timeout, meta=meta or None
         )
-        iterator = aiter(messages)
+        iterator = messages  # an async generator is its own iterator
         try:
             first = await anext(iterator)
         except StopAsyncIteration:

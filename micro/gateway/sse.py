@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ def sse(event: str, data: Any, *, event_id: str | None = None) -> bytes:
 
 
 async def call_events(
-    first: Any, iterator: AsyncIterator[Any], done: Callable[[], None]
+    first: Any, iterator: AsyncGenerator[Any, None], done: Callable[[], None]
 ) -> AsyncIterator[bytes]:
     """A call's messages from ``first`` on: ``message`` each, the last one as ``result``.
 
@@ -55,7 +55,7 @@ async def call_events(
     finally:
         done()
         with contextlib.suppress(Exception):
-            await iterator.aclose()  # type: ignore[attr-defined]
+            await iterator.aclose()
 
 
 async def feed_events(
@@ -63,7 +63,7 @@ async def feed_events(
 ) -> AsyncIterator[bytes]:
     """The live feed from ``from_position`` until the client leaves or ``closing`` is set."""
     yield f": feed at position {feed.position}\nretry: 2000\n\n".encode()
-    events = aiter(feed.events(from_position))
+    events = feed.events(from_position)
     waiting: asyncio.Task[Any] | None = None
     stop = asyncio.ensure_future(closing.wait())
     try:
@@ -91,4 +91,4 @@ async def feed_events(
             with contextlib.suppress(BaseException):
                 await waiting
         with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()

@@ -165,7 +165,7 @@ class Projector:
             self._fail(f"event subscription failed: {error}")
         finally:
             with contextlib.suppress(Exception):
-                await subscription.aclose()  # type: ignore[attr-defined]
+                await subscription.aclose()
 
     def apply_appended(self, events: tuple[RecordedEvent, ...]) -> None:
         """Apply events this service just appended, when they are exactly the next ones.

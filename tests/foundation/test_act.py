@@ -23,6 +23,7 @@ from micro import (
     ValidationError,
 )
 from micro.bus.subjects import command_subject
+from micro.log import configure_logging
 
 
 async def test_act_calls_a_service_in_another_process(spawn, micro_settings: Settings) -> None:
@@ -285,6 +286,9 @@ async def test_lines_logged_in_a_handler_carry_service_command_trace_and_span(
         log.info("inside the handler")
         return [ctx.trace_id, ctx.span_id]
 
+    # Logging is configured once per process, by the first Micro: configured here, at info,
+    # so that no Micro reconfigures it inside the capture, whichever test ran first.
+    configure_logging("info", force=True)
     with structlog.testing.capture_logs(processors=[_context_processor()]) as captured:
         async with Micro(micro_settings, service="logged").add("log it", handler) as micro:
             trace, span = await micro.act("log it")

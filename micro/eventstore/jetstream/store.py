@@ -56,7 +56,7 @@ import re
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -548,10 +548,10 @@ class JetStreamEventStore(EventStore):
 
     def read_all(
         self, from_position: int = 0, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         return self._replay(max(from_position, 1), limit, follow=False)
 
-    def subscribe(self, from_position: int = 0) -> AsyncIterator[RecordedEvent]:
+    def subscribe(self, from_position: int = 0) -> AsyncGenerator[RecordedEvent, None]:
         return self._replay(max(from_position, 1), None, follow=True)
 
     async def _replay(

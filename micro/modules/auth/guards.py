@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from micro.bus.endpoint import Endpoint
+from micro.bus.endpoint import Endpoint, Middleware
 from micro.bus.responder import call_handler
 from micro.context import Context
 from micro.modules.auth.identity import AuthUser
@@ -18,8 +18,6 @@ __all__ = ["Authenticate", "Middleware", "middleware", "required"]
 
 Authenticate = Callable[..., Awaitable[AuthUser | None]]
 """``Auth.authenticate``: ``(ctx, *, mode, roles)``."""
-
-Middleware = Callable[[Any, Context, Callable[[Any, Context], Awaitable[Any]]], Awaitable[Any]]
 
 
 def required(

@@ -59,11 +59,6 @@ class Tokens:
         self.ttl = settings.auth_token_ttl
         self._box = AESGCM(keys.secret_claims_key) if keys.secret_claims_key else None
 
-    @property
-    def can_sign(self) -> bool:
-        """False in a service holding only a public key."""
-        return self.keys.signing_key is not None
-
     def encode(self, claims: dict[str, Any]) -> str:
         """Sign ``claims`` as they are (no claim added or checked)."""
         if self.keys.signing_key is None:
