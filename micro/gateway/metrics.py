@@ -60,10 +60,38 @@ class GatewayMetrics:
             "Routes in the table built from discovery",
             registry=self.registry,
         )
+        metrics.watch_gateway(self)
+
+    # What OpenTelemetry observes (``micro.telemetry.metrics``): the same counts, read from
+    # this registry when the SDK collects, so nothing is counted twice.
+
+    def error_counts(self) -> list[tuple[float, dict[str, str]]]:
+        return [
+            (
+                sample.value,
+                {
+                    "error.type": sample.labels["code"],
+                    "http.response.status_code": sample.labels["status"],
+                },
+            )
+            for family in self.errors.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        ]
+
+    def in_flight_calls(self) -> float:
+        return _value(self.in_flight)
+
+    def route_count(self) -> float:
+        return _value(self.routes)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+def _value(gauge: Gauge) -> float:
+    return sum(sample.value for family in gauge.collect() for sample in family.samples)
 
 
 class MetricsMiddleware:

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Instruments",
+    "WatchedGateway",
     "forget_projector",
     "instruments",
     "refresh",
+    "watch_gateway",
     "watch_projector",
     "watch_responder",
 ]
@@ -38,6 +40,16 @@ class Watched(Protocol):
     head: int
     caught_up_at: float | None
     snapshot_at: float | None
+
+
+class WatchedGateway(Protocol):
+    """What a gateway shows the metrics besides its HTTP request durations."""
+
+    def error_counts(self) -> Iterable[tuple[float, dict[str, str]]]: ...
+
+    def in_flight_calls(self) -> float: ...
+
+    def route_count(self) -> float: ...
 
 
 class Instruments:
@@ -88,6 +100,24 @@ class Instruments:
             unit="s",
             description="When the models last caught up with the stream head (epoch seconds)",
         )
+        meter.create_observable_counter(
+            "micro.gateway.errors",
+            [_gateway_errors],
+            unit="{error}",
+            description="Error responses of the gateway, by error code and HTTP status",
+        )
+        meter.create_observable_gauge(
+            "micro.gateway.in_flight",
+            [_gateway_in_flight],
+            unit="{call}",
+            description="Calls the gateway is forwarding right now",
+        )
+        meter.create_observable_gauge(
+            "micro.gateway.routes",
+            [_gateway_routes],
+            unit="{route}",
+            description="Routes in the gateway's table built from discovery",
+        )
         meter.create_observable_gauge(
             "micro.snapshot.age",
             [_snapshot_age],
@@ -98,6 +128,7 @@ class Instruments:
 
 _responders: weakref.WeakSet[Responder] = weakref.WeakSet()
 _projectors: weakref.WeakSet[Any] = weakref.WeakSet()
+_gateways: weakref.WeakSet[Any] = weakref.WeakSet()
 _instruments: Instruments | None = None
 _provider: object = None
 
@@ -127,6 +158,11 @@ def watch_responder(responder: Responder) -> None:
 def watch_projector(projector: Watched) -> None:
     """Report the lag, catch-up time and snapshot age of ``projector`` while it lives."""
     _projectors.add(projector)
+
+
+def watch_gateway(gateway: WatchedGateway) -> None:
+    """Report the error counts, calls in flight and routes of a gateway while it lives."""
+    _gateways.add(gateway)
 
 
 def forget_projector(projector: Watched) -> None:
@@ -178,3 +214,24 @@ def _snapshot_age(_options: CallbackOptions) -> Iterable[Observation]:
     for projector in list(_projectors):
         if projector.snapshot_at is not None:
             yield Observation(now - projector.snapshot_at, {"micro.models": projector.name})
+
+
+def _gateway_errors(_options: CallbackOptions) -> Iterable[Observation]:
+    totals: dict[tuple[tuple[str, str], ...], float] = {}
+    for gateway in list(_gateways):
+        for count, labels in gateway.error_counts():
+            key = tuple(sorted(labels.items()))
+            totals[key] = totals.get(key, 0.0) + count
+    for key, count in totals.items():
+        yield Observation(count, dict(key))
+
+
+def _gateway_in_flight(_options: CallbackOptions) -> Iterable[Observation]:
+    if _gateways:
+        yield Observation(sum(gateway.in_flight_calls() for gateway in list(_gateways)))
+
+
+def _gateway_routes(_options: CallbackOptions) -> Iterable[Observation]:
+    for gateway in list(_gateways):
+        yield Observation(gateway.route_count())
+        break  # every gateway of a namespace builds the same table

@@ -57,3 +57,34 @@ async def test_an_http_request_through_the_gateway_is_one_trace_down_to_the_serv
         if found.get("http.route") == "/greetings/{name}"
     ]
     assert durations == [1]
+
+
+async def test_the_gateways_prometheus_measures_are_otel_metrics_too(
+    sdk: Sdk, micro_settings: Settings
+) -> None:
+    service = Micro(micro_settings, service="greeter").add("greet", lambda r: f"hi {r['name']}")
+    gateway = Gateway(
+        Micro(micro_settings, service="gateway"),
+        GatewaySettings(port=0, required_services=["greeter"]),
+        routes=[Route("POST", "/greetings/{name}", "greet")],
+        event_store=MemoryEventStore(),
+    )
+    async with service:
+        await gateway.start()
+        try:
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+                for _ in range(2):
+                    response = await client.get("/api/nobody/nothing")
+                    assert response.status_code == 404
+                errors = [
+                    (found, point.value) for found, point in sdk.points("micro.gateway.errors")
+                ]
+                routes = [point.value for _, point in sdk.points("micro.gateway.routes")]
+                in_flight = [point.value for _, point in sdk.points("micro.gateway.in_flight")]
+        finally:
+            await gateway.stop()
+            await gateway.micro.close()
+    assert errors == [({"error.type": "not_found", "http.response.status_code": "404"}, 2)]
+    assert len(routes) == 1
+    assert routes[0] >= 1
+    assert in_flight == [0]
