@@ -85,6 +85,8 @@ def top(
     ] = False,
 ) -> None:
     """Show services live: per-command rate, p50/p99, errors and model lag (Ctrl-C quits)."""
+    if json and not once:
+        fail("--json prints one snapshot: use it with --once")
     settings = load_settings(embedded=False, log_level="warning")
     namespace = None if all_namespaces else settings.namespace
 

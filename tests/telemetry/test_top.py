@@ -79,3 +79,20 @@ async def test_top_once_json_shows_the_rate_latency_errors_and_lag_of_the_load_j
     assert row["requests"] == sent + 2
     assert row["rate"] == 0
     assert entry["lag"] == 0
+
+
+async def test_top_json_without_once_is_refused_with_a_clear_line(micro_settings: Settings) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "micro.cli",
+        "top",
+        "--json",
+        env={**os.environ, "NATS_URL": micro_settings.nats_url or "", "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    output, errors = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert output == b""
+    assert "--json prints one snapshot: use it with --once" in errors.decode()
