@@ -27,8 +27,9 @@ from micro.bus.connection import confirm, connect
 from micro.bus.endpoint import Endpoint, Middleware
 from micro.bus.events import Events, Listener
 from micro.bus.hooks import Hooks, check_middleware
-from micro.bus.responder import Responder
+from micro.bus.responder import FALLBACK_KIND, Responder
 from micro.bus.services import ServiceResponder, new_instance_id
+from micro.bus.subjects import fallback_subject
 from micro.context import Context, new_id
 from micro.discovery import DEFAULT_WINDOW, ServiceRecord, discover, list_services
 from micro.errors import ConfigError, ValidationError
@@ -95,6 +96,7 @@ class Micro:
         self.modules = ModuleLoader(self)
         register_builtin_modules(self.modules)
         self._procedures: list[tuple[list[str], Callable[..., Any]]] = []
+        self._fallback: Endpoint | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._owns_client = True
         self.instance_id = new_instance_id()
@@ -147,6 +149,47 @@ class Micro:
         if self._responder is not None:
             self._spawn(self._responder.add(endpoint))
         return self
+
+    def fallback(self, handler: Callable[..., Any], *, description: str = "") -> Self:
+        """Answer every command of this namespace that no service serves.
+
+        Instead of ``ServiceNotFoundError``, a caller of a command nobody serves gets what
+        ``handler`` returns or raises. The handler takes what ``add``'s handlers take;
+        ``ctx.command`` is the command that was asked for. One service of a namespace may
+        hold the fallback (any number of its instances): a second one fails to start with
+        ``ConfigError``.
+
+        Usage::
+
+            def removed(payload, ctx):
+                raise NotFoundError(f"{ctx.command!r} was removed in 2.0: use 'pay'")
+
+            micro.fallback(removed)
+        """
+        if self._fallback is not None:
+            raise ValueError("this Micro already has a fallback handler")
+        if self._opened:
+            raise RuntimeError("add the fallback before the Micro starts")
+        self._fallback = Endpoint.build(
+            "*", handler, kind=FALLBACK_KIND, description=description or "the fallback"
+        )
+        return self
+
+    async def _serve_fallback(self, responder: Responder) -> None:
+        assert self._fallback is not None
+        # Checked through discovery, so a rival in another process is found too; two
+        # services starting at the same instant can both pass (documented).
+        for record in await self.services():
+            holds = any(endpoint.kind == FALLBACK_KIND for endpoint in record.endpoints)
+            if holds and record.service != self.settings.service:
+                raise ConfigError(
+                    f"service {record.service!r} already holds the fallback of namespace "
+                    f"{self.settings.namespace!r}; only one service of a namespace may",
+                    details={"holder": record.service, "namespace": self.settings.namespace},
+                )
+        await responder.add(
+            self._fallback, flush=False, subject=fallback_subject(self.settings.namespace)
+        )
 
     def command(
         self, name: str, **options: Any
@@ -309,7 +352,7 @@ class Micro:
     # -- discovery -----------------------------------------------------------------------
 
     def _announced(self) -> bool:
-        return bool(self.endpoints or self._listeners)
+        return bool(self.endpoints or self._listeners or self._fallback)
 
     def _learn(self, records: list[ServiceRecord]) -> list[ServiceRecord]:
         # Idempotent commands seen in discovery are retried on retryable errors from now on.
@@ -446,6 +489,8 @@ class Micro:
             status["models"] = self.modules.instances["commander"].health()
         if "app_stream" in self.modules.instances:
             status["event_handlers"] = self.modules.instances["app_stream"].health()
+        if self._responder is not None and self._responder.load is not None:
+            status["load"] = self._responder.load.status()
         return status
 
     async def _lag(self) -> int | None:
@@ -489,6 +534,8 @@ class Micro:
         try:
             # Modules first (the commander catches its models up): nothing is served before.
             await self.modules.start()
+            if self._fallback is not None:
+                await self._serve_fallback(self._responder)
             await self._responder.serve(list(self.endpoints.values()))  # flushes all above
             for names, procedure in self._procedures:
                 await self._run_procedure(names, procedure)

@@ -51,6 +51,8 @@ class Context:
     _caller: Caller | None = field(default=None, repr=False)
     _send: Callable[[Any], Awaitable[None]] | None = field(default=None, repr=False)
     finished: bool = field(default=False, repr=False)
+    token: str | None = None
+    """Set when the caller's session slid: the reply carries the fresh token."""
 
     @property
     def remaining(self) -> float | None:

@@ -61,6 +61,8 @@ class Session:
         )
         if reply.position is not None and reply.position > self.position:
             self.position = reply.position
+        if reply.token is not None:
+            self.meta["token"] = reply.token  # the session slid: later calls carry the new one
         return reply
 
     async def act(

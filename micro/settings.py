@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=1000, ge=1)
     """Requests one instance handles at once; beyond it callers get ``OverloadedError``."""
 
+    shed_loop_lag: float = Field(default=0.0, ge=0)
+    """Seconds of event-loop lag beyond which new requests get ``OverloadedError``
+    (retryable) until the loop catches up; 0 turns it off."""
+
+    shed_rss_mib: int = Field(default=0, ge=0)
+    """Resident memory, in MiB, beyond which new requests get ``OverloadedError``; 0 off."""
+
+    codec: Literal["json", "msgpack"] = "json"
+    """The body codec this Micro's calls use; a service answers in the codec it was asked in.
+    JSON is what NATS tooling and other languages' clients speak."""
+
     embedded: bool = True
     """Start a nats-server when no ``nats_url`` is set and nothing listens locally."""
 
@@ -142,6 +153,11 @@ class Settings(BaseSettings):
 
     auth_token_ttl: float = Field(default=900.0, gt=0)
     """Seconds a token is valid; ``auth refresh`` issues a new one."""
+
+    auth_sliding_sessions: bool = False
+    """Slide sessions: a call made with a token past half its lifetime is answered with a
+    fresh one (reply header ``Micro-Token``; ``X-Micro-Token`` through the gateway). A
+    revoked or expired session never slides, and no token outlives its session."""
 
     auth_session_ttl: float = Field(default=30 * 86400.0, gt=0)
     """Seconds a login session lives without a refresh."""

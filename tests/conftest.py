@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # from a fixed derivation, and no example database carries one run's finds into the next.
 # MICRO_FUZZ_EXPLORE=1 (or --hypothesis-profile=explore) draws new random examples instead;
 # every failure it finds becomes an explicit example in the test that found it.
-hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+# No per-example deadline: on a loaded machine one slow example is not a failure.
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None
+)
 hypothesis_settings.register_profile("explore", database=None, max_examples=200)
 hypothesis_settings.load_profile("explore" if os.environ.get("MICRO_FUZZ_EXPLORE") else "ci")
 

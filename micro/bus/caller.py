@@ -25,8 +25,9 @@ from micro._inbox import ReplyInbox
 from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
+from micro.bus.codecs import DEFAULT_CODEC, decode_body, encode_body
 from micro.bus.hooks import Hooks
-from micro.bus.subjects import check_name, command_subject
+from micro.bus.subjects import check_name, command_subject, fallback_subject
 from micro.context import Context, current_context, new_id
 from micro.errors import (
     LoopDetectedError,
@@ -53,6 +54,8 @@ class Reply:
 
     value: Any
     position: int | None = None
+    token: str | None = None
+    """A fresh token for the caller's session, when the session slid (``Micro-Token``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +176,8 @@ class Caller:
                 f"meta must be a dict, not {type(meta).__name__}",
                 details={"fields": [{"field": "meta", "reason": "not an object"}]},
             )
-        data = encode(payload)
+        codec = self.settings.codec
+        data = encode(payload) if codec == DEFAULT_CODEC else encode_body(payload, codec)
         limit = self.client.max_payload
         if limit and len(data) > limit - 4096:  # headers travel in the same message
             raise PayloadTooLargeError(
@@ -219,6 +223,8 @@ class Caller:
             headers[h.MIN_POSITION] = str(int(min_position))
         if stream:
             headers[h.STREAM] = "1"
+        if codec != DEFAULT_CODEC:
+            headers[h.CODEC] = codec
         return subject, data, headers, wait
 
     async def request(
@@ -298,7 +304,17 @@ class Caller:
         self, name: str, subject: str, data: bytes, headers: dict[str, str], wait: float
     ) -> Reply:
         try:
-            msg = await self._inbox.request(subject, data, headers, wait)
+            try:
+                msg = await self._inbox.request(subject, data, headers, wait)
+            except NoRespondersError:
+                # Nobody serves the command: the namespace's fallback, if a service holds
+                # one, answers instead. Asked only now, so served calls pay nothing for it.
+                msg = await self._inbox.request(
+                    fallback_subject(self.settings.namespace),
+                    data,
+                    {**headers, h.COMMAND: name},
+                    wait,
+                )
         except NoRespondersError:
             raise ServiceNotFoundError(
                 f"no service serves {name!r}", trace_id=headers[h.TRACE_ID]
@@ -368,7 +384,8 @@ class Caller:
                     )
                 kind = msg.headers.get(h.STREAM) if msg.headers else None
                 if kind == "more":
-                    yield decode(msg.data, what="stream message")
+                    codec = (msg.headers or {}).get(h.CODEC)
+                    yield decode_body(msg.data, codec, what="stream message")
                     continue
                 outcome = _read_reply(msg).value
                 yield outcome
@@ -402,5 +419,7 @@ def _read_reply(msg: Msg) -> Reply:
                 body = {"error": {"code": "remote_error", "message": headers.get(h.SERVICE_ERROR)}}
             raise MicroError.from_wire(body, status=status)
         position = headers.get(h.POSITION)
-        return Reply(decode(msg.data, what="reply"), parse_non_negative_int(position))
+        codec = headers.get(h.CODEC)
+        value = decode(msg.data, what="reply") if codec is None else decode_body(msg.data, codec)
+        return Reply(value, parse_non_negative_int(position), headers.get(h.TOKEN))
     return Reply(decode(msg.data, what="reply"))

@@ -140,14 +140,18 @@ class Endpoint:
             except pydantic.PydanticSchemaGenerationError:
                 self.reply_adapter = None
 
-    def parse(self, payload: Any) -> Any:
-        """The payload as the handler wants it; ``ValidationError`` listing each bad field."""
+    def parse(self, payload: Any, command: str | None = None) -> Any:
+        """The payload as the handler wants it; ``ValidationError`` listing each bad field.
+
+        ``command`` names the command asked for when it is not this endpoint's own (a
+        fallback answering for a command nobody serves)."""
         if self.request_adapter is None:
             return payload
         try:
             return self.request_adapter.validate_python(payload)
         except pydantic.ValidationError as error:
-            raise ValidationError.from_pydantic(error, what=f"payload for {self.name!r}") from None
+            what = f"payload for {command or self.name!r}"
+            raise ValidationError.from_pydantic(error, what=what) from None
 
     def request_schema(self) -> dict[str, Any] | None:
         if self.declared_request_schema is not None:

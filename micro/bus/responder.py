@@ -24,9 +24,11 @@ from nats.aio.subscription import Subscription
 
 from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
-from micro.bus.codec import decode, encode
+from micro.bus.codec import encode
+from micro.bus.codecs import decode_body, encode_body
 from micro.bus.connection import confirm
 from micro.bus.endpoint import Endpoint
+from micro.bus.load import LoadMonitor
 from micro.bus.subjects import command_subject
 from micro.context import Context, current_context, new_id
 from micro.errors import (
@@ -45,7 +47,10 @@ if TYPE_CHECKING:
     from micro.bus.caller import Caller
     from micro.bus.hooks import Hooks
 
-__all__ = ["EndpointStats", "Responder", "call_handler"]
+__all__ = ["FALLBACK_KIND", "EndpointStats", "Responder", "call_handler"]
+
+FALLBACK_KIND = "fallback"
+"""The kind of the endpoint that answers commands no service serves (``Micro.fallback``)."""
 
 _log = structlog.get_logger("micro.responder")
 
@@ -88,6 +93,11 @@ class Responder:
         self._draining = False
         self._max_in_flight = settings.max_in_flight
         self._active = 0
+        self.load: LoadMonitor | None = None
+        if settings.shed_loop_lag or settings.shed_rss_mib:
+            self.load = LoadMonitor(
+                max_lag=settings.shed_loop_lag, max_rss=settings.shed_rss_mib * 2**20
+            )
 
     @property
     def in_flight(self) -> int:
@@ -95,12 +105,18 @@ class Responder:
 
     async def serve(self, endpoints: list[Endpoint]) -> None:
         """Subscribe every endpoint; returns once the server confirmed the subscriptions."""
+        if self.load is not None:
+            self.load.start()
         for endpoint in endpoints:
             await self.add(endpoint, flush=False)
         await confirm(self.client, self.settings.connect_timeout)
 
-    async def add(self, endpoint: Endpoint, *, flush: bool = True) -> None:
-        subject = command_subject(self.settings.namespace, endpoint.name)
+    async def add(
+        self, endpoint: Endpoint, *, flush: bool = True, subject: str | None = None
+    ) -> None:
+        """Serve ``endpoint`` on its command subject (or on ``subject``)."""
+        if subject is None:
+            subject = command_subject(self.settings.namespace, endpoint.name)
         served = _Served(endpoint, subject)
         served.subscription = await self.client.subscribe(
             subject,
@@ -120,19 +136,16 @@ class Responder:
         async def on_message(msg: Msg) -> None:
             if self._draining:
                 return  # drained subscriptions may still hand over a last message: not ours
-            if self._active >= self._max_in_flight:
-                served.stats.requests += 1
-                await self._reply_error(
-                    msg,
-                    OverloadedError(
-                        f"{self.settings.service!r} has {self._active} requests in flight "
-                        f"(limit {self._max_in_flight}); try again shortly",
+            if self._active >= self._max_in_flight or self.load is not None:
+                why = self._overloaded()
+                if why is not None:
+                    served.stats.requests += 1
+                    error = OverloadedError(
+                        f"{self.settings.service!r} {why}; try again shortly",
                         service=self.settings.service,
-                    ),
-                    served,
-                    None,
-                )
-                return
+                    )
+                    await self._reply_error(msg, error, served, None)
+                    return
             # Counted here, not when the task starts: messages arriving in one burst are
             # all dispatched before any task runs, and each must see the ones before it.
             self._active += 1
@@ -145,6 +158,13 @@ class Responder:
             task.add_done_callback(self._in_flight.discard)
 
         return on_message
+
+    def _overloaded(self) -> str | None:
+        """Why a new request is refused now (too many in flight, or shedding), if it is."""
+        if self._active >= self._max_in_flight:
+            return f"has {self._active} requests in flight (limit {self._max_in_flight})"
+        reason = self.load.reason() if self.load is not None else None
+        return None if reason is None else f"sheds load: {reason}"
 
     def _context(self, endpoint: Endpoint, msg: Msg) -> Context:
         headers = msg.headers
@@ -193,14 +213,18 @@ class Responder:
         token = None
         span = None
         failure: BaseException | None = None
+        codec: str | None = None
         try:
             ctx = self._context(endpoint, msg)
+            if endpoint.kind == FALLBACK_KIND and msg.headers:
+                ctx.command = msg.headers.get(h.COMMAND) or ctx.command
             if (tracer := tracing.tracer()) is not None:
-                span = tracing.start_server_span(tracer, endpoint.name, served.subject, msg.headers)
+                span = tracing.start_server_span(tracer, ctx.command, served.subject, msg.headers)
                 ctx.trace_id, ctx.span_id = tracing.trace_ids(span[0])
             token = current_context.set(ctx)
+            codec = msg.headers.get(h.CODEC) if msg.headers else None
             if msg.headers and msg.headers.get(h.STREAM) == "1" and msg.reply:
-                ctx._send = self._sender(msg.reply, endpoint.name)
+                ctx._send = self._sender(msg.reply, endpoint.name, codec)
             if ctx.hops >= self.settings.max_hops:
                 raise LoopDetectedError(
                     f"{endpoint.name!r} was reached after {ctx.hops} nested calls "
@@ -208,13 +232,17 @@ class Responder:
                 )
             if ctx.deadline is not None and ctx.deadline <= time.time():
                 raise TimeoutError(f"the deadline of {endpoint.name!r} passed before it started")
-            payload = decode(msg.data, what="payload")
+            payload = decode_body(msg.data, codec, what="payload")
             if self.hooks.server_side:
                 reply = await self.hooks.run_server(endpoint, payload, ctx, self._invoke)
             else:
                 reply = await self._invoke(endpoint, payload, ctx)
             try:
-                body = encode(endpoint.dump(reply), what="reply")
+                body = (
+                    encode(endpoint.dump(reply), what="reply")
+                    if codec is None
+                    else encode_body(endpoint.dump(reply), codec, what="reply")
+                )
             except ValidationError as error:
                 raise InternalError(
                     f"{endpoint.name!r} returned a value that cannot be sent: {error}"
@@ -236,12 +264,21 @@ class Responder:
             ctx.finished = True
             if msg.reply:
                 reply_headers = None
-                if ctx._send is not None or ctx.position is not None:
+                if (
+                    ctx._send is not None
+                    or ctx.position is not None
+                    or codec is not None
+                    or ctx.token is not None
+                ):
                     reply_headers = {}
                     if ctx._send is not None:
                         reply_headers[h.STREAM] = "end"
                     if ctx.position is not None:
                         reply_headers[h.POSITION] = str(ctx.position)
+                    if codec is not None:
+                        reply_headers[h.CODEC] = codec
+                    if ctx.token is not None:
+                        reply_headers[h.TOKEN] = ctx.token
                 await self.client.publish(msg.reply, body, headers=reply_headers)
         finally:
             self._active -= 1
@@ -266,13 +303,14 @@ class Responder:
             return await _chain(endpoint, 0)(payload, ctx)
         return await call_handler(endpoint, payload, ctx)
 
-    def _sender(self, reply: str, name: str) -> Callable[[Any], Awaitable[None]]:
+    def _sender(self, reply: str, name: str, codec: str | None) -> Callable[[Any], Awaitable[None]]:
         stream_headers = {h.STREAM: "more"}
+        if codec is not None:
+            stream_headers[h.CODEC] = codec
 
         async def send(message: Any) -> None:
-            await self.client.publish(
-                reply, encode(message, what=f"message sent by {name!r}"), headers=stream_headers
-            )
+            data = encode_body(message, codec or "json", what=f"message sent by {name!r}")
+            await self.client.publish(reply, data, headers=stream_headers)
 
         return send
 
@@ -314,6 +352,8 @@ class Responder:
         while self._in_flight and time.monotonic() < deadline:
             await asyncio.wait(set(self._in_flight), timeout=deadline - time.monotonic())
         self._draining = True
+        if self.load is not None:
+            await self.load.stop()
         if self._in_flight:
             _log.warning("requests still in flight after drain timeout", count=len(self._in_flight))
 
@@ -321,7 +361,7 @@ class Responder:
 async def call_handler(endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
     """Validate the payload and run the handler alone (no middleware, no hooks)."""
     if endpoint.takes_payload:
-        argument = endpoint.parse(payload)
+        argument = endpoint.parse(payload, ctx.command)
         result = (
             endpoint.handler(argument, ctx)
             if endpoint.takes_context

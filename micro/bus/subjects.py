@@ -73,6 +73,11 @@ def command_subject(namespace: str, name: str) -> str:
     return f"{namespace}.cmd.{encode_name(name)}"
 
 
+def fallback_subject(namespace: str) -> str:
+    """``<namespace>.fallback``: where a call goes when no service serves its command."""
+    return f"{namespace}.fallback"
+
+
 def event_subject(namespace: str, name: str) -> str:
     """``<namespace>.emit.<token>``: where fire-and-forget events of that name go."""
     return f"{namespace}.emit.{encode_name(name)}"

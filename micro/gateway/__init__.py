@@ -3,12 +3,14 @@ the declarative ``Portal`` that ``micro run`` serves beside its apps (``portal.p
 
 from __future__ import annotations
 
+from micro.gateway.fanout import FanOut
 from micro.gateway.gateway import Gateway, http_status
 from micro.gateway.portal import Portal, serve_portal
 from micro.gateway.routes import Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
 
 __all__ = [
+    "FanOut",
     "Gateway",
     "GatewaySettings",
     "Operation",

@@ -81,6 +81,7 @@ from micro.gateway.decoding import (
     request_payload,
 )
 from micro.gateway.errors import error_json, http_status, json_response, public_error
+from micro.gateway.fanout import FanOut, call_all
 from micro.gateway.feed import EventFeed
 from micro.gateway.live import stats_route
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
@@ -95,6 +96,7 @@ _log = structlog.get_logger("micro.gateway")
 
 STATIC = Path(__file__).parent / "static"
 POSITION_HEADER = "X-Micro-Position"
+TOKEN_HEADER = "X-Micro-Token"
 _MISS_REFRESH_GAP = 0.5
 _LOOKS_MISSED_BEFORE_DROP = 2
 
@@ -120,7 +122,8 @@ class Gateway:
 
     ``micro`` is the connected Micro the gateway calls through (``await micro.open()`` first,
     or use ``serve``, which opens it). ``routes`` adds explicit routes, ``schemas`` supplies
-    request schemas for commands whose services publish none, ``event_store`` feeds
+    request schemas for commands whose services publish none, ``fan_outs`` adds routes
+    that call several commands at once (``FanOut``), ``event_store`` feeds
     ``<prefix>/events`` (without one the feed answers 503), and ``console`` is a folder of
     static files served at ``/`` (its ``index.html``) and ``/static/``.
     """
@@ -131,6 +134,7 @@ class Gateway:
         settings: GatewaySettings | None = None,
         *,
         routes: Sequence[Route] = (),
+        fan_outs: Sequence[FanOut] = (),
         schemas: Mapping[str, dict[str, Any]] | None = None,
         event_store: EventStore | None = None,
         console: Path | None = None,
@@ -139,6 +143,7 @@ class Gateway:
         self.micro = micro
         self.settings = settings or GatewaySettings()
         self.routes = list(routes)
+        self.fan_outs = list(fan_outs)
         self.schemas = dict(schemas or {})
         self.title = title
         self.console = console
@@ -196,7 +201,7 @@ class Gateway:
                     allow_origins=self.settings.cors_origins,
                     allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                     allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-                    expose_headers=[POSITION_HEADER, "Retry-After"],
+                    expose_headers=[POSITION_HEADER, TOKEN_HEADER, "Retry-After"],
                 )
             )
         app = Starlette(
@@ -356,6 +361,7 @@ class Gateway:
         """The OpenAPI 3.1 document of the current route table."""
         return build_openapi(
             self.table.operations,
+            fan_outs=self.fan_outs,
             title=self.title,
             version=self.micro.settings.version,
             description="Commands are POST, views GET; errors are "
@@ -450,6 +456,10 @@ class Gateway:
     async def _call(self, request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
         path = request.url.path
+        for fan_out in self.fan_outs:
+            parameters = fan_out.match(method, path)
+            if parameters is not None:
+                return await self._fan_out(request, fan_out, parameters)
         found = self.table.match(method, path)
         if found is None:
             await self._refresh_on_miss()
@@ -495,7 +505,39 @@ class Gateway:
             self._in_flight -= 1
             self.metrics.in_flight.dec()
         headers = {POSITION_HEADER: str(reply.position)} if reply.position is not None else {}
+        if reply.token is not None:
+            headers[TOKEN_HEADER] = reply.token  # the session slid: the client keeps this one
         return json_response(reply.value, 200, headers)
+
+    async def _fan_out(
+        self, request: Request, fan_out: FanOut, parameters: dict[str, str]
+    ) -> Response:
+        request.scope[ROUTE_KEY] = fan_out.path
+        body = (
+            await read_body(request, self.settings.max_body)
+            if fan_out.method not in ("GET", "DELETE")
+            else None
+        )
+        payload = request_payload(request, fan_out.operation(), parameters, body)
+        min_position = await self._min_position(request)
+        if self._in_flight >= self.settings.max_in_flight:
+            raise TooManyRequestsError(
+                f"the gateway is forwarding {self._in_flight} calls already; retry shortly"
+            )
+        self._in_flight += 1
+        try:
+            status, composite, position = await call_all(
+                self.micro,
+                fan_out,
+                payload,
+                meta=bearer_meta(request) or None,
+                min_position=min_position,
+                timeout=self.settings.request_timeout,
+            )
+        finally:
+            self._in_flight -= 1
+        headers = {POSITION_HEADER: str(position)} if position is not None else {}
+        return json_response(composite, status, headers)
 
     # -- streams -------------------------------------------------------------------------
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from micro.gateway.payloads import properties
 from micro.gateway.routes import Operation
+
+if TYPE_CHECKING:
+    from micro.gateway.fanout import FanOut
 
 __all__ = ["ERROR_SCHEMA", "ERROR_STATUSES", "build_openapi"]
 
@@ -168,16 +172,70 @@ def _is_structured(schema: Any, root: dict[str, Any]) -> bool:
     return kind in ("object",) or "$ref" in schema or "allOf" in schema
 
 
+def _fan_out(fan_out: FanOut) -> dict[str, Any]:
+    outcome = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"status": {"const": 200}, "result": {}},
+                "required": ["status", "result"],
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "integer"},
+                    "error": ERROR_SCHEMA["properties"]["error"],
+                },
+                "required": ["status", "error"],
+            },
+        ]
+    }
+    composite = {
+        "type": "object",
+        "properties": dict.fromkeys(fan_out.calls, outcome),
+        "required": list(fan_out.calls),
+    }
+    calls = ", ".join(f"`{key}`: `{command}`" for key, command in fan_out.calls.items())
+    return {
+        "operationId": fan_out.operation().operation_id,
+        "summary": fan_out.summary or f"Calls {len(fan_out.calls)} commands at once",
+        "description": f"Fan-out to {calls}, concurrently, each with its own deadline.",
+        "x-micro-kind": "fan-out",
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in fan_out.parameters
+        ],
+        "responses": {
+            "200": {
+                "description": "Every call succeeded",
+                "content": {"application/json": {"schema": composite}},
+            },
+            "207": {
+                "description": "Some calls failed: each key holds its own status",
+                "content": {"application/json": {"schema": composite}},
+            },
+            "400": {"$ref": "#/components/responses/Error400"},
+        },
+    }
+
+
 def build_openapi(
-    operations: list[Operation], *, title: str, version: str, description: str = ""
+    operations: list[Operation],
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+    fan_outs: Sequence[FanOut] = (),
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document describing ``operations``."""
+    """The OpenAPI 3.1 document describing ``operations`` (and ``fan_outs``)."""
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(
             operation, components
         )
+    for fan_out in fan_outs:
+        paths.setdefault(fan_out.path, {})[fan_out.method.lower()] = _fan_out(fan_out)
     responses = {
         f"Error{status}": {
             "description": text,

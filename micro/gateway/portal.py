@@ -24,6 +24,7 @@ import structlog
 
 from micro.app import Micro
 from micro.eventstore import EventStore, open_event_store
+from micro.gateway.fanout import FanOut
 from micro.gateway.gateway import Gateway
 from micro.gateway.routes import Route
 from micro.gateway.settings import GatewaySettings
@@ -41,6 +42,8 @@ class Portal:
     """Shown in the OpenAPI document, and in the line that announces the URL."""
     routes: Sequence[Route] = ()
     """Explicit routes, besides those generated from discovery."""
+    fan_outs: Sequence[FanOut] = ()
+    """Routes that call several commands at once and answer with each outcome."""
     console: Path | None = None
     """A folder of static files served at ``/`` (its ``index.html``) and ``/static/``."""
     apps: Sequence[Path] = ()
@@ -121,6 +124,7 @@ def _gateway(
         front,
         settings,
         routes=portal.routes,
+        fan_outs=portal.fan_outs,
         event_store=store,
         console=portal.console,
         title=portal.title,

@@ -136,6 +136,8 @@ class RouteTable:
         endpoints: dict[str, tuple[str, Any]] = {}
         for record in sorted(records, key=lambda record: (record.service, record.id)):
             for endpoint in record.endpoints:
+                if endpoint.kind == "fallback":
+                    continue  # answers commands nobody serves: it has no route of its own
                 if not any(fnmatch.fnmatchcase(endpoint.name, pattern) for pattern in hidden):
                     endpoints.setdefault(endpoint.name, (record.service, endpoint))
         operations: list[Operation] = []

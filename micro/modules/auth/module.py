@@ -220,7 +220,29 @@ class Auth:
                 details={"roles": list(roles)},
             )
         ctx.user = user
+        if self.settings.auth_sliding_sessions and user.kind == "user":
+            ctx.token = self._slide(user)
         return user
+
+    def _slide(self, user: AuthUser) -> str | None:
+        """A fresh token for ``user``'s session once the one it came with is past half its
+        lifetime; never beyond the session's own expiry (revocation was checked by verify)."""
+        claims = user.claims
+        issued, expires = claims.get("iat"), claims.get("exp")
+        if not isinstance(issued, int) or not isinstance(expires, int):
+            return None
+        now = time.time()
+        if now < issued + (expires - issued) / 2 or self.tokens.keys.signing_key is None:
+            return None
+        record, session = self._lookup(user.id, user.session or "")
+        if record is None or session is None:
+            return None
+        left = session.expires_at.timestamp() - now
+        if left <= 0:
+            return None
+        issued_claims = self.session_token(record, session.id, ttl=min(self.tokens.ttl, left))
+        token: str = issued_claims["token"]
+        return token
 
     async def verify(self, token: object, ctx: Context | None = None) -> AuthUser:
         """The user a token stands for; ``UnauthorizedError`` (with a reason) otherwise."""
@@ -322,7 +344,9 @@ class Auth:
             raise TypeError("add_claims takes a function of the user record")
         self._claims.append((provider, secret))
 
-    def session_token(self, user: Any, session_id: str) -> dict[str, Any]:
+    def session_token(
+        self, user: Any, session_id: str, *, ttl: float | None = None
+    ) -> dict[str, Any]:
         """A new token for an open session of ``user`` (a user record), as a reply."""
         claims: dict[str, Any] = {}
         secrets: dict[str, Any] = {}
@@ -330,7 +354,7 @@ class Auth:
             (secrets if secret else claims).update(provider(user))
         claims.update(login=user.login, name=user.name, roles=sorted(user.roles))
         token, body = self.tokens.issue(
-            subject=user.id, session=session_id, claims=claims, secrets=secrets or None
+            subject=user.id, session=session_id, ttl=ttl, claims=claims, secrets=secrets or None
         )
         return {
             "token": token,

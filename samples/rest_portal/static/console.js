@@ -35,6 +35,11 @@ async function api(method, path, body) {
   try { data = await response.json(); } catch (_) { /* empty or not JSON */ }
   const position = response.headers.get("X-Micro-Position");
   if (position) state.seen = Math.max(state.seen, Number(position));
+  const slid = response.headers.get("X-Micro-Token");  // the session slid: keep the new token
+  if (slid && state.token) {
+    state.token = slid;
+    sessionStorage.setItem("micro.token", slid);
+  }
   return { ok: response.ok, status: response.status, data, position: position ? Number(position) : null };
 }
 
