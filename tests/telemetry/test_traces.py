@@ -48,20 +48,20 @@ def console_spans(output: str) -> list[dict[str, Any]]:
     return spans
 
 
-class TestAcrossProcesses:
-    def test_a_service_run_under_opentelemetry_instrument_joins_the_callers_trace(
-        self, sdk: Sdk, micro_settings: Settings
-    ) -> None:
+class Instrumented:
+    """A service run under ``opentelemetry-instrument --traces_exporter console``."""
+
+    def __init__(self, source: str, settings: Settings, name: str) -> None:
         environment = {
             **os.environ,
-            "NATS_URL": micro_settings.nats_url or "",
-            "MICRO_NAMESPACE": micro_settings.namespace,
+            "NATS_URL": settings.nats_url or "",
+            "MICRO_NAMESPACE": settings.namespace,
             "MICRO_EMBEDDED": "false",
             "MICRO_LOG_FORMAT": "json",
             "PYTHONPATH": str(ROOT),
-            "OTEL_SERVICE_NAME": "echo",
+            "OTEL_SERVICE_NAME": name,
         }
-        process = subprocess.Popen(
+        self.process = subprocess.Popen(
             [
                 str(INSTRUMENT),
                 "--traces_exporter",
@@ -72,30 +72,78 @@ class TestAcrossProcesses:
                 "none",
                 sys.executable,
                 "-c",
-                textwrap.dedent(ECHO_SERVICE),
+                textwrap.dedent(source),
             ],
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "ready" not in line:
+            self.process.kill()
+            raise RuntimeError(f"{name} did not start: {self.process.communicate()[1][-2000:]}")
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Stop the service (the SDK flushes its spans on exit) and read what it printed."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        output, errors = self.process.communicate(timeout=30)
+        found = console_spans(output)
+        assert found, errors[-2000:]
+        return found
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate(timeout=30)
+
+
+def only(spans: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (span,) = [span for span in spans if span["name"] == name]
+    return span
+
+
+FRONT_SERVICE = """
+from micro import Micro
+micro = Micro(service="front")
+async def front(request, ctx):
+    return await ctx.act("double", request) + 1
+micro.add("front", front)
+async def ready(_micro):
+    print("ready", flush=True)
+micro.hook("on_start", ready)
+micro.start()
+"""
+
+BACK_SERVICE = """
+from micro import Micro
+micro = Micro(service="back")
+micro.add("double", lambda request: request["n"] * 2)
+async def ready(_micro):
+    print("ready", flush=True)
+micro.hook("on_start", ready)
+micro.start()
+"""
+
+
+class TestAcrossProcesses:
+    def test_a_service_run_under_opentelemetry_instrument_joins_the_callers_trace(
+        self, sdk: Sdk, micro_settings: Settings
+    ) -> None:
+        service = Instrumented(ECHO_SERVICE, micro_settings, "echo")
         try:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            assert "ready" in line, process.stderr.read() if process.stderr else line
 
             async def call() -> None:
                 async with Micro(micro_settings) as client:
                     assert await client.act("echo", {"hello": 1}) == {"hello": 1}
 
             asyncio.run(call())
+            span = only(service.spans(), "process echo")
         finally:
-            process.terminate()
-            output, errors = process.communicate(timeout=30)
+            service.stop()
         (act,) = sdk.named("act echo")
-        served = [span for span in console_spans(output) if span["name"] == "process echo"]
-        assert len(served) == 1, errors[-2000:]
-        (span,) = served
         assert span["context"]["trace_id"] == "0x" + hex_id(act.context.trace_id)
         assert span["parent_id"] == "0x" + hex_id(act.context.span_id, 16)
         assert span["kind"] == "SpanKind.SERVER"
@@ -106,6 +154,33 @@ class TestAcrossProcesses:
         assert act.kind is SpanKind.CLIENT
         assert act.attributes is not None
         assert act.attributes["messaging.operation.type"] == "send"
+
+    def test_a_nested_act_across_two_instrumented_services_is_one_chain_of_spans(
+        self, sdk: Sdk, micro_settings: Settings
+    ) -> None:
+        back = Instrumented(BACK_SERVICE, micro_settings, "back")
+        front = Instrumented(FRONT_SERVICE, micro_settings, "front")
+        try:
+
+            async def call() -> None:
+                async with Micro(micro_settings) as client:
+                    assert await client.act("front", {"n": 4}) == 9
+
+            asyncio.run(call())
+            front_spans, back_spans = front.spans(), back.spans()
+        finally:
+            front.stop()
+            back.stop()
+        (act,) = sdk.named("act front")
+        served = only(front_spans, "process front")
+        nested = only(front_spans, "act double")
+        deepest = only(back_spans, "process double")
+        trace = "0x" + hex_id(act.context.trace_id)
+        assert {span["context"]["trace_id"] for span in (served, nested, deepest)} == {trace}
+        assert served["parent_id"] == "0x" + hex_id(act.context.span_id, 16)
+        assert nested["parent_id"] == served["context"]["span_id"]
+        assert deepest["parent_id"] == nested["context"]["span_id"]
+        assert nested["kind"] == "SpanKind.CLIENT"
 
 
 class TestInOneProcess:
