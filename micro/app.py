@@ -38,7 +38,6 @@ from micro.modules.builtin import register_builtin_modules
 from micro.modules.loader import ModuleLoader
 from micro.session import Session
 from micro.settings import Settings
-from micro.telemetry import refresh_lag
 
 if TYPE_CHECKING:
     from micro.command.commander import Commander
@@ -496,7 +495,7 @@ class Micro:
     async def _lag(self) -> int | None:
         commander = self.modules.instances.get("commander")
         projector = getattr(commander, "projector", None)
-        return None if projector is None else await refresh_lag(projector)
+        return None if projector is None else await telemetry.refresh_lag(projector)
 
     # -- life cycle --------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from micro import Micro, Settings, ValidationError
+from micro.cli.top import _table
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TALLY = ROOT / "tests" / "command" / "apps" / "tally"
@@ -96,3 +98,37 @@ async def test_top_json_without_once_is_refused_with_a_clear_line(micro_settings
     assert process.returncode == 1
     assert output == b""
     assert "--json prints one snapshot: use it with --once" in errors.decode()
+
+
+def test_the_live_table_shows_each_command_with_rate_latency_errors_and_lag() -> None:
+    view = {
+        "at": 0.0,
+        "services": [
+            {
+                "service": "bank",
+                "instances": 2,
+                "lag": 3,
+                "ids": ["a", "b"],
+                "commands": [
+                    {
+                        "command": "deposit",
+                        "kind": "command",
+                        "requests": 1200,
+                        "errors": 4,
+                        "errors_by_code": {"rule_violation": 4},
+                        "rate": 123.4,
+                        "p50_ms": 1.25,
+                        "p90_ms": 2.0,
+                        "p99_ms": 7.5,
+                    }
+                ],
+            }
+        ],
+    }
+    console = Console(record=True, width=120, color_system=None)
+    console.print(_table(view, "demo"))
+    text = console.export_text()
+    (row,) = [line for line in text.splitlines() if "deposit" in line]
+    for figure in ("bank", "2", "123.4", "1200", "1.25", "7.50", "4", "3"):
+        assert figure in row
+    assert "namespace 'demo'" in text
