@@ -25,6 +25,7 @@ __all__ = [
     "TRACEPARENT",
     "end_http_span",
     "end_span",
+    "fail",
     "inject",
     "linked_span",
     "refresh",
@@ -32,6 +33,7 @@ __all__ = [
     "start_client_span",
     "start_http_span",
     "start_server_span",
+    "trace_ids",
     "tracer",
 ]
 
