@@ -126,6 +126,7 @@ class Projector:
         self._counter = itertools.count()
         self._journal = models.record_changes()
         self._task: asyncio.Task[None] | None = None
+        self._head_task: asyncio.Task[None] | None = None
         self._gate = asyncio.Lock()
 
     # -- running ------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class Projector:
         target = await self.store.last_position()
         self.head = max(self.head, target)
         metrics.watch_projector(self)
+        self._head_task = metrics.follow_head(self)
         self._task = asyncio.create_task(self._follow(), name=f"projector:{self.name}")
         started = time.monotonic()
         await self.wait_for(target, timeout)
@@ -147,6 +149,8 @@ class Projector:
 
     async def stop(self) -> None:
         metrics.forget_projector(self)
+        head_task, self._head_task = self._head_task, None
+        await stop_task(head_task)
         task, self._task = self._task, None
         await stop_task(task)
 

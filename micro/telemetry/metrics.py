@@ -9,6 +9,8 @@ opens, like the tracer).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Iterable
@@ -21,15 +23,22 @@ if TYPE_CHECKING:
     from micro.bus.responder import Responder
 
 __all__ = [
+    "HEAD_INTERVAL",
     "Instruments",
     "WatchedGateway",
+    "follow_head",
     "forget_projector",
     "instruments",
     "refresh",
+    "refresh_lag",
     "watch_gateway",
     "watch_projector",
     "watch_responder",
 ]
+
+
+class Store(Protocol):
+    async def last_position(self) -> int: ...
 
 
 class Watched(Protocol):
@@ -40,6 +49,9 @@ class Watched(Protocol):
     head: int
     caught_up_at: float | None
     snapshot_at: float | None
+
+    @property
+    def store(self) -> Store: ...
 
 
 class WatchedGateway(Protocol):
@@ -126,6 +138,9 @@ class Instruments:
         )
 
 
+HEAD_INTERVAL = 5.0
+"""Seconds between two looks at the store's head for the lag gauge."""
+
 _responders: weakref.WeakSet[Responder] = weakref.WeakSet()
 _projectors: weakref.WeakSet[Any] = weakref.WeakSet()
 _gateways: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -163,6 +178,39 @@ def watch_projector(projector: Watched) -> None:
 def watch_gateway(gateway: WatchedGateway) -> None:
     """Report the error counts, calls in flight and routes of a gateway while it lives."""
     _gateways.add(gateway)
+
+
+async def refresh_lag(projector: Watched, timeout: float = 0.25) -> int:
+    """Ask the store for its head and return how many events the models are behind it.
+
+    A store that does not answer within ``timeout`` leaves the last head known: ``$SRV.STATS``
+    waits on this, and a slow store must not make a service vanish from discovery.
+    """
+    try:
+        head = await asyncio.wait_for(projector.store.last_position(), timeout)
+    except Exception:
+        head = projector.head
+    projector.head = max(projector.head, head)
+    return max(0, projector.head - projector.position)
+
+
+def follow_head(projector: Watched) -> asyncio.Task[None] | None:
+    """While a meter provider is configured, learn the store's head every ``HEAD_INTERVAL`` s.
+
+    The projector learns the head from the events it applies; one that falls behind (a slow
+    reducer, a subscription that stalls) would not know by how much, and its lag gauge would
+    read zero when it matters most. ``None`` without an SDK: nothing runs then.
+    """
+    if _instruments is None:
+        return None
+
+    async def follow() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await refresh_lag(projector, timeout=HEAD_INTERVAL)
+            await asyncio.sleep(HEAD_INTERVAL)
+
+    return asyncio.create_task(follow(), name=f"lag:{projector.name}")
 
 
 def forget_projector(projector: Watched) -> None:

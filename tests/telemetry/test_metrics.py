@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from telemetry_support import Sdk
 
-from micro import Micro, Settings, ValidationError
+from micro import Micro, Settings, ValidationError, telemetry
+from micro.eventstore.base import ANY, NewEvent
+from micro.eventstore.memory import MemoryEventStore
+from micro.readmodel import AppliedEvent, Models
+from micro.readmodel.event import EventTypes
+from micro.readmodel.projector import Projector
+from micro.telemetry import metrics
 from micro.testing import wait_until as until
 
 TALLY = Path(__file__).resolve().parent.parent / "command" / "apps" / "tally"
@@ -62,3 +68,30 @@ async def test_counts_and_histogram_totals_are_exact_after_a_known_load(
         )
         caught_up = total(sdk, "micro.projector.last_catch_up", micro_models="metered")
         assert caught_up > 0
+
+
+async def test_the_lag_gauge_counts_the_events_models_have_not_applied(
+    sdk: Sdk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "HEAD_INTERVAL", 0.05)
+    telemetry.refresh()  # what Micro.open does: the projector runs here without a Micro
+
+    def poison(event: AppliedEvent, _models: Models) -> None:
+        if event.data["stop"]:
+            raise RuntimeError("this reducer stops the models")
+
+    store = MemoryEventStore()
+    projector = Projector(store, Models({}), {"Added": [poison]}, EventTypes(), name="behind")
+    await projector.start(timeout=10)
+    try:
+        for stop in (False, True, False, False, False):
+            await store.append("s", [NewEvent("Added", {"stop": stop})], ANY)
+
+        def lag() -> float:
+            return total(sdk, "micro.projector.lag", micro_models="behind")
+
+        # the models applied one event and stopped at the second: four are not applied
+        await until(lambda: lag() == 4, what="the lag gauge to count 4 events")
+    finally:
+        await projector.stop()
+    assert projector.position == 1
