@@ -20,6 +20,7 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
     "TRACEPARENT",
@@ -44,6 +45,7 @@ TRACEPARENT = "traceparent"
 _SYSTEM = "nats"
 _tracer: Tracer | None = None
 _EMPTY = otel_context.Context()
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 
 def _configured(provider: object) -> bool:
@@ -143,9 +145,13 @@ def fail(started: Span, error: BaseException) -> None:
 
 
 def inject(carrier: MutableMapping[str, Any]) -> None:
-    """Store the current trace context in ``carrier`` (event metadata), when tracing."""
+    """Store the current trace context in ``carrier`` (event metadata), when tracing.
+
+    Only ``traceparent``/``tracestate``: events are kept for ever, and baggage (which the
+    global propagator would add) may hold what a caller never meant to store.
+    """
     if _tracer is not None:
-        propagate.inject(carrier)
+        _TRACE_CONTEXT.inject(carrier)
 
 
 @contextlib.contextmanager
@@ -173,7 +179,7 @@ def linked_span(name: str, carrier: Mapping[str, Any], **attributes: Any) -> Ite
     links = []
     if TRACEPARENT in carrier:
         cause = trace.get_current_span(
-            propagate.extract({k: str(v) for k, v in carrier.items() if isinstance(v, str)})
+            _TRACE_CONTEXT.extract({k: v for k, v in carrier.items() if isinstance(v, str)})
         ).get_span_context()
         if cause.is_valid:
             links.append(Link(cause))

@@ -15,6 +15,8 @@ from typing import Any
 import nats
 import pytest
 import structlog
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, StatusCode
 from telemetry_support import Sdk, hex_id
 
@@ -303,3 +305,21 @@ class TestCommandsAndEvents:
         assert call.parent is not None
         assert call.parent.span_id == handled.context.span_id
         assert call.context.trace_id == handled.context.trace_id
+
+    async def test_events_store_the_trace_context_but_never_the_callers_baggage(
+        self, sdk: Sdk, micro_settings: Settings
+    ) -> None:
+        service = tally(micro_settings)
+        async with service:
+            token = otel_context.attach(baggage.set_baggage("card", "4111-1111"))
+            try:
+                await service.act("add", {"id": "b", "amount": 1})
+            finally:
+                otel_context.detach(token)
+            (event,) = await service.commander.store.read("tally-b")
+        (served,) = sdk.named("process add")
+        assert event.metadata["traceparent"].startswith(
+            f"00-{hex_id(served.context.trace_id)}-{hex_id(served.context.span_id, 16)}-"
+        )
+        assert "baggage" not in event.metadata
+        assert "4111" not in str(event.metadata)
