@@ -4,7 +4,9 @@ Counts that micro keeps anyway (requests and errors per command, the ``$SRV.STAT
 counters) and states (model lag, last catch-up, snapshot age) are observed by callbacks
 when the SDK collects, so they cost nothing per request. Only the histograms are recorded as
 things happen, and only while a meter provider is configured (looked up when a ``Micro``
-opens, like the tracer).
+opens, like the tracer); then each projector also asks the store for its head every
+``HEAD_INTERVAL`` seconds, for the lag. Callbacks run in the SDK's reader thread: they only
+read counters the event loop writes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = [
 
 
 class Store(Protocol):
+    """The one thing the lag needs from an event store."""
+
     async def last_position(self) -> int: ...
 
 
