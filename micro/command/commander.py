@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel, TypeAdapter
 
 from micro._app_dir import app_dir
+from micro.command.idempotency import SeenCommands
 from micro.command.pipeline import CommandPipeline, Guard
 from micro.command.sheets import (
     ReducerSheet,
@@ -225,7 +226,12 @@ class Commander:
             self._owns_store = True
         await self.store.start()
         self.projector = Projector(
-            self.store, self.models, self.reducers, self.types, name=settings.service
+            self.store,
+            self.models,
+            self.reducers,
+            self.types,
+            name=settings.service,
+            ledger=SeenCommands(),
         )
         if self.snapshots is not None:
             await self.snapshots.restore(self.projector)

@@ -38,10 +38,12 @@ import pydantic
 import structlog
 
 from micro._keyed_locks import KeyedLocks
+from micro.command.idempotency import REFUSALS_STREAM, CommandRefused, SeenCommand, SeenCommands
 from micro.command.sheets import RuleSheet
 from micro.context import Context
 from micro.errors import (
     ConcurrencyError,
+    ConfigError,
     ConflictError,
     ForbiddenError,
     InternalError,
@@ -54,7 +56,7 @@ from micro.errors import (
 from micro.eventstore.base import ANY, NO_STREAM, EventStore, ExpectedVersion, NewEvent
 from micro.eventstore.base import validate_stream_name as _check_stream
 from micro.readmodel.event import Event
-from micro.readmodel.projector import REFUSALS_STREAM, CommandRefused, Projector, SeenCommand
+from micro.readmodel.projector import Projector
 from micro.telemetry import metrics, tracing
 
 __all__ = ["CommandPipeline", "Guard", "event_id"]
@@ -89,8 +91,14 @@ class CommandPipeline:
         reply_timeout: float = 5.0,
         guards: list[Guard] | None = None,
     ) -> None:
+        if not isinstance(projector.ledger, SeenCommands):
+            raise ConfigError(
+                "a command pipeline needs its projector to keep the idempotency keys: "
+                "Projector(..., ledger=SeenCommands())"
+            )
         self.store = store
         self.projector = projector
+        self.seen: SeenCommands = projector.ledger
         self.max_retries = max_retries
         self.reply_timeout = reply_timeout
         self.guards = guards if guards is not None else []
@@ -182,7 +190,7 @@ class CommandPipeline:
         """What is known of a command already done under ``key``, if it was."""
         done: _Reply | SeenCommand | None = self._replies.get(key)
         if done is None:
-            done = self.projector.seen_keys.get(key)
+            done = self.seen.get(key)
         if done is not None and done.command and done.command != rule.command:
             raise ValidationError(
                 f"idempotency key {key!r} was already used for {done.command!r}",
@@ -248,7 +256,7 @@ class CommandPipeline:
                 # Someone else wrote the stream first: learn what they wrote, decide again,
                 # unless it was this very command (a retry served by another instance).
                 await self.projector.catch_up(ctx.remaining or self.reply_timeout)
-                if key is not None and key in self.projector.seen_keys:
+                if key is not None and key in self.seen:
                     return None
                 continue
             except ConflictError:
@@ -257,7 +265,7 @@ class CommandPipeline:
                 # The key's event id is stored already, in another stream: the refusal of
                 # this very command, by an instance that decided on other state.
                 await self.projector.catch_up(ctx.remaining or self.reply_timeout)
-                if key in self.projector.seen_keys:
+                if key in self.seen:
                     return None
                 raise
             self.projector.apply_appended(result.events)

@@ -17,27 +17,23 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from micro._tasks import stop_task
-from micro.errors import RuleViolation, TimeoutError, UnavailableError
+from micro.errors import TimeoutError, UnavailableError
 from micro.eventstore.base import EventStore, RecordedEvent
-from micro.readmodel.event import AppliedEvent, Event, EventTypes
+from micro.readmodel.event import AppliedEvent, EventTypes
 from micro.readmodel.model import Models
 from micro.telemetry import metrics, tracing
 
-__all__ = ["REFUSALS_STREAM", "CommandRefused", "Projector", "Reducer", "SeenCommand"]
+__all__ = ["Ledger", "Projector", "Reducer"]
 
 _log = structlog.get_logger("micro.projector")
 
 Reducer = Callable[[AppliedEvent, Models], None]
-
-_KEYS_REMEMBERED = 100_000
 
 
 class _Expired(Exception):
@@ -49,47 +45,28 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(_Expired())
 
 
-REFUSALS_STREAM = "micro-refusals"
-"""Where the refusals of commands sent with an idempotency key are stored."""
+class Ledger(Protocol):
+    """What a projector keeps beside its models, fed every event it applies.
 
-
-class CommandRefused(Event):
-    """A command sent with an idempotency key was refused by its rule.
-
-    Stored so that a retry under the same key, on any instance and after any restart, gets
-    the same refusal instead of a new decision that may go the other way. Its event id is the
-    one the command's first event would have had, so the store keeps only one of the two.
-    Reducers and event handlers see it only if they ask for it by name.
+    The command layer keeps its idempotency keys this way (``micro.command.idempotency``);
+    a snapshot stores the ledger's rows with the models, so both restore to one position.
     """
 
-    command: str
-    error: dict[str, Any]
-    """The refusal as errors travel on the wire: ``code``, ``message``, ``details``."""
+    def see(self, event: RecordedEvent) -> None:
+        """Note one applied event."""
+        ...
 
-    @classmethod
-    def type_name(cls) -> str:
-        # A name no event class of an application can have (class names hold no dot): an
-        # app's own ``CommandRefused`` must never be handed these.
-        return "micro.CommandRefused"
+    def clear(self) -> None:
+        """Forget everything (before a snapshot is loaded)."""
+        ...
 
+    def dump(self) -> list[Any]:
+        """Rows of plain JSON values, for a snapshot."""
+        ...
 
-_REFUSED = CommandRefused.type_name()
-
-
-@dataclass(frozen=True, slots=True)
-class SeenCommand:
-    """What the projector knows of a command that carried an idempotency key."""
-
-    stream: str
-    position: int
-    """Position of the command's last event (the one its reply carried)."""
-    command: str
-    version: int = 0
-    """Version of the command's first event in its stream."""
-    count: int = 1
-    """How many events the command appended."""
-    refusal: dict[str, Any] | None = None
-    """The wire form of the error that refused the command; ``None`` when it succeeded."""
+    def load(self, rows: list[Any], *, snapshot_format: int) -> None:
+        """Rows a snapshot stored; ``ValueError`` when they are malformed."""
+        ...
 
 
 class Projector:
@@ -103,6 +80,7 @@ class Projector:
         types: EventTypes,
         *,
         name: str = "models",
+        ledger: Ledger | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -113,7 +91,8 @@ class Projector:
         """Position of the last event applied (0: none)."""
         self.versions: dict[str, int] = {}
         """Version of each stream as the models know it."""
-        self.seen_keys: OrderedDict[str, SeenCommand] = OrderedDict()
+        self.ledger = ledger
+        """Fed every applied event (the command layer's idempotency keys), if given."""
         self.failure: str | None = None
         self.applied = 0
         self.head = 0
@@ -225,9 +204,8 @@ class Projector:
                 )
                 return False
         self.versions[event.stream] = event.version
-        key = event.metadata.get("idempotency_key")
-        if isinstance(key, str):
-            self._see(key, event)
+        if self.ledger is not None:
+            self.ledger.see(event)
         self.position = event.position
         self.applied += 1
         if self.position >= self.head:
@@ -239,39 +217,6 @@ class Projector:
             if not future.done():
                 future.set_result(None)
         return True
-
-    def _see(self, key: str, event: RecordedEvent) -> None:
-        seen = self.seen_keys.get(key)
-        refused = event.type == _REFUSED and event.stream == REFUSALS_STREAM
-        if seen is not None and (refused or seen.refusal is not None):
-            # A key has one outcome, the first stored. The store normally refuses the second
-            # (same event id), but not every store can: ids unique per stream only, or a
-            # duplicate window that has passed.
-            return
-        if (
-            seen is not None
-            and seen.stream == event.stream
-            and seen.version + seen.count == event.version
-        ):
-            # the next event of the same command: one append stores them all in a row
-            self.seen_keys[key] = SeenCommand(
-                seen.stream, event.position, seen.command, seen.version, seen.count + 1
-            )
-            return
-        refusal = None
-        if refused:
-            error = event.data.get("error")
-            # Whatever its data, a refusal must never read as a success.
-            refusal = error if isinstance(error, dict) else {"code": RuleViolation.code}
-        self.seen_keys[key] = SeenCommand(
-            event.stream,
-            event.position,
-            str(event.metadata.get("command", "")),
-            event.version,
-            refusal=refusal,
-        )
-        if len(self.seen_keys) > _KEYS_REMEMBERED:
-            self.seen_keys.popitem(last=False)
 
     def _fail(self, reason: str) -> None:
         self.failure = reason

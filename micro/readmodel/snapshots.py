@@ -22,7 +22,6 @@ from nats.js.errors import NotFoundError as NatsNotFoundError
 from nats.js.object_store import ObjectStore
 
 from micro._tasks import stop_task
-from micro.readmodel.projector import REFUSALS_STREAM, SeenCommand
 from micro.telemetry import tracing
 
 if TYPE_CHECKING:
@@ -110,7 +109,8 @@ class Snapshooter:
                 for model in projector.models:
                     model.reset()
                 projector.versions.clear()
-                projector.seen_keys.clear()
+                if projector.ledger is not None:
+                    projector.ledger.clear()
                 continue
             self.saved_position = position
             saved_at = snapshot.get("saved_at")
@@ -141,21 +141,9 @@ class Snapshooter:
             raise ValueError("snapshot has no idempotency keys")
         projector.versions.clear()
         projector.versions.update({str(k): int(v) for k, v in versions.items()})
-        projector.seen_keys.clear()
-        with_refusals = snapshot["format"] == SNAPSHOT_FORMAT
-        for row in keys:
-            if not isinstance(row, list) or len(row) != (7 if with_refusals else 6):
-                raise ValueError("snapshot has a malformed idempotency key")
-            key, stream, seen_position, command, version, count = row[:6]
-            refusal = row[6] if with_refusals else None
-            if refusal is not None and not isinstance(refusal, dict):
-                raise ValueError("snapshot has a malformed refusal")
-            if not with_refusals and stream == REFUSALS_STREAM:
-                # An instance that kept no refusals saw one: only a replay says what it was.
-                raise ValueError("snapshot lost why a command was refused")
-            projector.seen_keys[str(key)] = SeenCommand(
-                str(stream), int(seen_position), str(command), int(version), int(count), refusal
-            )
+        if projector.ledger is not None:
+            projector.ledger.clear()
+            projector.ledger.load(keys, snapshot_format=int(snapshot["format"]))
         projector.position = position
         return position
 
@@ -170,18 +158,7 @@ class Snapshooter:
             "position": projector.position,
             "versions": projector.versions,
             # Retries of commands before the snapshot must still find their keys after it.
-            "keys": [
-                [
-                    key,
-                    seen.stream,
-                    seen.position,
-                    seen.command,
-                    seen.version,
-                    seen.count,
-                    seen.refusal,
-                ]
-                for key, seen in projector.seen_keys.items()
-            ],
+            "keys": projector.ledger.dump() if projector.ledger is not None else [],
             "saved_at": time.time(),
             "models": {
                 model.name: {"fingerprint": model.schema_fingerprint(), "records": model.dump()}

@@ -1,4 +1,4 @@
-"""Fixtures for the auth tests: fast argon2 costs, a shared in-memory event store."""
+"""Fixtures for the auth tests (their helpers are in ``support.py``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import pytest
 from micro import Micro, Settings
 from micro.eventstore.memory import MemoryEventStore
 
-FAST_HASHING = {
-    # Test-only costs: the production defaults (3 passes, 64 MiB) take ~100 ms a hash.
-    "auth_hash_time_cost": 1,
-    "auth_hash_memory_kib": 8,
-    "auth_hash_parallelism": 1,
-}
-SECRET = "s3cret-shared-by-every-test-service-0123456789"
-PASSWORD = "Correct-Horse-42-battery"
+# PASSWORD, log_in and sign_up stay importable from here for tests written before
+# support.py existed; new tests import them from there.
+from tests.auth.support import FAST_HASHING, PASSWORD, SECRET, log_in, sign_up  # noqa: F401
 
 
 @pytest.fixture
@@ -54,19 +49,3 @@ def make_service(auth_settings: Settings, store: MemoryEventStore) -> ServiceFac
         return micro
 
     return make
-
-
-async def sign_up(client: Micro, login: str = "ann", password: str = PASSWORD) -> dict[str, Any]:
-    reply: dict[str, Any] = await client.act(
-        "auth signup",
-        {"name": "Ann", "login": login, "password": password, "password_confirmation": password},
-    )
-    return reply
-
-
-async def log_in(
-    client: Micro, login: str = "ann", password: str = PASSWORD, device: str = "laptop"
-) -> str:
-    reply = await client.act("auth login", {"login": login, "password": password, "device": device})
-    token: str = reply["token"]
-    return token

@@ -15,7 +15,7 @@ import pytest
 from micro import Micro, UnauthorizedError, ValidationError
 from micro.eventstore.memory import MemoryEventStore
 from micro.modules.auth import LockedOutError
-from tests.auth.conftest import PASSWORD, log_in, sign_up
+from tests.auth.support import PASSWORD, log_in, sign_up
 
 
 def b64(data: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from micro import (
     ValidationError,
 )
 from micro.eventstore.memory import MemoryEventStore
-from tests.auth.conftest import PASSWORD, log_in, sign_up
+from tests.auth.support import PASSWORD, log_in, sign_up
 
 NEW_PASSWORD = "Another-Strong-Pass-77"
 

@@ -22,7 +22,7 @@ from micro import Micro, Settings
 from micro.bus import headers as h
 from micro.bus.subjects import command_subject
 from micro.eventstore.memory import MemoryEventStore
-from tests.auth.conftest import FAST_HASHING, SECRET, log_in, sign_up
+from tests.auth.support import FAST_HASHING, SECRET, log_in, sign_up
 
 BANK = Path(__file__).resolve().parents[2] / "samples" / "bank" / "app.py"
 PER_ENDPOINT = 40
@@ -131,3 +131,16 @@ async def test_random_requests_to_every_bank_endpoint_never_get_a_5xx(
             await connection.close()
     assert len(requests) > 400
     assert failures == []
+
+
+async def test_the_bank_views_publish_their_query_schemas_in_discovery(
+    bank: Micro, micro_settings: Settings
+) -> None:
+    async with bank, Micro(micro_settings, service="client") as client:
+        [record] = await client.discover(wait_for=["bank"], timeout=10)
+    schemas = {endpoint.name: endpoint.request_schema for endpoint in record.endpoints}
+    for view in ("account balance", "transfer status"):
+        assert schemas[view] is not None
+        assert schemas[view]["required"] == ["id"]
+        assert schemas[view]["properties"]["id"]["pattern"] == "^[A-Za-z0-9_-]+$"
+    assert schemas["accounts"] == {"properties": {}, "title": "NoQuery", "type": "object"}

@@ -11,7 +11,7 @@ import pytest
 
 from micro import ForbiddenError, Micro, Settings, UnauthorizedError
 from micro.eventstore.memory import MemoryEventStore
-from tests.auth.conftest import FAST_HASHING, SECRET, log_in, sign_up
+from tests.auth.support import FAST_HASHING, SECRET, log_in, sign_up
 
 BANK = Path(__file__).resolve().parents[2] / "samples" / "bank" / "app.py"
 

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from micro import ConfigError, Micro, Settings, UnauthorizedError
 from micro.modules.auth.keys import generate_key_pair, load_keys
-from tests.auth.conftest import log_in, sign_up
+from tests.auth.support import log_in, sign_up
 
 
 def settings_with(base: Settings, **changes: object) -> Settings:

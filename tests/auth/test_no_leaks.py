@@ -11,7 +11,7 @@ import structlog
 
 from micro import Context, Micro, UnauthorizedError, ValidationError
 from micro.log import configure_logging
-from tests.auth.conftest import PASSWORD, log_in, sign_up
+from tests.auth.support import PASSWORD, log_in, sign_up
 
 NEW_PASSWORD = "Brand-New-Secret-991"
 WRONG_PASSWORD = "Wrong-Guess-Password-5"

@@ -11,7 +11,7 @@ import pytest
 
 from micro import Micro, UnauthorizedError
 from micro.gateway import Gateway, GatewaySettings, Route
-from tests.auth.conftest import log_in, sign_up
+from tests.auth.support import log_in, sign_up
 
 
 def aged(service: Micro, token: str, *, by: float) -> str:

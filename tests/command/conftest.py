@@ -3,14 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import BANK_ENVIRONMENT, TestStore
 
 from micro import Settings
+from tests.command.support import BANK_ENVIRONMENT, LaggingStore
 
 
 @pytest.fixture
-def store() -> TestStore:
-    return TestStore()
+def store() -> LaggingStore:
+    return LaggingStore()
 
 
 @pytest.fixture

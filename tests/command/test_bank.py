@@ -7,11 +7,11 @@ import random
 from typing import Any
 
 import pytest
-from harness import TestStore, bank_service, customer
 
 from micro import ConcurrencyError, Micro, RuleViolation, Settings
 from micro.eventstore.base import ANY, NewEvent
 from micro.testing import wait_until as until
+from tests.command.support import LaggingStore, bank_service, customer
 
 pytestmark = pytest.mark.usefixtures("bank_environment")
 
@@ -39,7 +39,7 @@ async def open_accounts(client: Micro, meta: dict[str, Any], **deposits: int) ->
             await client.act("deposit", {"id": account, "amount": amount}, meta=meta)
 
 
-async def test_a_transfer_moves_the_money(micro_settings: Settings, store: TestStore) -> None:
+async def test_a_transfer_moves_the_money(micro_settings: Settings, store: LaggingStore) -> None:
     async with bank_service(store), Micro(micro_settings) as client:
         meta = await customer(client)
         await open_accounts(client, meta, a1=100, a2=0)
@@ -52,7 +52,7 @@ async def test_a_transfer_moves_the_money(micro_settings: Settings, store: TestS
 
 
 async def test_a_transfer_the_source_cannot_pay_fails_and_moves_nothing(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with bank_service(store), Micro(micro_settings) as client:
         meta = await customer(client)
@@ -67,7 +67,7 @@ async def test_a_transfer_the_source_cannot_pay_fails_and_moves_nothing(
 
 
 async def test_a_credit_refused_is_compensated_by_a_refund(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with bank_service(store), Micro(micro_settings) as client:
         meta = await customer(client)
@@ -84,7 +84,7 @@ async def test_a_credit_refused_is_compensated_by_a_refund(
 
 
 async def test_bad_transfers_are_refused_up_front(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with bank_service(store), Micro(micro_settings) as client:
         meta = await customer(client)
@@ -102,7 +102,7 @@ async def test_bad_transfers_are_refused_up_front(
 
 
 async def test_many_concurrent_transfers_conserve_the_money(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     accounts = {f"a{n}": 100 for n in range(5)}
     rng = random.Random(7)
@@ -134,7 +134,7 @@ async def test_many_concurrent_transfers_conserve_the_money(
 
 
 async def test_a_transfer_left_pending_by_a_crash_is_carried_out_after_the_restart(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     # What a bank that crashed right after accepting the transfer left in the store.
     opened = {"recorded_at": "2025-01-01T00:00:00Z"}
@@ -156,7 +156,7 @@ async def test_a_transfer_left_pending_by_a_crash_is_carried_out_after_the_resta
 
 
 async def test_concurrent_withdrawals_over_two_instances_never_overdraw(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with (
         bank_service(store) as one,

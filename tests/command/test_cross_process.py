@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BANK, BANK_ENVIRONMENT, TALLY, signed_in
 
 from micro import (
     ConcurrencyError,
@@ -24,6 +23,7 @@ from micro.eventstore.base import ANY
 from micro.readmodel import Models
 from micro.readmodel.projector import Projector
 from micro.testing import wait_until as until
+from tests.command.support import BANK, BANK_ENVIRONMENT, TALLY, signed_in
 
 TALLY_SOURCE = f"""
 from pathlib import Path

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from harness import TestStore, tally_service
 
 from micro import Micro, Settings, UnavailableError
 from micro.eventstore.base import ANY, NewEvent
 from micro.testing import wait_until as until
+from tests.command.support import LaggingStore, tally_service
 
 
 async def test_a_failing_reducer_stops_the_models_and_says_why(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     service = tally_service(micro_settings, store, commands=("add", "poison"))
     async with service as tally, Micro(micro_settings) as client:
@@ -39,7 +39,7 @@ async def test_a_failing_reducer_stops_the_models_and_says_why(
 
 
 async def test_events_after_the_failure_are_not_applied(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     service = tally_service(micro_settings, store, commands=("add", "poison"))
     async with service as tally, Micro(micro_settings) as client:
@@ -55,7 +55,7 @@ async def test_events_after_the_failure_are_not_applied(
 
 
 async def test_a_stored_event_that_fails_its_schema_stops_the_models(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     await store.append("tally-a", [NewEvent("Added", {"id": "a", "amount": 2})], ANY)
     await store.append("tally-a", [NewEvent("Added", {"id": "a", "amount": "lots"})], ANY)
@@ -69,7 +69,7 @@ async def test_a_stored_event_that_fails_its_schema_stops_the_models(
 
 
 async def test_health_reports_ok_with_the_position_while_all_is_well(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
         assert tally.health()["models"] == {

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import structlog
-from harness import TestStore, run_command, tally_service
 from pydantic import BaseModel
 
 from micro import (
@@ -23,10 +22,11 @@ from micro import (
 from micro.command.pipeline import event_id
 from micro.eventstore import RecordedEvent, open_event_store
 from micro.readmodel import Event
+from tests.command.support import LaggingStore, run_command, tally_service
 
 
 async def test_a_retry_appends_nothing_and_returns_the_same_reply(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
         first = await client.request("add", {"id": "a", "amount": 600}, idempotency_key="k1")
@@ -41,7 +41,7 @@ async def test_a_retry_appends_nothing_and_returns_the_same_reply(
     ]
 
 
-async def test_event_ids_derive_from_the_key(micro_settings: Settings, store: TestStore) -> None:
+async def test_event_ids_derive_from_the_key(micro_settings: Settings, store: LaggingStore) -> None:
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
         await client.act("mark", {"label": "x", "copies": 2}, idempotency_key="marks-1")
     ids = [event.id for event in await store.events()]
@@ -49,7 +49,7 @@ async def test_event_ids_derive_from_the_key(micro_settings: Settings, store: Te
 
 
 async def test_the_same_key_twice_at_once_runs_the_command_once(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
         replies = await asyncio.gather(
@@ -64,7 +64,7 @@ async def test_the_same_key_twice_at_once_runs_the_command_once(
 
 
 async def test_a_key_is_known_to_another_instance_of_the_service(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
         first = await client.request("mark", {"label": "x", "copies": 2}, idempotency_key="m")
@@ -81,7 +81,7 @@ async def test_a_key_is_known_to_another_instance_of_the_service(
 
 
 async def test_retries_spread_over_two_live_instances_append_once(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     one = tally_service(micro_settings, store)
     two = tally_service(micro_settings, store)
@@ -107,7 +107,7 @@ async def test_retries_spread_over_two_live_instances_append_once(
 
 
 async def test_a_key_used_for_another_command_is_refused(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
         await client.act("add", {"id": "a", "amount": 1}, idempotency_key="shared")
@@ -128,12 +128,12 @@ WITH_TAKE = ("add", "take")
 
 
 @pytest.fixture(params=["memory", "jetstream"])
-def shared(request: pytest.FixtureRequest, store: TestStore) -> TestStore | None:
+def shared(request: pytest.FixtureRequest, store: LaggingStore) -> LaggingStore | None:
     """The store the instances share: a memory store, or (None) the JetStream one they open."""
     return store if request.param == "memory" else None
 
 
-async def stored(settings: Settings, shared: TestStore | None) -> list[RecordedEvent]:
+async def stored(settings: Settings, shared: LaggingStore | None) -> list[RecordedEvent]:
     if shared is not None:
         return await shared.events()
     async with open_event_store(settings) as events:
@@ -167,7 +167,7 @@ class Gate:
 
 
 async def test_a_refusal_stands_for_its_key_after_the_state_changed_and_a_restart(
-    micro_settings: Settings, shared: TestStore | None
+    micro_settings: Settings, shared: LaggingStore | None
 ) -> None:
     take = {"id": "a", "amount": 50}
     async with (
@@ -218,7 +218,7 @@ async def test_a_refusal_stands_for_its_key_after_the_state_changed_and_a_restar
 
 
 async def test_a_refusal_on_one_instance_is_the_answer_of_another(
-    micro_settings: Settings, shared: TestStore | None
+    micro_settings: Settings, shared: LaggingStore | None
 ) -> None:
     one = tally_service(micro_settings, shared, commands=WITH_TAKE)
     two = tally_service(micro_settings, shared, commands=WITH_TAKE)
@@ -243,7 +243,7 @@ async def test_a_refusal_on_one_instance_is_the_answer_of_another(
 
 
 async def test_a_refusal_in_pre_validation_is_remembered_too(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with (
         tally_service(micro_settings, store, commands=WITH_TAKE),
@@ -266,7 +266,7 @@ async def test_a_refusal_in_pre_validation_is_remembered_too(
 
 
 async def test_a_refusal_that_loses_the_race_to_a_success_answers_with_the_success(
-    micro_settings: Settings, shared: TestStore | None
+    micro_settings: Settings, shared: LaggingStore | None
 ) -> None:
     one = tally_service(micro_settings, shared, commands=WITH_TAKE)
     two = tally_service(micro_settings, shared, commands=WITH_TAKE)
@@ -290,7 +290,7 @@ async def test_a_refusal_that_loses_the_race_to_a_success_answers_with_the_succe
 
 
 async def test_a_success_that_loses_the_race_to_a_refusal_gets_the_refusal(
-    micro_settings: Settings, shared: TestStore | None
+    micro_settings: Settings, shared: LaggingStore | None
 ) -> None:
     one = tally_service(micro_settings, shared, commands=WITH_TAKE)
     two = tally_service(micro_settings, shared, commands=WITH_TAKE)
@@ -340,7 +340,7 @@ def claim_rule() -> types.ModuleType:
 
 
 async def test_a_not_found_decided_by_the_rule_is_remembered_like_a_refusal(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     service = tally_service(micro_settings, store)
     service.commander.add_command("claim", claim_rule(), {})
@@ -359,7 +359,7 @@ async def test_a_not_found_decided_by_the_rule_is_remembered_like_a_refusal(
 
 
 async def test_an_unkeyed_refusal_stores_nothing(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with (
         tally_service(micro_settings, store, commands=WITH_TAKE),
@@ -373,7 +373,7 @@ async def test_an_unkeyed_refusal_stores_nothing(
 
 
 async def test_a_schema_error_under_a_key_stores_nothing_and_is_not_remembered(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with (
         tally_service(micro_settings, store, commands=WITH_TAKE),
@@ -394,9 +394,9 @@ async def test_a_schema_error_under_a_key_stores_nothing_and_is_not_remembered(
 
 
 async def test_a_refusal_whose_marker_cannot_be_stored_is_still_the_answer(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
-    class NoRefusals(TestStore):
+    class NoRefusals(LaggingStore):
         async def append(self, stream: str, *args: Any) -> Any:
             if stream == "micro-refusals":
                 raise EventStoreUnavailableError("the store went away")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from harness import TestStore, tally_service
 
 from micro import Micro, RuleViolation, Settings
 from micro.eventstore.base import ANY, NewEvent
 from micro.readmodel import AppliedEvent
 from micro.testing import wait_until as until
+from tests.command.support import LaggingStore, tally_service
 
 
 class Journal:
@@ -25,13 +25,13 @@ class Journal:
         return [position for who, position, _ in self.seen if who == label]
 
 
-async def add_raw(store: TestStore, count: int) -> None:
+async def add_raw(store: LaggingStore, count: int) -> None:
     for _ in range(count):
         await store.append("tally-a", [NewEvent("Added", {"id": "a", "amount": 1})], ANY)
 
 
 async def test_each_group_handles_every_event_once_with_typed_data(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     journal = Journal()
     tally = tally_service(micro_settings, store)
@@ -52,7 +52,7 @@ async def test_each_group_handles_every_event_once_with_typed_data(
 
 
 async def test_a_restarted_group_resumes_after_its_durable_checkpoint(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     journal = Journal()
     first = tally_service(micro_settings, store)
@@ -72,7 +72,7 @@ async def test_a_restarted_group_resumes_after_its_durable_checkpoint(
 
 
 async def test_two_instances_of_a_group_never_handle_past_the_checkpoint_twice(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     journal = Journal()
     one = tally_service(micro_settings, store)
@@ -91,7 +91,7 @@ async def test_two_instances_of_a_group_never_handle_past_the_checkpoint_twice(
 
 
 async def test_a_handler_that_keeps_failing_stops_its_group_loudly(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     attempts: list[int] = []
 
@@ -113,7 +113,7 @@ async def test_a_handler_that_keeps_failing_stops_its_group_loudly(
 
 
 async def test_a_handler_that_fails_once_is_retried(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     attempts: list[int] = []
 
@@ -131,7 +131,7 @@ async def test_a_handler_that_fails_once_is_retried(
 
 
 async def test_refusals_reach_only_the_handlers_that_ask_for_them_by_name(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     journal = Journal()
     refusals: list[AppliedEvent] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import TestStore, run_command, tally_service
 
 from micro import (
     ConcurrencyError,
@@ -19,10 +18,11 @@ from micro import (
 )
 from micro.eventstore.base import NO_STREAM, NewEvent
 from micro.testing import wait_until as until
+from tests.command.support import LaggingStore, run_command, tally_service
 
 
 async def test_a_reply_comes_after_the_reducer_applied_and_carries_the_position(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
         first = await client.request("add", {"id": "a", "amount": 5})
@@ -35,7 +35,7 @@ async def test_a_reply_comes_after_the_reducer_applied_and_carries_the_position(
 
 
 async def test_the_default_reply_names_the_stream_position_and_events(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
         reply = await client.request("mark", {"label": "x", "copies": 3})
@@ -46,7 +46,7 @@ async def test_the_default_reply_names_the_stream_position_and_events(
 
 
 async def test_events_carry_the_command_and_trace_in_their_metadata(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
         await client.act("add", {"id": "a", "amount": 1}, idempotency_key="k-1")
@@ -59,7 +59,7 @@ async def test_events_carry_the_command_and_trace_in_their_metadata(
 
 class TestBadInput:
     async def test_wrong_types_are_a_validation_error_naming_each_field(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             with pytest.raises(ValidationError) as raised:
@@ -71,7 +71,7 @@ class TestBadInput:
         assert await store.last_position() == 0
 
     async def test_missing_fields_are_named_too(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             with pytest.raises(ValidationError) as missing:
@@ -87,7 +87,7 @@ class TestBadInput:
         assert await store.last_position() == 0
 
     async def test_field_constraints_are_checked(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             with pytest.raises(ValidationError) as raised:
@@ -96,7 +96,7 @@ class TestBadInput:
         assert fields == ["id", "amount"]
 
     async def test_a_stateless_check_failing_is_a_validation_error(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             with pytest.raises(ValidationError, match="that note is not allowed"):
@@ -104,14 +104,14 @@ class TestBadInput:
         assert await store.last_position() == 0
 
     async def test_an_unknown_command_is_service_not_found(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             with pytest.raises(ServiceNotFoundError):
                 await client.act("subtract", {"id": "a", "amount": 1}, timeout=2)
 
     async def test_a_rule_violation_reaches_the_caller_with_its_message(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             await client.act("add", {"id": "a", "amount": 900})
@@ -124,7 +124,7 @@ class TestBadInput:
 
     @pytest.mark.parametrize("where", ["validation", "events"])
     async def test_a_rule_raising_unexpectedly_is_an_internal_error_and_changes_nothing(
-        self, micro_settings: Settings, store: TestStore, where: str
+        self, micro_settings: Settings, store: LaggingStore, where: str
     ) -> None:
         # "events": the rule builds an event that fails the event's own schema.
         service = tally_service(micro_settings, store, commands=("add", "explode"))
@@ -143,7 +143,7 @@ class TestBadInput:
         assert [event.type for event in await store.events()] == ["Added", "Added"]
 
     async def test_a_rule_returning_no_list_is_an_internal_error(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         service = tally_service(micro_settings, store, commands=("explode",))
         async with service, Micro(micro_settings) as client:
@@ -152,7 +152,7 @@ class TestBadInput:
         assert await store.last_position() == 0
 
     async def test_a_rule_deciding_nothing_happens_is_a_rule_violation(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         service = tally_service(micro_settings, store, commands=("explode",))
         async with service, Micro(micro_settings) as client:
@@ -161,7 +161,7 @@ class TestBadInput:
         assert await store.last_position() == 0
 
     async def test_a_deadline_passing_while_the_reducer_lags_says_the_event_was_stored(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
             # While the command's append is on its way, another writer stores an event ahead
@@ -191,7 +191,7 @@ class TestBadInput:
 
 class TestOwnEvents:
     async def test_a_command_applies_its_own_events_without_waiting_for_the_subscription(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
             store.hold()  # nothing comes back through the subscription
@@ -210,7 +210,7 @@ class TestOwnEvents:
 
 class TestConcurrency:
     async def test_the_expected_version_is_the_one_the_models_know(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             for _ in range(3):
@@ -224,7 +224,7 @@ class TestConcurrency:
         ]
 
     async def test_commands_on_one_stream_are_serialised_within_an_instance(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             replies = await asyncio.gather(
@@ -235,7 +235,7 @@ class TestConcurrency:
         assert sorted(reply["total"] for reply in replies) == list(range(1, 41))
 
     async def test_commands_on_other_streams_do_not_wait_for_a_slow_one(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         async with tally_service(micro_settings, store), Micro(micro_settings) as client:
             store.blocked_appends["tally-slow"] = asyncio.Event()
@@ -248,7 +248,7 @@ class TestConcurrency:
             assert (await slow)["total"] == 1
 
     async def test_a_command_that_lost_a_race_catches_up_and_decides_again(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         service = tally_service(micro_settings, store)
         await service.commander.start()
@@ -266,7 +266,7 @@ class TestConcurrency:
         assert store.appends == [("tally-a", NO_STREAM), ("tally-a", NO_STREAM), ("tally-a", 0)]
 
     async def test_the_retry_validates_again_against_what_the_winner_wrote(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         service = tally_service(micro_settings, store)
         await service.commander.start()
@@ -285,7 +285,7 @@ class TestConcurrency:
         assert await store.last_position() == 1
 
     async def test_a_race_lost_more_times_than_allowed_is_a_concurrency_error(
-        self, micro_settings: Settings, store: TestStore
+        self, micro_settings: Settings, store: LaggingStore
     ) -> None:
         service = tally_service(micro_settings, store, command_retries=0)
         await service.commander.start()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from harness import PASSWORD, TestStore, tally_service
 from test_cross_process import BANK_ENVIRONMENT, BANK_SOURCE
 
 from micro import Context, Micro, Settings
+from tests.command.support import PASSWORD, LaggingStore, tally_service
 
 
 def echo(payload: Any, ctx: Context) -> dict[str, Any]:
@@ -16,7 +16,7 @@ def echo(payload: Any, ctx: Context) -> dict[str, Any]:
 
 
 async def test_a_session_sends_the_newest_position_it_saw_and_its_meta(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     service = tally_service(micro_settings, store)
     service.add("echo", echo)

@@ -6,12 +6,12 @@ import types
 from pathlib import Path
 
 import pytest
-from harness import HERE, TALLY, TestStore, tally_service
 from pydantic import BaseModel
 
 from micro import ConfigError, Micro, Settings, ValidationError
 from micro.command.sheets import RuleSheet, load_rule_sheet, sheet_name
 from micro.readmodel import AppliedEvent, Event, Model
+from tests.command.support import HERE, TALLY, LaggingStore, tally_service
 
 BROKEN = HERE / "apps" / "broken"
 
@@ -178,7 +178,7 @@ async def test_rules_and_reducers_may_be_given_as_objects(
         sheet = RuleSheet.from_module("double", rule, Path("<double>"))
         reducer = types.SimpleNamespace(reducers={"Doubled": _on_doubled})
         micro.commander.add_command("double", rule=sheet, reducer=reducer)
-    micro.commander.store = TestStore()
+    micro.commander.store = LaggingStore()
     async with micro, Micro(micro_settings) as client:
         assert await client.act("double", {"id": "n", "value": 21}) == 42
         with pytest.raises(ValidationError):
@@ -203,7 +203,9 @@ class TallyQuery(BaseModel):
     id: str
 
 
-async def test_a_typed_view_validates_its_query(micro_settings: Settings, store: TestStore) -> None:
+async def test_a_typed_view_validates_its_query(
+    micro_settings: Settings, store: LaggingStore
+) -> None:
     def by_id(query: TallyQuery, models) -> dict:
         found = models.tally.get(query.id)
         return found.model_dump() if found else {}

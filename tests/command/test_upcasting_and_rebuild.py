@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import HERE, TestStore, tally_service
 
 from micro import Micro, Reply, Settings, ValidationError
 from micro.eventstore.base import ANY, NewEvent
 from micro.readmodel.projector import Projector
 from micro.testing import wait_until as until
+from tests.command.support import HERE, LaggingStore, tally_service
 
 LEDGER = HERE / "apps" / "ledger"
 
 
 async def test_an_event_stored_at_version_1_is_read_as_version_2(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     # written by the service's previous release, before Paid had a currency
     await store.append("payment-p1", [NewEvent("Paid", {"id": "p1", "amount": 5})], ANY)
@@ -44,7 +44,7 @@ async def test_an_event_stored_at_version_1_is_read_as_version_2(
     assert new.metadata["schema_version"] == 2
 
 
-async def fill_tally(store: TestStore, count: int) -> None:
+async def fill_tally(store: LaggingStore, count: int) -> None:
     for start in range(0, count, 500):
         await store.append(
             "tally-a",
@@ -54,7 +54,7 @@ async def fill_tally(store: TestStore, count: int) -> None:
 
 
 async def test_rebuild_replays_everything_into_fresh_models_and_swaps_them_in(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     await fill_tally(store, 1200)
     async with tally_service(micro_settings, store) as tally:
@@ -66,7 +66,7 @@ async def test_rebuild_replays_everything_into_fresh_models_and_swaps_them_in(
 
 
 async def test_the_rebuild_command_rebuilds_the_named_models(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     await fill_tally(store, 300)
     async with tally_service(micro_settings, store), Micro(micro_settings) as client:
@@ -82,7 +82,7 @@ async def test_the_rebuild_command_rebuilds_the_named_models(
 
 
 async def test_commands_during_a_rebuild_wait_and_none_is_lost(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     await fill_tally(store, 6000)
     async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
@@ -121,7 +121,7 @@ async def test_commands_during_a_rebuild_wait_and_none_is_lost(
 
 
 async def test_a_rebuild_waits_for_nothing_when_idle_and_keeps_serving(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with tally_service(micro_settings, store) as tally, Micro(micro_settings) as client:
         assert await tally.commander.rebuild() == 0

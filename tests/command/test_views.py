@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import TestStore, tally_service
 from pydantic import BaseModel
 
 from micro import Micro, ServiceNotFoundError, Settings, TimeoutError
 from micro.eventstore.base import ANY, NewEvent
 from micro.readmodel import AppliedEvent, Model
 from micro.testing import wait_until as until
+from tests.command.support import LaggingStore, tally_service
 
 
 class Total(BaseModel):
@@ -19,7 +19,7 @@ class Total(BaseModel):
     amount: int = 0
 
 
-def stats_service(settings: Settings, store: TestStore) -> Micro:
+def stats_service(settings: Settings, store: LaggingStore) -> Micro:
     """Another service, with its own model of the tally's events."""
     micro = Micro(settings, service="stats")
 
@@ -39,7 +39,7 @@ def stats_service(settings: Settings, store: TestStore) -> Micro:
 
 
 async def test_a_view_on_another_service_waits_for_the_position_of_a_write(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     tally = tally_service(micro_settings, store)
     stats = stats_service(micro_settings, store)
@@ -60,7 +60,7 @@ async def test_a_view_on_another_service_waits_for_the_position_of_a_write(
 
 
 async def test_read_your_writes_with_the_position_a_command_replied(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     tally = tally_service(micro_settings, store)
     stats = stats_service(micro_settings, store)
@@ -73,7 +73,7 @@ async def test_read_your_writes_with_the_position_a_command_replied(
 
 
 async def test_a_view_gives_up_at_the_deadline_when_the_position_never_comes(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     async with stats_service(micro_settings, store), Micro(micro_settings) as client:
         with pytest.raises(TimeoutError):
@@ -82,7 +82,7 @@ async def test_a_view_gives_up_at_the_deadline_when_the_position_never_comes(
 
 
 async def test_a_service_serves_only_once_its_models_caught_up(
-    micro_settings: Settings, store: TestStore
+    micro_settings: Settings, store: LaggingStore
 ) -> None:
     events = [NewEvent("Added", {"id": "a", "amount": 1}) for _ in range(3000)]
     for start in range(0, len(events), 500):

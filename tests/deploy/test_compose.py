@@ -22,10 +22,10 @@ import nats
 import pytest
 import yaml
 
-from micro._nats_server import NatsServer, find_nats_server
 from micro.gateway import GatewaySettings
 from micro.modules.auth.keys import load_keys
 from micro.settings import Settings
+from micro.testing import NatsServer, find_nats_server
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -24,6 +24,13 @@ ACCEPTED: dict[str, str] = {  # "object.path": "why, and in which release"
     "micro.errors.error_class": "unused: MicroError.from_wire rebuilds errors (0.2.0)",
     "micro.command.pipeline.CommandPipeline.handler": "unused: the commander makes the "
     "handlers of its commands (0.2.0)",
+    # The projector knows no command concepts: they moved to micro.command.idempotency, and
+    # the projector feeds them through its ledger (0.2.0).
+    "micro.readmodel.projector.REFUSALS_STREAM": "now micro.command.idempotency's (0.2.0)",
+    "micro.readmodel.projector.CommandRefused": "now micro.command.idempotency's (0.2.0)",
+    "micro.readmodel.projector.SeenCommand": "now micro.command.idempotency's (0.2.0)",
+    "micro.readmodel.projector.Projector.seen_keys": "now Projector.ledger, a SeenCommands "
+    "in a commander's projector (0.2.0)",
 }
 
 

@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 import selectors
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from micro.testing import NatsServer
-
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-_URL = re.compile(r"REST portal: (http://\S+)")
-
-
-class Portal:
-    """A running portal process and the URL it printed."""
-
-    def __init__(self, url: str, process: subprocess.Popen[str], log: Path) -> None:
-        self.url = url
-        self.process = process
-        self.log = log
+from tests.e2e.support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, URL_LINE, Portal
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +52,7 @@ def portal(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) ->
     while url is None and time.monotonic() < deadline and process.poll() is None:
         if selector.select(timeout=deadline - time.monotonic()):
             line = process.stdout.readline()
-            found = _URL.search(line)
+            found = URL_LINE.search(line)
             url = found.group(1) if found else None
     if url is None:
         process.kill()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from conftest import Portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -18,6 +17,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from tests.e2e.support import Portal
 
 CHECKS = [
     not_a_server_error,

@@ -14,7 +14,6 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
 
-from micro._nats_server import NatsServer
 from micro.errors import (
     ConcurrencyError,
     ConfigError,
@@ -28,7 +27,7 @@ from micro.eventstore import open_event_store
 from micro.eventstore.base import ANY, NO_STREAM, EventStore, RecordedEvent
 from micro.eventstore.jetstream import MAX_EVENTS_PER_APPEND, JetStreamEventStore
 from micro.settings import Settings
-from micro.testing import wait_until
+from micro.testing import NatsServer, wait_until
 from micro.testing.eventstore_contract import EventStoreContract, new_event
 
 DEADLINE = 10.0
@@ -518,14 +517,18 @@ class TestGroupCommit:
         self, lossy_store: JetStreamEventStore, lossy: _AckLosingClient
     ) -> None:
         lossy.lose_next = True  # the lead waits out its timeout, and so do those behind it
+        # NO_STREAM needs no head look-up, so the two behind queue at once: queued a look-up
+        # later, they would still have time left when the lead gives up, and be sent.
         outcomes = await asyncio.gather(
             lossy_store.append("lead", [new_event()], NO_STREAM),
-            lossy_store.append("late-1", [new_event()]),
-            lossy_store.append("late-2", [new_event()]),
+            lossy_store.append("late-1", [new_event()], NO_STREAM),
+            lossy_store.append("late-2", [new_event()], NO_STREAM),
             return_exceptions=True,
         )
 
-        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes)
+        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes), (
+            outcomes
+        )
         assert "no turn to publish in time" in str(outcomes[1])
         assert await lossy_store.stream_version("late-1") is None
         assert await lossy_store.stream_version("late-2") is None
@@ -551,7 +554,9 @@ class TestGroupCommit:
             await store.close()
             outcomes = await asyncio.gather(*appends, return_exceptions=True)
 
-        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes)
+        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes), (
+            outcomes
+        )
         assert all("closed" in str(outcome) for outcome in outcomes)
         async with JetStreamEventStore(client, namespace=micro_namespace) as reader:
             assert await reader.stream_version("queued-1") is None
@@ -579,7 +584,9 @@ class TestGroupCommit:
 
         async with asyncio.timeout(DEADLINE):
             outcomes = await asyncio.gather(*batched, return_exceptions=True)
-        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes)
+        assert all(isinstance(outcome, EventStoreUnavailableError) for outcome in outcomes), (
+            outcomes
+        )
         # their streams are not left locked: the next appends go through
         assert (await lossy_store.append("b-1", [new_event()])).version == 1
         assert (await lossy_store.append("b-2", [new_event()])).version == 1

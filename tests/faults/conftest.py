@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_rig import FIGURES, Scenario, table
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
+from tests.faults.support import FIGURES, Scenario, table
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -2,7 +2,7 @@
 
 Each test runs samples/bank in two subprocesses, drives a few hundred keyed commands from a
 client that retries retryable failures with the same key, injects one fault mid-load, and
-audits the whole store and every instance's models (see ``fault_rig``). All on loopback.
+audits the whole store and every instance's models (see ``support``). All on loopback.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import nats
 import pytest
-from fault_rig import ATTEMPT_TIMEOUT, Scenario, until
 
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
+from tests.faults.support import ATTEMPT_TIMEOUT, Scenario, until
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -6,10 +6,9 @@ import asyncio
 import itertools
 from pathlib import Path
 
-from fault_rig import Scenario, audit, log_in, read_store
-
 from micro import Micro
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
+from tests.faults.support import Scenario, audit, log_in, read_store
 
 WRITERS = 6
 WRITES = 40

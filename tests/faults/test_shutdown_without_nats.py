@@ -6,9 +6,8 @@ import asyncio
 import signal
 from pathlib import Path
 
-from fault_rig import BankInstance
-
-from micro._nats_server import NatsServer
+from micro.testing import NatsServer
+from tests.faults.support import BankInstance
 
 
 async def test_a_bank_stopped_while_its_nats_server_is_down_exits_cleanly(

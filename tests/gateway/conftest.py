@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from gateway_support import Stack
 from pydantic import BaseModel, Field
 
 from micro import Context, Micro, NotFoundError, RuleViolation, Settings, UnauthorizedError
 from micro.eventstore.memory import MemoryEventStore
 from micro.gateway import Gateway, GatewaySettings, Route
+from tests.gateway.support import Stack
 
 
 class Greeting(BaseModel):

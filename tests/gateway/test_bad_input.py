@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gateway_support import Stack
 
 from micro.testing import wait_until
+from tests.gateway.support import Stack
 
 
 async def _still_serving(stack: Stack) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from gateway_support import Stack
 
 from micro import Micro, Settings
 from micro.gateway import Gateway, GatewaySettings
 from micro.gateway.routes import RouteTable
+from tests.gateway.support import Stack
 
 
 async def test_healthz_is_200(stack: Stack) -> None:

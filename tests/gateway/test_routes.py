@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from gateway_support import Stack
-
 from micro import Micro, Settings
 from micro.testing import wait_until
+from tests.gateway.support import Stack
 
 
 async def test_every_command_is_a_post_and_every_view_a_get(stack: Stack) -> None:

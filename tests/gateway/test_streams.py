@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import orjson
-from gateway_support import Stack
 
 from micro.eventstore.base import ANY, NewEvent
 from micro.testing import wait_until as until
+from tests.gateway.support import Stack
 
 
 async def _sse(response: httpx.Response) -> AsyncIterator[tuple[str, str | None, object]]:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
-import orjson
 import pytest
 
 from micro.log import configure_logging
-
-
-class LogLines(io.StringIO):
-    """Everything logged while the fixture is active, one JSON object per line."""
-
-    def records(self) -> list[dict[str, object]]:
-        return [orjson.loads(line) for line in self.getvalue().splitlines() if line.strip()]
+from tests.modules.support import LogLines
 
 
 @pytest.fixture

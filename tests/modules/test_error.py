@@ -24,7 +24,7 @@ from micro import (
     ValidationError,
 )
 from micro.modules.error import EXIT_FATAL, FatalError, classify, to_micro_error
-from tests.modules.conftest import LogLines
+from tests.modules.support import LogLines
 
 
 class Amount(BaseModel):

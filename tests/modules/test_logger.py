@@ -7,7 +7,7 @@ from pydantic import BaseModel, SecretStr
 
 from micro import Micro, Settings
 from micro.log import REDACTED, configure_logging, redact_text
-from tests.modules.conftest import LogLines
+from tests.modules.support import LogLines
 
 TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbm4ifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 PASSWORD = "Hunter2-Hunter2-Hunter2"

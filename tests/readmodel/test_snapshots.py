@@ -10,11 +10,12 @@ import pytest
 import structlog
 from pydantic import BaseModel
 
+from micro.command.idempotency import REFUSALS_STREAM, CommandRefused, SeenCommands
 from micro.eventstore.base import ANY, NewEvent
 from micro.eventstore.memory import MemoryEventStore
 from micro.readmodel import AppliedEvent, Model, Models
 from micro.readmodel.event import EventTypes
-from micro.readmodel.projector import REFUSALS_STREAM, CommandRefused, Projector
+from micro.readmodel.projector import Projector
 from micro.readmodel.snapshots import Snapshooter
 from micro.testing import NatsServer, wait_until
 
@@ -37,7 +38,11 @@ def on_added(event: AppliedEvent, models: Models) -> None:
 
 def projector_of(store: MemoryEventStore, record: type[BaseModel] = Tally) -> Projector:
     return Projector(
-        store, Models({"tally": Model("tally", record)}), {"Added": [on_added]}, EventTypes()
+        store,
+        Models({"tally": Model("tally", record)}),
+        {"Added": [on_added]},
+        EventTypes(),
+        ledger=SeenCommands(),
     )
 
 
@@ -111,8 +116,8 @@ async def test_idempotency_keys_survive_a_snapshot(
     before = await snapshotted(store, snapshooter)
     after = await restarted(store, client, micro_namespace)
     assert after.applied == 0
-    assert after.seen_keys == before.seen_keys
-    assert after.seen_keys["k-3"].position == 4
+    assert after.ledger == before.ledger
+    assert after.ledger["k-3"].position == 4
 
 
 REFUSAL = {"code": "rule_violation", "message": "not today", "details": {"why": "closed"}}
@@ -151,9 +156,9 @@ async def test_refusals_survive_a_snapshot(
     before = await snapshotted(store, snapshooter)
     after = await restarted(store, client, micro_namespace)
     assert after.applied == 0
-    assert after.seen_keys == before.seen_keys
-    assert after.seen_keys["r"].refusal == REFUSAL
-    assert after.seen_keys["k-3"].refusal is None
+    assert after.ledger == before.ledger
+    assert after.ledger["r"].refusal == REFUSAL
+    assert after.ledger["k-3"].refusal is None
 
 
 async def format_2(snapshooter: Snapshooter) -> None:
@@ -178,8 +183,8 @@ async def test_a_snapshot_of_format_2_still_loads(
         after = await restarted(store, client, micro_namespace)
     assert not [line for line in logs if line["log_level"] == "warning"]
     assert after.applied == 1
-    assert after.seen_keys["k-3"] == before.seen_keys["k-3"]
-    assert after.seen_keys["r"].refusal == REFUSAL
+    assert after.ledger["k-3"] == before.ledger["k-3"]
+    assert after.ledger["r"].refusal == REFUSAL
 
 
 async def test_a_snapshot_of_format_2_that_saw_a_refusal_is_skipped_for_a_replay(
@@ -195,7 +200,7 @@ async def test_a_snapshot_of_format_2_that_saw_a_refusal_is_skipped_for_a_replay
     (warning,) = [line for line in logs if line["log_level"] == "warning"]
     assert "refused" in warning["reason"]
     assert after.applied == 21
-    assert after.seen_keys == before.seen_keys
+    assert after.ledger == before.ledger
 
 
 @pytest.mark.parametrize(

@@ -107,15 +107,13 @@ async def run_command(micro: Micro, command: str, payload: Any, **fields: Any) -
     return await pipeline.run(micro.commander.rules[command], payload, ctx), ctx.position
 
 
-class TestStore(MemoryEventStore):
+class LaggingStore(MemoryEventStore):
     """A memory store that can hold back live delivery, yields like real I/O, and counts.
 
     ``hold()`` stops subscriptions from delivering (a projector that lags); ``release()``
     lets them go on. Reads yield to the event loop every ``yield_every`` events, so a long
     replay interleaves with requests the way a networked store does.
     """
-
-    __test__ = False
 
     def __init__(self, *, yield_every: int = 50) -> None:
         super().__init__()

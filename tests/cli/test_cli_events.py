@@ -9,9 +9,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from micro._nats_server import NatsServer
 from micro.cli.events import events_app
 from micro.eventstore.jetstream import JetStreamEventStore
+from micro.testing import NatsServer
 from micro.testing.eventstore_contract import new_event
 
 DEADLINE = 10.0
