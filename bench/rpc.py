@@ -4,6 +4,8 @@ A service serving ``math.add`` ({a, b} -> a + b) runs in its own process; the cl
 here. For each side: sequential p50/p99 over 2,000 calls after 200 warm-up calls, and
 throughput with 64 calls in flight over 20,000 calls. Run: ``python bench/rpc.py``.
 Extra variants (``--all``): micro with a no-op hook, and ``act_stream`` with 10 messages.
+``--otel``: both processes run the OpenTelemetry SDK with an in-memory span exporter, so
+micro records a span on each side of every call (the cost of tracing switched on).
 """
 
 from __future__ import annotations
@@ -47,8 +49,20 @@ async def main():
 asyncio.run(main())
 """
 
+OTEL_SDK = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+trace.set_tracer_provider(provider)
+"""
+
 MICRO_SERVICE = f"""
-import sys, threading
+import os, sys, threading
+if os.environ.get("BENCH_OTEL"):
+    exec({OTEL_SDK!r})
 from micro import Micro
 micro = Micro(nats_url=sys.argv[1], namespace={NAMESPACE!r}, service="bench", log_level="warning")
 micro.add("math.add", lambda req: req["a"] + req["b"])
@@ -126,7 +140,9 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, dict[str, float]]
     results: dict[str, dict[str, float]] = {}
     client = await nats.connect(url)
     payload = {"a": 2, "b": 3}
-    variants = ["raw", "micro"] + (["micro+hook"] if args.all else [])
+    variants = ["raw", "micro+otel" if args.otel else "micro"] + (
+        ["micro+hook"] if args.all else []
+    )
     with Progress(transient=True) as progress:
         task = progress.add_task("W1", total=len(variants) * args.rounds)
         for _round in range(args.rounds):
@@ -188,9 +204,13 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--all", action="store_true", help="also hooks and act_stream")
+    parser.add_argument("--otel", action="store_true", help="trace with the OTel SDK")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MICRO_LOG_LEVEL", "warning")
+    if args.otel:
+        os.environ["BENCH_OTEL"] = "1"
+        exec(OTEL_SDK)
     with tempfile.TemporaryDirectory() as store:
         server = NatsServer(store_dir=Path(store)).start()
         try:

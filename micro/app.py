@@ -19,6 +19,7 @@ import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from micro import telemetry
 from micro._app_dir import app_dir
 from micro._signals import stop_on_signals
 from micro.bus.caller import Caller, Reply, RetryPolicy
@@ -504,6 +505,11 @@ class Micro:
             status["load"] = self._responder.load.status()
         return status
 
+    async def _lag(self) -> int | None:
+        commander = self.modules.instances.get("commander")
+        projector = getattr(commander, "projector", None)
+        return None if projector is None else await telemetry.refresh_lag(projector)
+
     # -- life cycle --------------------------------------------------------------------
 
     async def open(self, *, client: Client | None = None) -> Self:
@@ -515,6 +521,7 @@ class Micro:
         if self._opened:
             return self
         self._loop = asyncio.get_running_loop()
+        telemetry.refresh()  # an SDK set up before open() is used from here on
         self._owns_client = client is None
         self.client = client or await connect(self.settings)
         self._caller = Caller(
@@ -522,6 +529,7 @@ class Micro:
         )
         await self._caller.start()
         self._responder = Responder(self.client, self.settings, self._caller, self.hooks)
+        telemetry.metrics.watch_responder(self._responder)
         self._events = Events(self.client, self.settings, self._caller)
         for listener in self._listeners:
             await self._events.listen(listener)
@@ -533,6 +541,7 @@ class Micro:
             self._responder,
             instance_id=self.instance_id,
             serving=self._announced,
+            lag=self._lag,
         )
         if self._announced():
             await self._services.start()

@@ -77,6 +77,8 @@ class EndpointStatsRecord(BaseModel):
     processing_time_ns: int = 0
     average_processing_time_ns: int = 0
     last_error: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """ADR-32's free-form ``data``: micro puts latency percentiles, errors by code and lag."""
 
 
 class EndpointRecord(BaseModel):
@@ -176,6 +178,7 @@ def _endpoint_stats(data: Any) -> tuple[str, EndpointStatsRecord] | None:
             processing_time_ns=data.get("processing_time") or 0,
             average_processing_time_ns=data.get("average_processing_time") or 0,
             last_error=data.get("last_error") or "",
+            data=data.get("data") if isinstance(data.get("data"), dict) else {},
         )
     except pydantic.ValidationError:
         return None

@@ -135,6 +135,7 @@ def _request_context(
         event_dict.setdefault("service", ctx.service)
         event_dict.setdefault("command", ctx.command)
         event_dict.setdefault("trace_id", ctx.trace_id)
+        event_dict.setdefault("span_id", ctx.span_id)
     return event_dict
 
 

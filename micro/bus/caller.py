@@ -38,6 +38,7 @@ from micro.errors import (
     ValidationError,
 )
 from micro.settings import Settings
+from micro.telemetry import tracing
 
 if TYPE_CHECKING:
     from micro.bus.endpoint import Endpoint
@@ -247,6 +248,10 @@ class Caller:
         if self.hooks.on_act:
             # A client-side guard: raising here stops the call before it is sent.
             await self.hooks.run_simple("on_act", name, payload, parent)
+        span = None
+        if (tracer := tracing.tracer()) is not None:
+            span = tracing.start_client_span(tracer, name, subject, headers)
+            headers[h.TRACE_ID] = tracing.trace_ids(span)[0]
         started = time.perf_counter()
         attempt = 0
         try:
@@ -273,11 +278,19 @@ class Caller:
                         # last error says more than a zero-length send would.
                         raise
         except MicroError as error:
+            if span is not None:
+                tracing.end_span(span, error)
             if self.hooks.on_act_finished:
                 await self.hooks.run_observers(
                     "on_act_finished", name, error, time.perf_counter() - started
                 )
             raise
+        except BaseException as error:
+            if span is not None:  # cancelled, or a bug: the span still ends, failed
+                tracing.end_span(span, error)
+            raise
+        if span is not None:
+            tracing.end_span(span)
         if self.hooks.on_act_finished:
             await self.hooks.run_observers(
                 "on_act_finished", name, reply.value, time.perf_counter() - started
@@ -343,6 +356,10 @@ class Caller:
         )
         if self.hooks.on_act:
             await self.hooks.run_simple("on_act", name, payload, parent)
+        span = None
+        if (tracer := tracing.tracer()) is not None:
+            span = tracing.start_client_span(tracer, name, subject, headers)
+            headers[h.TRACE_ID] = tracing.trace_ids(span)[0]
         started = time.perf_counter()
         outcome: Any = None
         deadline = time.monotonic() + wait
@@ -380,6 +397,8 @@ class Caller:
             # unsubscribe() only queues an UNSUB: it never waits on the server
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+            if span is not None:
+                tracing.end_span(span, outcome if isinstance(outcome, MicroError) else None)
             if self.hooks.on_act_finished:
                 await self.hooks.run_observers(
                     "on_act_finished", name, outcome, time.perf_counter() - started

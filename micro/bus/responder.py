@@ -41,6 +41,7 @@ from micro.errors import (
     ValidationError,
 )
 from micro.settings import Settings
+from micro.telemetry import LatencyHistogram, metrics, tracing
 
 if TYPE_CHECKING:
     from micro.bus.caller import Caller
@@ -62,6 +63,8 @@ class EndpointStats:
     errors: int = 0
     processing_time_ns: int = 0
     last_error: str = ""
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     @property
     def average_ns(self) -> int:
@@ -208,11 +211,16 @@ class Responder:
         endpoint = served.endpoint
         ctx: Context | None = None
         token = None
+        span = None
+        failure: BaseException | None = None
         codec: str | None = None
         try:
             ctx = self._context(endpoint, msg)
             if endpoint.kind == FALLBACK_KIND and msg.headers:
                 ctx.command = msg.headers.get(h.COMMAND) or ctx.command
+            if (tracer := tracing.tracer()) is not None:
+                span = tracing.start_server_span(tracer, ctx.command, served.subject, msg.headers)
+                ctx.trace_id, ctx.span_id = tracing.trace_ids(span[0])
             token = current_context.set(ctx)
             codec = msg.headers.get(h.CODEC) if msg.headers else None
             if msg.headers and msg.headers.get(h.STREAM) == "1" and msg.reply:
@@ -240,8 +248,10 @@ class Responder:
                     f"{endpoint.name!r} returned a value that cannot be sent: {error}"
                 ) from error
         except MicroError as error:
+            failure = error
             await self._reply_error(msg, error, served, ctx)
         except Exception as error:
+            failure = error
             _log.exception(
                 "handler failed", command=endpoint.name, trace_id=ctx.trace_id if ctx else None
             )
@@ -274,9 +284,18 @@ class Responder:
             self._active -= 1
             if token is not None:
                 current_context.reset(token)
+            elapsed = time.perf_counter_ns() - started
             stats = served.stats
             stats.requests += 1
-            stats.processing_time_ns += time.perf_counter_ns() - started
+            stats.processing_time_ns += elapsed
+            stats.latency.record(elapsed)
+            if span is not None:
+                tracing.end_span(span[0], failure, span[1])
+            if (measures := metrics.instruments()) is not None:
+                measures.command_duration.record(
+                    elapsed / 1e9,
+                    {"micro.service": self.settings.service, "micro.command": endpoint.name},
+                )
 
     async def _invoke(self, endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
         """Validate the payload and run the handler (and its middleware)."""
@@ -299,6 +318,8 @@ class Responder:
         self, msg: Msg, error: MicroError, served: _Served, ctx: Context | None
     ) -> None:
         served.stats.errors += 1
+        by_code = served.stats.errors_by_code
+        by_code[error.code] = by_code.get(error.code, 0) + 1
         served.stats.last_error = f"{error.code}: {error.message}"[:200]
         if error.service is None:
             error.service = self.settings.service

@@ -23,7 +23,7 @@ Nothing here runs per command request: STATS reads the counters the responder ke
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,12 +132,15 @@ class ServiceResponder:
         *,
         instance_id: str | None = None,
         serving: Callable[[], bool] | None = None,
+        lag: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.responder = responder
         self._serving = serving or (lambda: bool(responder.served))
         """Whether to answer at all: a Micro that serves nothing is a client, not a service."""
+        self._lag = lag
+        """How many events the service's models are behind the store (``None``: no models)."""
         self.id = instance_id or new_instance_id()
         self.started = datetime.now(UTC)
         self.metadata = {**settings.metadata, NAMESPACE_KEY: settings.namespace}
@@ -196,11 +199,23 @@ class ServiceResponder:
             "endpoints": endpoints,
         }
 
-    def stats(self) -> dict[str, Any]:
-        """The ``io.nats.micro.v1.stats_response`` of this instance: real counters."""
+    def stats(self, lag: int | None = None) -> dict[str, Any]:
+        """The ``io.nats.micro.v1.stats_response`` of this instance: real counters.
+
+        Each endpoint's ``data`` (free-form in ADR-32) holds its latency percentiles
+        (``p50_ms``, ``p90_ms``, ``p99_ms``), its errors by code, and ``lag``: the events
+        the service's models are behind the store, when it has models.
+        """
         endpoints = []
         for name, served in list(self.responder.served.items()):
             stats = served.stats
+            data: dict[str, Any] = {
+                **stats.latency.summary(),
+                "errors_by_code": dict(stats.errors_by_code),
+                "in_flight": self.responder.in_flight,
+            }
+            if lag is not None:
+                data["lag"] = lag
             endpoints.append(
                 {
                     "name": endpoint_name(name),
@@ -211,7 +226,7 @@ class ServiceResponder:
                     "last_error": stats.last_error,
                     "processing_time": stats.processing_time_ns,
                     "average_processing_time": stats.average_ns,
-                    "data": None,
+                    "data": data,
                 }
             )
         return {
@@ -243,7 +258,7 @@ class ServiceResponder:
             elif verb == "INFO":
                 body = self.info(schemas=_wants_schemas(msg.data))
             else:
-                body = self.stats()
+                body = self.stats(await self._lag() if self._lag is not None else None)
             await self.client.publish(msg.reply, orjson.dumps(body))
         except Exception:
             # A discovery answer that cannot be built must never take the service down.

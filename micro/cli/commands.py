@@ -28,6 +28,7 @@ from micro.cli.dev import dev
 from micro.cli.events import events_app
 from micro.cli.new import new_app
 from micro.cli.services import services_app
+from micro.cli.top import top_app
 from micro.cli.version import version_report
 from micro.errors import MicroError
 
@@ -238,6 +239,7 @@ app.add_typer(config_app, name="config", help="The config server: get, set, ls, 
 app.add_typer(new_app, name="new", help="Start a service, add commands and views to it.")
 app.command()(asyncapi)
 app.command()(dev)
+app.add_typer(top_app, name="top", help="A live view: rate, latency, errors, model lag.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,11 +38,13 @@ import structlog
 from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+from opentelemetry.trace import Span, StatusCode
 
 from micro._tasks import stop_task
 from micro.context import current_context, new_id
 from micro.errors import ConfigError, MicroError
 from micro.readmodel.event import AppliedEvent, Event
+from micro.telemetry import tracing
 
 if TYPE_CHECKING:
     from micro.command.commander import Commander
@@ -239,10 +241,31 @@ class EventHandlers:
                 await subscription.aclose()
 
     async def _handle(self, group: _Group, handlers: list[Handler], event: AppliedEvent) -> bool:
+        with tracing.linked_span(
+            f"on_event {event.type}",
+            event.metadata,
+            **{
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "micro.event.type": event.type,
+                "micro.position": event.position,
+                "micro.group": group.name,
+            },
+        ) as span:
+            handled = await self._handle_traced(group, handlers, event, span)
+            if span is not None and not handled:
+                span.set_status(StatusCode.ERROR, group.failure or "handler failed")
+            return handled
+
+    async def _handle_traced(
+        self, group: _Group, handlers: list[Handler], event: AppliedEvent, span: Span | None
+    ) -> bool:
         trace = str(event.metadata.get("correlation_id") or new_id())
         ctx = self.micro.new_context(
             f"on {event.type}", trace_id=trace, meta=event.metadata.get("meta") or {}
         )
+        if span is not None:
+            ctx.trace_id, ctx.span_id = tracing.trace_ids(span)
         loop = asyncio.get_running_loop()
         for handler in handlers:
             failures = tries = 0

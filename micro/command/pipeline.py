@@ -57,6 +57,7 @@ from micro.eventstore.base import ANY, NO_STREAM, EventStore, ExpectedVersion, N
 from micro.eventstore.base import validate_stream_name as _check_stream
 from micro.readmodel.event import Event
 from micro.readmodel.projector import Projector
+from micro.telemetry import metrics, tracing
 
 __all__ = ["CommandPipeline", "Guard", "event_id"]
 
@@ -226,9 +227,10 @@ class CommandPipeline:
                 await self.projector.wait_for(self.projector.position + 1, 0)  # raises
             version = self.projector.versions.get(stream)
             expected: ExpectedVersion = NO_STREAM if version is None else version
-            if rule.validation is not None:
-                await _maybe(rule.validation(request, models))
-            produced = await _maybe(rule.events(request, models))
+            with tracing.span("validate", **{"micro.command": rule.command}):
+                if rule.validation is not None:
+                    await _maybe(rule.validation(request, models))
+                produced = await _maybe(rule.events(request, models))
             new_events = self._new_events(rule, produced, ctx)
             if not new_events:
                 raise RuleViolation(f"{rule.command!r} decided that nothing happens")
@@ -242,7 +244,12 @@ class CommandPipeline:
                     details={"stored": False},
                 )
             try:
-                result = await self.store.append(stream, new_events, expected)
+                with tracing.span("append", **{"micro.stream": stream}):
+                    started = time.perf_counter()
+                    result = await self.store.append(stream, new_events, expected)
+                if (measures := metrics.instruments()) is not None:
+                    measures.append_duration.record(time.perf_counter() - started)
+                    measures.append_batch.record(len(new_events))
             except ConcurrencyError:
                 if attempt == self.max_retries:
                     raise
@@ -324,6 +331,7 @@ class CommandPipeline:
             metadata["user"] = getattr(ctx.user, "id", str(ctx.user))
         if ctx.idempotency_key is not None:
             metadata["idempotency_key"] = ctx.idempotency_key
+        tracing.inject(metadata)  # on_event handlers link their spans to this command's
         new_events = []
         for index, event in enumerate(produced):
             if not isinstance(event, Event):
@@ -348,7 +356,8 @@ class CommandPipeline:
     async def _wait_applied(self, rule: RuleSheet, position: int, ctx: Context) -> None:
         wait = ctx.remaining if ctx.remaining is not None else self.reply_timeout
         try:
-            await self.projector.wait_for(position, max(wait - 0.05, 0.01))
+            with tracing.span("apply", **{"micro.position": position}):
+                await self.projector.wait_for(position, max(wait - 0.05, 0.01))
         except TimeoutError:
             raise TimeoutError(
                 f"{rule.command!r} WAS stored (position {position}) but the models did not "

@@ -21,6 +21,7 @@ What it serves:
 - ``Accept: text/event-stream`` on a command streams its intermediate messages (SSE).
 - ``GET <prefix>/events``: the live event feed over SSE (see ``micro.gateway.feed``).
 - ``/ws``: calls, streams and the event feed over one WebSocket (``micro.gateway.websocket``).
+- ``GET <prefix>/stats``: live rate, latency, errors and model lag (``micro.gateway.live``).
 - ``/openapi.json``, ``/asyncapi.json`` (AsyncAPI 3.0), ``/docs``, ``/healthz``,
   ``/readyz``, ``/metrics``, and optionally a web console from a folder of static files
   at ``/``.
@@ -88,6 +89,7 @@ from micro.gateway.errors import error_json, http_status, json_response, public_
 from micro.gateway.fanout import FanOut, call_all
 from micro.gateway.feed import EventFeed
 from micro.gateway.listener import bind_listener
+from micro.gateway.live import stats_route
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
 from micro.gateway.openapi import build_openapi
 from micro.gateway.refusals import RefusalsAsAnswers
@@ -186,6 +188,7 @@ class Gateway:
             websocket_route(self),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
             StarletteRoute(f"{prefix}/services", self._services, methods=["GET"]),
+            stats_route(f"{prefix}/stats", self.micro),
             StarletteRoute(f"{prefix}/events", self._events, methods=["GET"]),
             Mount("/_gateway", app=StaticFiles(directory=STATIC), name="gateway-static"),
         ]

@@ -1,5 +1,8 @@
 """Prometheus metrics of the gateway, served as text on ``/metrics``.
 
+The same measures go to OpenTelemetry (``http.server.request.duration``) and each request
+gets a server span, parent of the act it makes, whenever an OTel SDK is configured.
+
 Each gateway keeps its own registry (two gateways in one process, as in tests, must not
 share counters). Routes are labelled by their template (``/accounts/{id}``), never by the
 raw path, so a caller cannot grow the number of series.
@@ -12,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from micro.telemetry import metrics, tracing
 
 __all__ = ["ROUTE_KEY", "GatewayMetrics", "MetricsMiddleware"]
 
@@ -55,10 +60,38 @@ class GatewayMetrics:
             "Routes in the table built from discovery",
             registry=self.registry,
         )
+        metrics.watch_gateway(self)
+
+    # What OpenTelemetry observes (``micro.telemetry.metrics``): the same counts, read from
+    # this registry when the SDK collects, so nothing is counted twice.
+
+    def error_counts(self) -> list[tuple[float, dict[str, str]]]:
+        return [
+            (
+                sample.value,
+                {
+                    "error.type": sample.labels["code"],
+                    "http.response.status_code": sample.labels["status"],
+                },
+            )
+            for family in self.errors.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        ]
+
+    def in_flight_calls(self) -> float:
+        return _value(self.in_flight)
+
+    def route_count(self) -> float:
+        return _value(self.routes)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+def _value(gauge: Gauge) -> float:
+    return sum(sample.value for family in gauge.collect() for sample in family.samples)
 
 
 class MetricsMiddleware:
@@ -81,10 +114,24 @@ class MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        tracer = tracing.tracer()
+        span = tracing.start_http_span(tracer, scope) if tracer is not None else None
         try:
             await self.app(scope, receive, sending)
         finally:
             route: Any = scope.get(ROUTE_KEY, "unmatched")
             method = str(scope.get("method", ""))
+            seconds = time.perf_counter() - started
             self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(method, route).observe(seconds)
+            if span is not None:
+                tracing.end_http_span(span[0], span[1], method, str(route), status)
+            if (measures := metrics.instruments()) is not None:
+                measures.http_duration.record(
+                    seconds,
+                    {
+                        "http.request.method": method,
+                        "http.route": str(route),
+                        "http.response.status_code": status,
+                    },
+                )

@@ -27,6 +27,7 @@ from micro.errors import TimeoutError, UnavailableError
 from micro.eventstore.base import EventStore, RecordedEvent
 from micro.readmodel.event import AppliedEvent, EventTypes
 from micro.readmodel.model import Models
+from micro.telemetry import metrics, tracing
 
 __all__ = ["Ledger", "Projector", "Reducer"]
 
@@ -94,10 +95,17 @@ class Projector:
         """Fed every applied event (the command layer's idempotency keys), if given."""
         self.failure: str | None = None
         self.applied = 0
+        self.head = 0
+        """The newest stream position known to exist (for the lag the metrics report)."""
+        self.caught_up_at: float | None = None
+        """When the models last reached ``head`` (epoch seconds)."""
+        self.snapshot_at: float | None = None
+        """When a snapshot of these models was last saved or restored (epoch seconds)."""
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
         self._journal = models.record_changes()
         self._task: asyncio.Task[None] | None = None
+        self._head_task: asyncio.Task[None] | None = None
         self._gate = asyncio.Lock()
 
     # -- running ------------------------------------------------------------------------
@@ -105,6 +113,9 @@ class Projector:
     async def start(self, timeout: float | None = None) -> None:
         """Subscribe from the checkpoint and return once caught up with the store."""
         target = await self.store.last_position()
+        self.head = max(self.head, target)
+        metrics.watch_projector(self)
+        self._head_task = metrics.follow_head(self)
         self._task = asyncio.create_task(self._follow(), name=f"projector:{self.name}")
         started = time.monotonic()
         await self.wait_for(target, timeout)
@@ -116,6 +127,9 @@ class Projector:
         )
 
     async def stop(self) -> None:
+        metrics.forget_projector(self)
+        head_task, self._head_task = self._head_task, None
+        await stop_task(head_task)
         task, self._task = self._task, None
         await stop_task(task)
 
@@ -194,6 +208,9 @@ class Projector:
             self.ledger.see(event)
         self.position = event.position
         self.applied += 1
+        if self.position >= self.head:
+            self.head = self.position
+            self.caught_up_at = time.time()
         waiters = self._waiters
         while waiters and waiters[0][0] <= self.position:
             _, _, future = heapq.heappop(waiters)
@@ -243,7 +260,9 @@ class Projector:
 
     async def catch_up(self, timeout: float | None) -> None:
         """Wait until every event stored so far is applied."""
-        await self.wait_for(await self.store.last_position(), timeout)
+        head = await self.store.last_position()
+        self.head = max(self.head, head)
+        await self.wait_for(head, timeout)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -261,6 +280,10 @@ class Projector:
         The live models keep serving while the copy replays; only the final catch-up and
         the swap hold new events (and so the commands waiting on them) back briefly.
         """
+        with tracing.span("rebuild", **{"micro.models": ",".join(names)}):
+            return await self._rebuild(names, fresh)
+
+    async def _rebuild(self, names: list[str], fresh: Models) -> int:
         shadow = Projector(self.store, fresh, self.reducers, self.types, name=f"{self.name}*")
         async for event in self.store.read_all(1):
             if event.position > self.position or not shadow.apply(event):

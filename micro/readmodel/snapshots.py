@@ -22,6 +22,7 @@ from nats.js.errors import NotFoundError as NatsNotFoundError
 from nats.js.object_store import ObjectStore
 
 from micro._tasks import stop_task
+from micro.telemetry import tracing
 
 if TYPE_CHECKING:
     from micro.readmodel.projector import Projector
@@ -88,6 +89,13 @@ class Snapshooter:
 
     async def restore(self, projector: Projector) -> int:
         """Load the newest valid snapshot into the projector's models; its position."""
+        with tracing.span("snapshot restore", **{"micro.service": self.service}) as span:
+            position = await self._restore(projector)
+            if span is not None:
+                span.set_attribute("micro.position", position)
+            return position
+
+    async def _restore(self, projector: Projector) -> int:
         self.projector = projector
         store = await self._objects()
         for name in await self._names():
@@ -105,6 +113,8 @@ class Snapshooter:
                     projector.ledger.clear()
                 continue
             self.saved_position = position
+            saved_at = snapshot.get("saved_at")
+            projector.snapshot_at = saved_at if isinstance(saved_at, int | float) else None
             _log.info("snapshot loaded", snapshot=name, position=position)
             return position
         return 0
@@ -159,12 +169,20 @@ class Snapshooter:
 
     async def save(self) -> int:
         """Save a snapshot now; returns its position."""
+        with tracing.span("snapshot save", **{"micro.service": self.service}) as span:
+            position = await self._save()
+            if span is not None:
+                span.set_attribute("micro.position", position)
+            return position
+
+    async def _save(self) -> int:
         if self.projector is None:
             raise RuntimeError("the snapshooter is not attached to a projector")
         position, data = self._dump(self.projector)
         store = await self._objects()
         await store.put(self._name(position), data)
         self.saved_position = position
+        self.projector.snapshot_at = time.time()
         self.saves += 1
         for old in (await self._names())[_KEEP:]:
             with contextlib.suppress(Exception):

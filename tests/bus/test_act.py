@@ -277,19 +277,21 @@ class TestBadInput:
         assert micro.settings.service == "from-env"
 
 
-async def test_lines_logged_in_a_handler_carry_service_command_and_trace(micro_settings) -> None:
+async def test_lines_logged_in_a_handler_carry_service_command_trace_and_span(
+    micro_settings,
+) -> None:
     log = structlog.get_logger("test")
 
-    def handler(_payload: object, ctx: Context) -> str:
+    def handler(_payload: object, ctx: Context) -> list[str]:
         log.info("inside the handler")
-        return ctx.trace_id
+        return [ctx.trace_id, ctx.span_id]
 
     # Logging is configured once per process, by the first Micro: configured here, at info,
     # so that no Micro reconfigures it inside the capture, whichever test ran first.
     configure_logging("info", force=True)
     with structlog.testing.capture_logs(processors=[_context_processor()]) as captured:
         async with Micro(micro_settings, service="logged").add("log it", handler) as micro:
-            trace = await micro.act("log it")
+            trace, span = await micro.act("log it")
     lines = [line for line in captured if line["event"] == "inside the handler"]
     assert lines == [
         {
@@ -298,6 +300,7 @@ async def test_lines_logged_in_a_handler_carry_service_command_and_trace(micro_s
             "service": "logged",
             "command": "log it",
             "trace_id": trace,
+            "span_id": span,
         }
     ]
 

@@ -12,6 +12,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "settings", "context", "_tasks", "_inbox", "_numbers", "_keyed_locks", "_schemas"),
     ("_signals", "_app_dir", "_nats_server"),
     ("log",),
+    ("telemetry",),
     ("bus", "eventstore"),
     ("host",),
     ("readmodel",),
