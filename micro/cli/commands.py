@@ -187,9 +187,9 @@ def permissions(
 
     The app is imported but not started. Give each service its own NATS user with exactly
     these permissions: it can then serve only its own commands, read only its own replies
-    and append only to its own event streams. ``--json`` prints
-    ``{"service", "permissions", "caller", "gateway"}``; without it, an ``authorization``
-    block for nats-server.conf whose passwords come from environment variables.
+    and append only to its own event streams. With --json it prints the blocks as one JSON
+    object (service, permissions, caller, gateway); without it, an authorization block for
+    nats-server.conf whose passwords come from environment variables.
     """
     from micro.cli._together import load_together
     from micro.permissions import caller_permissions, process_permissions, profiles

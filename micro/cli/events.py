@@ -19,8 +19,8 @@ import orjson
 import pydantic
 import typer
 
-from micro.errors import MicroError, ValidationError
-from micro.eventstore import EventStore, RecordedEvent, open_event_store
+from micro.errors import ConfigError, MicroError, ValidationError
+from micro.eventstore import EventStore, JetStreamEventStore, RecordedEvent, open_event_store
 from micro.eventstore.base import validate_stream_name
 from micro.settings import Settings
 
@@ -73,15 +73,34 @@ async def _tail(stream: str | None, from_position: int | None, json_output: bool
 
 
 async def _show(stream: str, json_output: bool) -> None:
+    validate_stream_name(stream)
     async with _store() as store:
-        for event in await store.read(stream):
+        if isinstance(store, JetStreamEventStore):
+            # Each service appends under its own name: read as the one that wrote it.
+            owners = await store.owners(stream)
+            if len(owners) > 1:
+                raise ConfigError(
+                    f"stream {stream!r} is written by {', '.join(owners)}: "
+                    "set MICRO_SERVICE to the one to read"
+                )
+            if owners and owners[0] and owners[0] != store.owner:
+                async with _store(owners[0]) as owned:
+                    events = await owned.read(stream)
+            else:
+                events = await store.read(stream)
+        else:
+            events = await store.read(stream)
+        for event in events:
             _print(event, json_output)
 
 
 @asynccontextmanager
-async def _store() -> AsyncIterator[EventStore]:
-    """The configured event store, over a NATS connection when it needs one."""
+async def _store(owner: str | None = None) -> AsyncIterator[EventStore]:
+    """The configured event store, over a NATS connection when it needs one (appending as
+    ``owner`` when given, else as ``MICRO_SERVICE``)."""
     settings = Settings()
+    if owner is not None:
+        settings = settings.model_copy(update={"service": owner})
     if settings.event_store != "jetstream":
         async with open_event_store(settings) as store:
             yield store

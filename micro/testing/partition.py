@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Self
 
 from micro._nats_server import ClusterConfig, NatsServer, _die_with_parent
+from micro.bus.nats_client import ConnectOptions
 from micro.testing.cluster import NatsCluster
 
 __all__ = ["NetworkRig", "PartitionCluster", "RigError", "RigHost", "partition_unavailable"]
@@ -288,6 +289,7 @@ class PartitionCluster(NatsCluster):
             raise ValueError("a cluster needs at least one node")
         self.network = NetworkRig()
         self._forwarders: list[_Forwarder] = []
+        self.connect_options = ConnectOptions()  # the rig's nodes are not secured
         try:
             hosts = [self.network.add_host(f"n{index + 1}") for index in range(size)]
             for first, second in itertools.combinations(hosts, 2):

@@ -45,7 +45,9 @@ def test_the_json_names_every_jetstream_resource_and_never_a_bare_wildcard() -> 
     assert "_INBOX_bank.>" in service["subscribe"]["allow"]
     assert "micro.cmd.deposit" in service["subscribe"]["allow"]
     assert "$JS.API.STREAM.INFO.MICRO_EVENTS" in service["publish"]["allow"]
-    assert printed["caller"]["permissions"]["subscribe"]["allow"][-1] == "_INBOX_cli.>"
+    assert "_INBOX_cli.>" in printed["caller"]["permissions"]["subscribe"]["allow"]
+    assert "micro.srv.*" in printed["caller"]["permissions"]["subscribe"]["allow"]
+    assert "micro.srv.*" in service["publish"]["allow"]
     gateway = printed["gateway"]["permissions"]["publish"]["allow"]
     assert not [
         s for s in gateway if s.startswith("micro.ev.") or s.endswith("CREATE.MICRO_EVENTS")

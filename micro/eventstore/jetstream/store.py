@@ -215,6 +215,32 @@ class JetStreamEventStore(EventStore):
             raise translate(f"stream {self._subjects.stream}", error) from error
         return bool((info.get("state") or {}).get("subjects"))
 
+    @property
+    def owner(self) -> str | None:
+        """The service this store appends as (``None``: the first, unowned layout)."""
+        return self._owner
+
+    async def owners(self, stream: str) -> list[str]:
+        """The services that appended to ``stream`` (``""`` for the first, unowned layout).
+
+        Tools that read a stream by name without knowing who writes it (``micro events
+        show``) ask this, then read as that owner.
+        """
+        prefix = self._subjects.prefix
+        found: set[str] = set()
+        for subjects_filter in (f"{prefix}*.{stream}", self._subjects.legacy(stream)):
+            request = orjson.dumps({"subjects_filter": subjects_filter})
+            try:
+                info = await api_request(
+                    self.client, self._subjects.stream_info, request, self._timeout
+                )
+            except ApiError as error:
+                raise translate(f"stream {self._subjects.stream}", error) from error
+            for subject in (info.get("state") or {}).get("subjects") or {}:
+                owner = subject[len(prefix) : -len(stream)].rstrip(".")
+                found.add(owner)
+        return sorted(found)
+
     async def _subject(self, stream: str) -> str:
         """Where ``stream``'s events go: its owner's subject, or the first-layout one it has."""
         if not self._legacy:
