@@ -37,8 +37,9 @@ class Puller:
     """An ephemeral pull consumer read in pipelined batches, recreated if it breaks.
 
     Position, not delivery, is the truth: after any trouble (a gap in delivery sequence,
-    the consumer deleted, heartbeats gone quiet) a new consumer starts right after the last
-    event received, so nothing is skipped and nothing is repeated.
+    the consumer deleted, heartbeats gone quiet, or heartbeats without events while the
+    stream has more) a new consumer starts right after the last event received, so nothing
+    is skipped and nothing is repeated.
     """
 
     def __init__(
