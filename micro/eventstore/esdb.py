@@ -4,6 +4,10 @@ kurrentdbclient, esdbclient's maintained successor, is used when installed (the
 ``micro-es[kurrentdb]`` extra); ``client=`` picks one. Both take ``esdb://`` and
 ``kurrentdb://`` URLs (and their ``+discover`` forms).
 
+(Over 600 lines: each contract method here is the translation of one client call and its
+errors, and the subscription's resume-after-drop loop belongs beside the reads it repeats;
+which client to load already lives apart, in ``_esdb_clients``.)
+
 How the contract maps onto the server:
 
     NewEvent.id          the ESDB event id, so the server itself makes a retried append of

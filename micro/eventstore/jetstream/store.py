@@ -1,9 +1,14 @@
 """The event store on NATS JetStream: one stream, one subject per event stream.
 
+(A little over 600 lines: the store is the contract's one implementation on JetStream; API
+plumbing, codec, provisioning, replies, the puller and group commit already live in their
+own modules, and what is left is the contract's methods and the subject layout they share.)
+
 Layout, for namespace ``micro``::
 
     JetStream stream  MICRO_EVENTS   (file storage, subjects micro.ev.>)
-    event subject     micro.ev.<stream>
+    event subject     micro.ev.<owner>.<stream>  (micro.ev.<stream> for a store with no
+                      owner, and for streams written before the owner joined the subject)
     global position   the JetStream stream sequence
     message body      {"id", "type", "version", "data", "metadata"} as JSON
     headers           Nats-Msg-Id (event id), Nats-Expected-Last-Subject-Sequence,
