@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import runpy
-import shutil
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from micro import Micro, Settings
 from micro.bus.subjects import command_subject
 from micro.eventstore.memory import MemoryEventStore
 from micro.gateway import Gateway, GatewaySettings
+from tests.support import npm_install
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK = ROOT / "samples" / "bank" / "app.py"
@@ -37,27 +36,13 @@ BANK_VIEWS = {"account balance", "accounts", "transfer status"}
 @pytest.fixture(scope="session")
 def asyncapi_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 JSON Schema, as the @asyncapi/specs package ships it."""
-    if shutil.which("npm") is None:
-        pytest.skip("validating AsyncAPI needs npm (for @asyncapi/specs), not installed here")
     folder = tmp_path_factory.mktemp("asyncapi-specs")
-    (folder / "package.json").write_text(
-        json.dumps({"name": "micro-asyncapi", "private": True, "dependencies": {}})
+    npm_install(
+        folder,
+        {"@asyncapi/specs": SPECS},
+        purpose="validating AsyncAPI (@asyncapi/specs)",
+        tools=("npm",),
     )
-    result = subprocess.run(
-        [
-            "npm",
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            f"@asyncapi/specs@{SPECS}",
-        ],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, f"npm install failed: {result.stderr[-2000:]}"
     schema_file = (
         folder / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0-without-$id.json"
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 from micro import Micro, Settings
 from micro.eventstore.esdb import EsdbEventStore
 from micro.testing.esdb_fake import FakeEventStoreDB
+from tests.support import npm_install
 
 HERE = Path(__file__).parent
 TALLY = HERE.parent / "command" / "apps" / "tally"
@@ -35,21 +35,8 @@ PACKAGES = {"@kurrent/kurrentdb-client": "1.3.1"}
 @pytest.fixture(scope="session")
 def kurrentdb_js(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the KurrentDB Node client installed, and the client script."""
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"interop with the KurrentDB Node client needs {' and '.join(missing)}")
     folder = tmp_path_factory.mktemp("kurrentdb-js")
-    (folder / "package.json").write_text(
-        json.dumps({"name": "micro-esdb-interop", "private": True, "dependencies": PACKAGES})
-    )
-    result = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, f"npm install failed: {result.stderr[-2000:]}"
+    npm_install(folder, PACKAGES, purpose="interop with the KurrentDB Node client")
     # ES modules resolve packages next to the script, so the script lives beside them
     shutil.copy(HERE / "kurrentdb_node_client.mjs", folder / "kurrentdb_node_client.mjs")
     return folder

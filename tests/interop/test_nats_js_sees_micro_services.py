@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from micro import Settings
+from tests.support import npm_install
 
 HERE = Path(__file__).parent
 PACKAGES = {"@nats-io/transport-node": "3.4.0", "@nats-io/services": "3.0.0-25"}
@@ -41,21 +42,8 @@ micro.start()
 @pytest.fixture(scope="session")
 def nats_js(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with nats.js and its services client installed, and the client script."""
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"interop with nats.js needs {' and '.join(missing)}, not installed here")
     folder = tmp_path_factory.mktemp("nats-js")
-    (folder / "package.json").write_text(
-        json.dumps({"name": "micro-interop", "private": True, "dependencies": PACKAGES})
-    )
-    result = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, f"npm install failed: {result.stderr[-2000:]}"
+    npm_install(folder, PACKAGES, purpose="interop with nats.js")
     # ES modules resolve packages next to the script, so the script lives beside them
     shutil.copy(HERE / "nats_js_client.mjs", folder / "nats_js_client.mjs")
     return folder
