@@ -117,16 +117,14 @@ class BlockingClient:
         min_position: int | None = None,
     ) -> Any:
         """Call ``name`` and return its reply, or raise the typed error it raised."""
-        return self._run(
-            self.micro.act(
-                name,
-                payload,
-                timeout=timeout,
-                meta=meta,
-                idempotency_key=idempotency_key,
-                min_position=min_position,
-            )
-        )
+        return self.request(
+            name,
+            payload,
+            timeout=timeout,
+            meta=meta,
+            idempotency_key=idempotency_key,
+            min_position=min_position,
+        ).value
 
     def request(
         self,
