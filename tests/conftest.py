@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -15,6 +16,9 @@ from hypothesis import settings as hypothesis_settings
 from micro.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+FAULT_FIGURES = "fault figures"
+"""``tests.faults.support.FIGURES_PROPERTY``, named here so this conftest imports no test."""
 
 # The esdb tests load gRPC into this process, and the suites fork servers and services from it
 # (subprocess with preexec_fn): gRPC's fork handlers, skipped while its threads are busy, left a
@@ -32,6 +36,89 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.register_profile("explore", database=None, max_examples=200)
 hypothesis_settings.load_profile("explore" if os.environ.get("MICRO_FUZZ_EXPLORE") else "ci")
+
+WORKERS = 3
+"""Processes a plain ``pytest`` runs the suite in (pytest-xdist). Most tests wait on a server,
+a child process or a deadline rather than compute, so three keep CI's two cores busy."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """``pytest`` alone runs in ``WORKERS`` processes. ``-n N`` picks the count, and ``-n 0``
+    or ``-p no:xdist`` runs in this process, as do ``--pdb``, ``--trace`` and ``-s`` (which
+    need this process's terminal) and a run of tests named one by one (``path::test``)."""
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return
+    option = config.option
+    if option.numprocesses is not None or option.usepdb or option.trace:
+        return
+    if option.capture == "no" or option.collectonly:
+        return
+    if config.args and all("::" in arg for arg in config.args):
+        return  # named tests: starting workers would take longer than running them
+    option.numprocesses = WORKERS
+    if option.dist == "no":
+        option.dist = "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests sharing a fixture of this suite that outlives one test (a built site, an npm
+    install, a running portal) run on one worker, so it is set up once, not once per worker.
+
+    A group is the fixture's folder for a session fixture of a conftest, else the module. A
+    test already in an ``xdist_group`` keeps it. Tried first: xdist's worker reads the groups
+    in its own hook.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = _shared_fixture_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+_fault_rows: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Teardown's report carries what the whole test recorded; with xdist, the main process
+    # gets every worker's reports here.
+    if report.when == "teardown":
+        _fault_rows.extend(value for name, value in report.user_properties if name == FAULT_FIGURES)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if not _fault_rows or hasattr(config, "workerinput"):
+        return
+    from tests.faults.support import table
+
+    text = table(_fault_rows)
+    terminalreporter.write_sep("=", "fault injection figures")
+    terminalreporter.write_line(text)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "faults.md").write_text(f"# Fault injection figures\n\n{text}\n")
+
+
+def _shared_fixture_group(item: pytest.Item) -> str | None:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None or item.path is None:
+        return None
+    module = str(item.path.relative_to(ROOT))
+    group = None
+    for definitions in info.name2fixturedefs.values():
+        for definition in definitions:
+            where = getattr(definition, "baseid", None)
+            if definition.scope not in ("module", "session") or where is None:
+                continue
+            if where == "":
+                continue  # a plugin's (micro.testing's nats-server): per worker and cheap
+            if definition.scope == "session" and not where.endswith(".py"):
+                return where  # a conftest's folder
+            group = module
+    return group
 
 
 class ServiceProcess:

@@ -1,7 +1,8 @@
-"""Fixtures of the fault suite, and the table of its figures printed at the end of the run."""
+"""Fixtures of the fault suite; each test's figures go to its report for the end-of-run table."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +11,7 @@ import pytest
 from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
 from micro.testing.partition import PartitionCluster, partition_unavailable
-from tests.faults.support import FIGURES, Scenario, table
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from tests.faults.support import FIGURES, FIGURES_PROPERTY, Scenario
 
 
 @pytest.fixture
@@ -54,11 +53,11 @@ def partition_cluster(tmp_path: Path) -> Iterator[PartitionCluster]:
         yield nodes
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FIGURES:
-        return
-    text = table(FIGURES)
-    terminalreporter.write_sep("=", "fault injection figures")
-    terminalreporter.write_line(text)
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "faults.md").write_text(f"# Fault injection figures\n\n{text}\n")
+@pytest.fixture(autouse=True)
+def _report_figures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hand the figures a test measured to its report: a parallel run's workers send them to
+    the main process, which prints the table (``tests/conftest.py``)."""
+    before = len(FIGURES)
+    yield
+    for row in FIGURES[before:]:
+        request.node.user_properties.append((FIGURES_PROPERTY, dataclasses.asdict(row)))

@@ -14,8 +14,9 @@ and then audits what the store and the models hold:
   transfer either completed (one debit, one credit) or failed (nothing, or a debit and
   its refund).
 
-What each scenario measured becomes a row of ``FIGURES``; the suite's conftest prints the
-table at the end of the run and writes it to ``test-artifacts/faults.md``.
+What each scenario measured becomes a row of ``FIGURES``, passed on in the test's report; the
+suite's conftest prints the table at the end of the run and writes it to
+``test-artifacts/faults.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 
 from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
 from micro._nats_server import _die_with_parent
@@ -97,6 +99,10 @@ BANK_ENVIRONMENT = {
     "MICRO_LOG_FORMAT": "json",
     "MICRO_EMBEDDED": "false",
 }
+
+ONE_AT_A_TIME = pytest.mark.xdist_group("fault scenarios")
+"""For the modules that load the bank through injected faults: a parallel run gives them one
+worker, where they run one after another as in a serial run, so no two loads share the CPU."""
 
 START_TIMEOUT = 30.0
 STALLED = 60.0
@@ -620,11 +626,13 @@ class Figures:
 
 
 FIGURES: list[Figures] = []
-"""The rows of this run, in the order the scenarios ran."""
+"""The rows of this process, in the order the scenarios ran."""
+FIGURES_PROPERTY = "fault figures"
+"""The name a test's rows take in its report's ``user_properties``, as dicts of the fields."""
 
 
-def table(rows: list[Figures]) -> str:
-    return "\n".join([Figures.HEADER, *(row.row() for row in rows)])
+def table(rows: list[dict[str, Any]]) -> str:
+    return "\n".join([Figures.HEADER, *(Figures(**row).row() for row in rows)])
 
 
 @dataclass
