@@ -65,6 +65,7 @@ import contextlib
 import importlib
 import json
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -1063,8 +1064,10 @@ class FakeEventStoreDBProcess:
 
     def __init__(self, path: Path, *, port: int | None = None) -> None:
         self.path = path
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        # 0 until the first start, where the fake binds a free port and prints it (a port
+        # probed free beforehand could be taken meanwhile); restarts ask for that one again.
+        self.port = port or 0
+        self.process: subprocess.Popen[str] | None = None
 
     @property
     def url(self) -> str:
@@ -1076,21 +1079,23 @@ class FakeEventStoreDBProcess:
         command = [sys.executable, "-m", "micro.testing.esdb_fake", "--port", str(self.port)]
         process = subprocess.Popen(
             [*command, "--data", str(self.path)],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
             preexec_fn=_die_with_parent,  # no fake outlives a test run killed midway
         )
         self.process = process
-        deadline = time.monotonic() + timeout
-        while process.poll() is None and time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
-                return self  # it listens
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"the fake EventStoreDB did not start on port {self.port}")
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            line = process.stdout.readline() if selector.select(timeout) else ""
+        process.stdout.close()  # the fake prints nothing after its URL
+        listening = re.match(r"esdb://127\.0\.0\.1:(\d+)", line)
+        if listening is None:
+            self.kill()
+            raise RuntimeError(f"the fake EventStoreDB did not start on port {self.port or 'any'}")
+        self.port = int(listening.group(1))
+        return self
 
     @property
     def running(self) -> bool:
