@@ -41,41 +41,62 @@ WORKERS = 3
 """Processes a plain ``pytest`` runs the suite in (pytest-xdist). Most tests wait on a server,
 a child process or a deadline rather than compute, so three keep CI's two cores busy."""
 
+ONE_WORKER = {
+    # The bank loaded through injected faults: minutes of scenarios, run one after another
+    # as in a serial run, so no two loads share the CPU. The longest unit: it starts first.
+    "fault scenarios": (
+        "tests/faults/test_partitions.py",
+        "tests/faults/test_soak.py",
+        "tests/faults/test_faults.py",
+        "tests/faults/test_overload.py",
+        "tests/faults/test_esdb_store.py",
+    ),
+    # One portal (a session fixture) and one browser at a time.
+    "portal": ("tests/e2e/",),
+}
+"""Files whose tests one worker runs, beyond the file itself, the unit of every other test."""
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """``pytest`` alone runs in ``WORKERS`` processes. ``-n N`` picks the count, and ``-n 0``
-    or ``-p no:xdist`` runs in this process, as do ``--pdb``, ``--trace`` and ``-s`` (which
-    need this process's terminal) and a run of tests named one by one (``path::test``)."""
+    """``pytest`` alone runs in ``WORKERS`` processes, a file to a worker (its module
+    fixtures are set up once). ``-n N`` picks the count, and ``-n 0`` or ``-p no:xdist`` runs
+    in this process, as do ``--pdb``, ``--trace`` and ``-s`` (which need this process's
+    terminal) and a run of tests named one by one (``path::test``)."""
     if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return
     option = config.option
-    if option.numprocesses is not None or option.usepdb or option.trace:
-        return
-    if option.capture == "no" or option.collectonly:
-        return
-    if config.args and all("::" in arg for arg in config.args):
-        return  # named tests: starting workers would take longer than running them
-    option.numprocesses = WORKERS
-    if option.dist == "no":
-        option.dist = "loadgroup"
+    if option.numprocesses is None:
+        if option.usepdb or option.trace or option.capture == "no" or option.collectonly:
+            return
+        if config.args and all("::" in arg for arg in config.args):
+            return  # named tests: starting workers would take longer than running them
+        option.numprocesses = WORKERS
+    if option.numprocesses and option.dist == "no":
+        option.dist = "loadfile"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests sharing a fixture of this suite that outlives one test (a built site, an npm
-    install, a running portal) run on one worker, so it is set up once, not once per worker.
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` as xdist does it, with the files of ``ONE_WORKER`` as one unit each."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
 
-    A group is the fixture's folder for a session fixture of a conftest, else the module. A
-    test already in an ``xdist_group`` keeps it. Tried first: xdist's worker reads the groups
-    in its own hook.
-    """
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        group = _shared_fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    class Scheduling(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            for unit, paths in ONE_WORKER.items():
+                if path.startswith(paths):
+                    return unit
+            return path
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if "fault scenarios" in self.workqueue:
+                self.workqueue.move_to_end("fault scenarios", last=False)
+            super()._assign_work_unit(node)
+
+    return Scheduling(config, log)
 
 
 _fault_rows: list[dict[str, Any]] = []
@@ -100,25 +121,6 @@ def pytest_terminal_summary(
     terminalreporter.write_line(text)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "faults.md").write_text(f"# Fault injection figures\n\n{text}\n")
-
-
-def _shared_fixture_group(item: pytest.Item) -> str | None:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None or item.path is None:
-        return None
-    module = str(item.path.relative_to(ROOT))
-    group = None
-    for definitions in info.name2fixturedefs.values():
-        for definition in definitions:
-            where = getattr(definition, "baseid", None)
-            if definition.scope not in ("module", "session") or where is None:
-                continue
-            if where == "":
-                continue  # a plugin's (micro.testing's nats-server): per worker and cheap
-            if definition.scope == "session" and not where.endswith(".py"):
-                return where  # a conftest's folder
-            group = module
-    return group
 
 
 class ServiceProcess:

@@ -7,8 +7,10 @@ release that makes it, and in CHANGELOG.md.
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import griffe
@@ -45,7 +47,7 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def release() -> griffe.Object:
+def release(tmp_path_factory: pytest.TempPathFactory) -> griffe.Object:
     """The public API as the last release had it, read from git."""
     if shutil.which("git") is None or git("rev-parse", "--git-dir").returncode != 0:
         pytest.skip("the API check reads the last release from git: not a git checkout")
@@ -53,7 +55,15 @@ def release() -> griffe.Object:
         pytest.skip("the API check needs the history: this is a shallow clone")
     tagged = git("rev-parse", "--verify", "--quiet", f"{RELEASE_TAG}^{{commit}}")
     ref = RELEASE_TAG if tagged.returncode == 0 else RELEASE_COMMIT
-    return griffe.load_git("micro", ref=ref, repo=ROOT)
+    # Exported, not checked out: griffe.load_git adds a branch of a fixed name to the
+    # repository, which two runs at once (clones sharing one .git) or a killed run collide on.
+    folder = tmp_path_factory.mktemp("release")
+    archive = subprocess.run(
+        ["git", "archive", ref, "micro"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as files:
+        files.extractall(folder, filter="data")
+    return griffe.load("micro", search_paths=[str(folder)], try_relative_path=False)
 
 
 def breaking(old: griffe.Object, search_path: Path) -> list[str]:

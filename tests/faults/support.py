@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import pytest
 
 from micro import Micro, MicroError, RetryPolicy, RuleViolation, Settings
 from micro._nats_server import _die_with_parent
@@ -99,10 +98,6 @@ BANK_ENVIRONMENT = {
     "MICRO_LOG_FORMAT": "json",
     "MICRO_EMBEDDED": "false",
 }
-
-ONE_AT_A_TIME = pytest.mark.xdist_group("fault scenarios")
-"""For the modules that load the bank through injected faults: a parallel run gives them one
-worker, where they run one after another as in a serial run, so no two loads share the CPU."""
 
 START_TIMEOUT = 30.0
 STALLED = 60.0

@@ -15,9 +15,9 @@ import pytest
 
 from micro.testing import NatsServer
 from micro.testing.esdb_fake import FakeEventStoreDBProcess
-from tests.faults.support import ONE_AT_A_TIME, Scenario
+from tests.faults.support import Scenario
 
-pytestmark = [pytest.mark.timeout(180), ONE_AT_A_TIME]
+pytestmark = pytest.mark.timeout(180)
 
 SERVER_DOWNTIME = 1.0
 """Seconds the killed EventStoreDB server stays down before it is started again."""

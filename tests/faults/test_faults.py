@@ -16,14 +16,13 @@ from micro.testing import NatsServer
 from micro.testing.cluster import NatsCluster
 from tests.faults.support import (
     ATTEMPT_TIMEOUT,
-    ONE_AT_A_TIME,
     Scenario,
     replicas_caught_up,
     stream_of,
     until,
 )
 
-pytestmark = [pytest.mark.timeout(150), ONE_AT_A_TIME]
+pytestmark = pytest.mark.timeout(150)
 
 SERVER_DOWNTIME = 1.0
 """Seconds the killed nats-server stays down before it is started again."""

@@ -20,9 +20,9 @@ import pytest
 
 from micro import MicroError, OverloadedError, RuleViolation
 from micro.testing import NatsServer
-from tests.faults.support import FIGURES, ONE_AT_A_TIME, Command, Scenario, bank_load, until
+from tests.faults.support import FIGURES, Command, Scenario, bank_load, until
 
-pytestmark = [pytest.mark.timeout(150), ONE_AT_A_TIME]
+pytestmark = pytest.mark.timeout(150)
 
 BURST = 10.0
 FACTOR = 10

@@ -20,7 +20,6 @@ from micro.testing.partition import PartitionCluster
 from tests.faults.support import (
     ATTEMPT_TIMEOUT,
     FIGURES,
-    ONE_AT_A_TIME,
     PartitionScenario,
     Scenario,
     replicas_caught_up,
@@ -28,7 +27,7 @@ from tests.faults.support import (
     until,
 )
 
-pytestmark = [pytest.mark.partition, pytest.mark.timeout(180), ONE_AT_A_TIME]
+pytestmark = [pytest.mark.partition, pytest.mark.timeout(180)]
 
 ISOLATION = 2.5 * ATTEMPT_TIMEOUT
 """Seconds an instance stays cut off: longer than the callers' timeouts, shorter than its

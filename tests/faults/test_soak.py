@@ -27,7 +27,6 @@ from micro.testing.cluster import NatsCluster
 from micro.testing.partition import PartitionCluster, partition_unavailable
 from tests.faults.support import (
     FIGURES,
-    ONE_AT_A_TIME,
     BankInstance,
     Driver,
     PartitionScenario,
@@ -47,7 +46,6 @@ command run, the allocator's slack and the fault's backlogs, not a leak per comm
 
 pytestmark = [
     pytest.mark.soak,
-    ONE_AT_A_TIME,
     pytest.mark.timeout(BUDGET + 1200),  # the load, then the transfer process's backlog
     # nats-py 2.16 drops, unclosed, the socket of a reconnect whose handshake fails after the
     # TCP connect succeeded: the rig's loopback forwarders accept for a node that is down
