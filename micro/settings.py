@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     """The body codec this Micro's calls use; a service answers in the codec it was asked in.
     JSON is what NATS tooling and other languages' clients speak."""
 
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    """The event loop where micro owns it (``start()``, ``micro run``, the blocking client):
+    ``auto`` takes uvloop when it is installed (not on Windows), else asyncio's own."""
+
     embedded: bool = True
     """Start a nats-server when no ``nats_url`` is set and nothing listens locally."""
 

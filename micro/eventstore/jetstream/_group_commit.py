@@ -27,15 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
-from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MaxPayloadError
+
+from micro._inbox import Received
 
 __all__ = ["MAX_BATCH", "GroupCommit", "Outgoing"]
 
 MAX_BATCH: Final = 1000
 """The server's limit on messages in one atomic batch."""
 
-Request = Callable[[str, bytes, dict[str, str], float], Awaitable[Msg]]
+Request = Callable[[str, bytes, dict[str, str], float], Awaitable[Received]]
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 
 
