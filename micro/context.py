@@ -9,8 +9,9 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from random import getrandbits
 from typing import TYPE_CHECKING, Any
+
+from micro._ids import random_hex64
 
 if TYPE_CHECKING:
     from micro.bus.caller import Caller
@@ -19,12 +20,8 @@ __all__ = ["Context", "current_context", "new_id"]
 
 
 def new_id() -> str:
-    """A random 64-bit id in hex, as trace and span ids are.
-
-    From the ``random`` module, not ``os.urandom``: ids need to be unique, not secret, and
-    this costs no system call on every request. (The module reseeds itself in a forked child.)
-    """
-    return f"{getrandbits(64):016x}"
+    """A random 64-bit id in hex, as trace and span ids are (no system call per id)."""
+    return random_hex64()
 
 
 @dataclass(slots=True, eq=False)

@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
         "_tasks",
         "_inbox",
         "_direct",
+        "_ids",
         "_numbers",
         "_keyed_locks",
         "_schemas",
