@@ -62,7 +62,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     """``pytest`` alone runs in ``WORKERS`` processes, a file to a worker (its module
     fixtures are set up once). ``-n N`` picks the count, and ``-n 0`` or ``-p no:xdist`` runs
     in this process, as do ``--pdb``, ``--trace`` and ``-s`` (which need this process's
-    terminal) and a run of tests named one by one (``path::test``)."""
+    terminal), a run of tests named one by one (``path::test``) and a pytest started by a
+    test."""
     if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return
     option = config.option
@@ -71,6 +72,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             return
         if config.args and all("::" in arg for arg in config.args):
             return  # named tests: starting workers would take longer than running them
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return  # a pytest that a test of a parallel run starts: it has its worker's share
         option.numprocesses = WORKERS
     if option.numprocesses and option.dist == "no":
         option.dist = "loadfile"
