@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from conftest import ARTIFACTS, Portal
+from tests.e2e.support import ARTIFACTS, Portal
 from playwright.sync_api import Page, expect
 
 PASSWORD = "correct-horse-battery-staple-42"
