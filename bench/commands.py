@@ -178,7 +178,7 @@ def w2_micro_service(params: dict[str, Any]) -> None:
             micro.stop()
 
         threading.Thread(target=wait, daemon=True).start()
-        print("ready", time.perf_counter() - STARTED, flush=True)
+        harness.say("ready", {"loop": harness.loop_name(), "inside": time.perf_counter() - STARTED})
 
     micro.hook("on_start", ready)
     micro.start()  # the loop: MICRO_EVENT_LOOP, set by the parent
@@ -350,7 +350,9 @@ def w2_one(args: argparse.Namespace, system: str, fsync: str, app: Path) -> Figu
         else:
             service = Child(harness.role_command(SCRIPT, "w2-raw-service", **params))
         try:
-            service.expect("ready", 60)
+            ready = service.expect("ready", 60)
+            if kind == "micro":
+                harness.check_loop(system, loop, ready)
             client = Child(
                 harness.role_command(
                     SCRIPT,
@@ -420,6 +422,7 @@ def w3_micro(params: dict[str, Any]) -> None:
 
     async def ready(_micro: Any) -> None:
         result.update(catch_up.stop("catchup", params["events"], own="service"))
+        result["uvloop"] = float(harness.loop_name() == "uvloop")
         result["catchup"] = params["events"] / result["catchup.seconds"]
 
         async def rebuild() -> None:
@@ -504,6 +507,9 @@ def w3_one(system: str, source: Path, events: int, app: Path, per_account: int) 
             figures = child.result(timeout=600)
         finally:
             child.stop()
+    if kind == "micro":
+        ran = "uvloop" if figures.pop("uvloop") else "asyncio"
+        harness.check_loop(system, loop, json.dumps({"loop": ran}))
     if figures["checksum"] != expected_total(per_account):
         raise AssertionError(f"{system} rebuilt {figures['checksum']}, not the stored total")
     return figures
@@ -587,7 +593,8 @@ async def r1m(args: argparse.Namespace, app: Path, console: Any) -> list[Figures
                     )
                 )
                 try:
-                    inside = float(await asyncio.to_thread(service.expect, "ready", 120))
+                    ready = await asyncio.to_thread(service.expect, "ready", 120)
+                    inside = json.loads(ready)["inside"]
                     balance = await micro.act("account balance", {"id": "a0"})
                     serving = time.perf_counter() - started
                     assert balance == expected, (balance, expected)

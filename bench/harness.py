@@ -247,6 +247,24 @@ def dispatch(roles: dict[str, Callable[[dict[str, Any]], None]]) -> bool:
     return True
 
 
+def loop_name() -> str:
+    """The event loop this process runs (a micro service chooses its own)."""
+    return "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
+
+
+def check_loop(system: str, wanted: str, ready: str) -> None:
+    """Warn when a micro service ran another loop than ``MICRO_EVENT_LOOP`` asked for."""
+    ran = json.loads(ready).get("loop") if ready.startswith("{") else None
+    if ran is not None and ran != wanted:
+        _notes.add(
+            f"note: the {system} service ran {ran}: this micro does not honour "
+            f"MICRO_EVENT_LOOP={wanted} (its client did run {wanted})"
+        )
+
+
+_notes: set[str] = set()
+
+
 def say(word: str, payload: Any = None) -> None:
     """Print one protocol line for the parent (``ready``, ``result {...}``)."""
     text = word if payload is None else f"{word} {json.dumps(payload)}"
@@ -326,14 +344,20 @@ class Ratio:
     goal: float | None = None
     at_most: bool = False
     """The goal is an upper bound (latency): met when the ratio is at most ``goal``."""
+    den_key: str | None = None
+    """The denominator's figure when it has another name (W3: ``rebuild`` ÷ ``replay``)."""
+    num_cpu: str | None = None
+    den_cpu: str | None = None
+    """The phases whose CPU per op is compared; by default the section's."""
 
     def per_round(self, results: dict[str, list[Figures]]) -> list[float]:
         if self.num not in results or self.den not in results:
             return []
+        den_key = self.den_key or self.key
         return [
-            a[self.key] / b[self.key]
+            a[self.key] / b[den_key]
             for a, b in zip(results[self.num], results[self.den], strict=False)
-            if b.get(self.key) and self.key in a
+            if b.get(den_key) and self.key in a
         ]
 
     def value(self, results: dict[str, list[Figures]]) -> float | None:
@@ -421,10 +445,12 @@ def report(
                 value = ratio.value(results)
                 if value is None:
                     continue
+                num_cpu = ratio.num_cpu or section.prefix
+                den_cpu = ratio.den_cpu or section.prefix
                 cpu = [
-                    cpu_total(a, section.prefix) / cpu_total(b, section.prefix)
+                    cpu_total(a, num_cpu) / cpu_total(b, den_cpu)
                     for a, b in zip(results[ratio.num], results[ratio.den], strict=False)
-                    if cpu_total(b, section.prefix)
+                    if cpu_total(b, den_cpu)
                 ]
                 cpu_ratio = statistics.median(cpu) if cpu else None
                 label = ratio.label or f"{ratio.num} ÷ {ratio.den}, {ratio.key}"
@@ -456,9 +482,9 @@ def report(
     return lines
 
 
-def goals(console: Console, lines: list[dict[str, Any]]) -> None:
-    """The goals of issue 15, each with its measured ratio and met / not met."""
-    table = Table(title="Goals (issue 15)", title_justify="left")
+def goals(console: Console, lines: list[dict[str, Any]], title: str = "Goals (issue 15)") -> None:
+    """The goals, each with its measured ratio and met / not met."""
+    table = Table(title=title, title_justify="left")
     for heading in ("goal", "measured", "verdict"):
         table.add_column(heading, justify="left" if heading == "goal" else "right")
     for line in lines:
@@ -472,6 +498,8 @@ def goals(console: Console, lines: list[dict[str, Any]]) -> None:
         )
     if table.row_count:
         console.print(table)
+    for note in sorted(_notes):
+        console.print(note)
 
 
 def dump(results: dict[str, dict[str, list[Figures]]], ratios: list[dict[str, Any]]) -> None:

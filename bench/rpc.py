@@ -186,7 +186,7 @@ def micro_service(params: dict[str, Any]) -> None:
             micro.stop()
 
         threading.Thread(target=wait, daemon=True).start()
-        harness.say("ready")
+        harness.say("ready", {"loop": harness.loop_name()})
 
     micro.hook("on_start", ready)
     micro.start()  # the loop: MICRO_EVENT_LOOP, set by the parent
@@ -370,7 +370,9 @@ def run_one(args: argparse.Namespace, system: str) -> Figures:
                 {"MICRO_EVENT_LOOP": loop},
             )
         try:
-            service.expect("ready", 60)
+            ready = service.expect("ready", 60)
+            if kind.startswith("micro"):
+                harness.check_loop(system, loop, ready)
             params |= {"url": server.url, "service_pid": service.pid, "server_pid": server.pid}
             if kind == "moleculer":
                 client = Child(
