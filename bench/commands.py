@@ -52,7 +52,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +241,7 @@ def w2_raw_service(params: dict[str, Any]) -> None:
         tasks: set[asyncio.Task[None]] = set()
 
         def task_per_request(
-            handler: Callable[[Msg], Awaitable[None]],
+            handler: Callable[[Msg], Coroutine[Any, Any, None]],
         ) -> Callable[[Msg], Awaitable[None]]:
             async def on_message(msg: Msg) -> None:
                 task = asyncio.create_task(handler(msg))
@@ -725,12 +725,12 @@ def main() -> None:
             if "W2" in parts:
                 for fsync in args.fsync.split(","):
                     title = "sync_interval: always" if fsync == "always" else "default fsync"
+
+                    def w2(system: str, _round: int, fsync: str = fsync) -> Figures:
+                        return w2_one(args, system, fsync, app)
+
                     results[f"W2 {title}"] = harness.alternate(
-                        systems,
-                        args.rounds,
-                        lambda system, _r, fsync=fsync: w2_one(args, system, fsync, app),
-                        progress,
-                        f"W2 {title}",
+                        systems, args.rounds, w2, progress, f"W2 {title}"
                     )
             if "W3" in parts:
                 per_account = (args.events - ACCOUNTS) // ACCOUNTS

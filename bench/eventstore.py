@@ -221,7 +221,9 @@ def sections(args: argparse.Namespace, loops: list[str]) -> list[Section]:
     names = {"replay": "replay", "seq": "appends one at a time", "app64": "appends in flight"}
 
     def ratios(key: str, goal: float) -> list[Ratio]:
-        pairs = [(f"store/{loop}", f"raw/{loop}", goal) for loop in loops]
+        pairs: list[tuple[str, str, float | None]] = [
+            (f"store/{loop}", f"raw/{loop}", goal) for loop in loops
+        ]
         if len(loops) == 2:
             pairs.append(("store/uvloop", "raw/asyncio", None))
         return [Ratio(a, b, key, f"{a} ÷ {b}, {names[key]}", g) for a, b, g in pairs]

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,15 +57,15 @@ def available_loops(wanted: Sequence[str] = LOOPS) -> list[str]:
     return found
 
 
-def run_on(loop: str, main: Callable[[], Awaitable[T]]) -> T:
+def run_on(loop: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` on the named event loop, as a user's ``asyncio.run``/``uvloop.run``."""
     if loop == "uvloop":
         import uvloop
 
-        return uvloop.run(main())  # type: ignore[arg-type,no-any-return]
+        return uvloop.run(main())
     if loop != "asyncio":
         raise ValueError(f"unknown event loop {loop!r}")
-    return asyncio.run(main())  # type: ignore[arg-type]
+    return asyncio.run(main())
 
 
 # -- CPU ----------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        import psutil  # type: ignore[import-untyped]  # not Linux: psutil, if installed
+        import psutil  # not Linux: psutil, if installed
 
         times = psutil.Process(pid).cpu_times()
         return float(times.user + times.system)
@@ -143,7 +143,8 @@ def fresh_server(fsync: str = FSYNC_ALWAYS, copy_of: Path | None = None) -> Iter
         store = Path(folder) / "nats"
         if copy_of is not None:
             shutil.copytree(copy_of, store, ignore=shutil.ignore_patterns("nats-server.conf"))
-        server = BenchServer(store_dir=store, fsync=fsync).start()
+        server = BenchServer(store_dir=store, fsync=fsync)
+        server.start()
         try:
             yield server
         finally:
@@ -237,7 +238,7 @@ def role_command(script: str, role: str, **params: Any) -> list[str]:
     return [sys.executable, script, "--role", role, "--params", json.dumps(params)]
 
 
-def dispatch(roles: dict[str, Callable[[dict[str, Any]], None]]) -> bool:
+def dispatch(roles: Mapping[str, Callable[[dict[str, Any]], None]]) -> bool:
     """Run the child role named on the command line, if any; True when one ran."""
     if "--role" not in sys.argv:
         return False

@@ -23,8 +23,8 @@ medians of the per-round ratios. Beside each figure: CPU µs per call of the cli
 service and the nats-server over that phase.
 
 ``--all`` adds ``micro+hook`` (a no-op ``on_request`` hook) and times ``act_stream`` of 10
-messages in the micro clients; ``--otel`` runs the micro processes with the OpenTelemetry
-SDK and an in-memory span exporter (tracing switched on). ``--quick``: tiny sizes, one round.
+messages in the micro clients; ``--otel`` adds ``micro+otel``: both micro processes run the
+OpenTelemetry SDK with an in-memory span exporter (tracing switched on). ``--quick``: tiny sizes, one round.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -236,9 +237,10 @@ const url = process.argv[2];
 function broker(name) {
   return new ServiceBroker({ nodeID: name + "-" + process.pid, transporter: url, logger: false });
 }
+let tick = 100;  // clock ticks per second of /proc/<pid>/stat; the client is told the real one
 function cpuOf(pid) {
   const fields = fs.readFileSync("/proc/" + pid + "/stat", "utf8").split(")").pop().trim().split(/\s+/);
-  return (Number(fields[11]) + Number(fields[12])) / 100;  // clock ticks: USER_HZ is 100 on Linux
+  return (Number(fields[11]) + Number(fields[12])) / tick;
 }
 """
 
@@ -257,6 +259,7 @@ MOLECULER_CLIENT = (
     MOLECULER_COMMON
     + r"""
 const params = JSON.parse(process.argv[3]);
+tick = params.clk_tck;
 const client = broker("client");
 const call = () => client.call("math.add", { a: 2, b: 3 });
 function meter() {
@@ -364,7 +367,7 @@ def run_one(args: argparse.Namespace, system: str) -> Figures:
                     SCRIPT,
                     "micro-service",
                     url=server.url,
-                    otel=args.otel,
+                    otel=kind == "micro+otel",
                     hook=kind == "micro+hook",
                 ),
                 {"MICRO_EVENT_LOOP": loop},
@@ -374,6 +377,7 @@ def run_one(args: argparse.Namespace, system: str) -> Figures:
             if kind.startswith("micro"):
                 harness.check_loop(system, loop, ready)
             params |= {"url": server.url, "service_pid": service.pid, "server_pid": server.pid}
+            params["clk_tck"] = os.sysconf("SC_CLK_TCK")
             if kind == "moleculer":
                 client = Child(
                     ["node", str(MOLECULER_DIR / "client.js"), server.url, json.dumps(params)],
@@ -384,7 +388,12 @@ def run_one(args: argparse.Namespace, system: str) -> Figures:
                 streams = args.streams if kind == "micro" else 0
                 client = Child(
                     harness.role_command(
-                        SCRIPT, role, loop=loop, otel=args.otel, streams=streams, **params
+                        SCRIPT,
+                        role,
+                        loop=loop,
+                        otel=kind == "micro+otel",
+                        streams=streams,
+                        **params,
                     )
                 )
             try:
@@ -402,10 +411,9 @@ def cwd_env(folder: Path) -> dict[str, str]:
 def systems_and_ratios(
     args: argparse.Namespace, loops: list[str], moleculer: bool
 ) -> tuple[list[str], list[Ratio], list[Ratio]]:
-    micro = "micro+otel" if args.otel else "micro"
-    systems = [f"{kind}/{loop}" for loop in loops for kind in ("raw", micro)]
-    if args.all:
-        systems += [f"micro+hook/{loop}" for loop in loops]
+    micro = "micro"
+    extras = (["micro+otel"] if args.otel else []) + (["micro+hook"] if args.all else [])
+    systems = [f"{kind}/{loop}" for loop in loops for kind in ("raw", micro, *extras)]
     if moleculer:
         systems.append("moleculer")
     tput: list[Ratio] = []
@@ -415,9 +423,10 @@ def systems_and_ratios(
         tput.append(Ratio(me, raw, "tput", f"{me} ÷ {raw}, calls/s", 1.1))
         seq.append(Ratio(me, raw, "p50_us", f"{me} ÷ {raw}, p50", 1.0, at_most=True))
         seq.append(Ratio(me, raw, "p99_us", f"{me} ÷ {raw}, p99", 1.5, at_most=True))
-        if args.all:
-            hook = f"micro+hook/{loop}"
-            tput.append(Ratio(hook, me, "tput", f"{hook} ÷ {me}, calls/s"))
+        for extra in extras:
+            other = f"{extra}/{loop}"
+            tput.append(Ratio(other, me, "tput", f"{other} ÷ {me}, calls/s"))
+            seq.append(Ratio(other, me, "p50_us", f"{other} ÷ {me}, p50"))
     if "uvloop" in loops and "asyncio" in loops:
         me, raw = f"{micro}/uvloop", "raw/asyncio"
         tput.append(Ratio(me, raw, "tput", f"{me} ÷ {raw}, calls/s (a plain asyncio.run user)"))
@@ -493,7 +502,7 @@ def main() -> None:
         for system in systems:
             values = [r["streams"] for r in results[system] if "streams" in r]
             if values:
-                median = sorted(values)[len(values) // 2]
+                median = statistics.median(values)
                 console.print(f"{system}: act_stream, 10 messages per call: {median:,.0f} calls/s")
     harness.goals(console, lines)
     if args.json:
