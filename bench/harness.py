@@ -329,8 +329,10 @@ def alternate(
 def medians(results: dict[str, list[Figures]]) -> dict[str, Figures]:
     summary: dict[str, Figures] = {}
     for system, rounds in results.items():
-        keys = [key for key in rounds[0] if all(key in r for r in rounds)] if rounds else []
-        summary[system] = {key: statistics.median(r[key] for r in rounds) for key in keys}
+        keys = dict.fromkeys(key for r in rounds for key in r)  # a failed round has none
+        summary[system] = {
+            key: statistics.median(r[key] for r in rounds if key in r) for key in keys
+        }
     return summary
 
 
