@@ -654,12 +654,16 @@ def w2_sections(title: str, loops: list[str], in_flight: int) -> list[Section]:
 def w3_sections(loops: list[str], events: int) -> list[Section]:
     ratios = []
     for figure in ("rebuild", "catchup"):
-        for loop in loops:
-            me, raw = f"micro/{loop}", f"raw/{loop}"
+        pairs: list[tuple[str, str, float | None]] = [
+            (f"micro/{loop}", f"raw/{loop}", 1.5) for loop in loops
+        ]
+        if len(loops) == 2:
+            pairs.append(("micro/uvloop", "raw/asyncio", None))
+        for me, raw, goal in pairs:
             label = f"W3 {figure}: {me} ÷ {raw} ordered consumer, events/s"
             ratios.append(
                 Ratio(
-                    me, raw, figure, label, 1.5, den_key="replay", num_cpu=figure, den_cpu="replay"
+                    me, raw, figure, label, goal, den_key="replay", num_cpu=figure, den_cpu="replay"
                 )
             )
     processes = ("service", "server")
