@@ -169,7 +169,10 @@ class Child:
             stdout=subprocess.PIPE,
             env={
                 **os.environ,
-                "PYTHONPATH": str(ROOT),
+                # this checkout's micro first, in the children too
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))
+                ),
                 "MICRO_LOG_LEVEL": "warning",
                 **(env or {}),
             },
