@@ -60,7 +60,6 @@ class GatewayMetrics:
             "Routes in the table built from discovery",
             registry=self.registry,
         )
-        metrics.watch_gateway(self)
 
     # What OpenTelemetry observes (``micro.telemetry.metrics``): the same counts, read from
     # this registry when the SDK collects, so nothing is counted twice.
