@@ -345,7 +345,7 @@ def w2_one(args: argparse.Namespace, system: str, fsync: str, app: Path) -> Figu
         if kind == "micro":
             service = Child(
                 harness.role_command(SCRIPT, "w2-micro-service", **params),
-                {"MICRO_EVENT_LOOP": loop},
+                {"MICRO_EVENT_LOOP": loop, **harness.group_commit_env(args.group_commit, fsync)},
             )
         else:
             service = Child(harness.role_command(SCRIPT, "w2-raw-service", **params))
@@ -707,6 +707,13 @@ def main() -> None:
         help="parts to run, of W2,W3,R1M (R1M writes 1M events first: over a minute)",
     )
     parser.add_argument("--fsync", default="default,always", help="W2's nats-server fsync runs")
+    parser.add_argument(
+        "--group-commit",
+        default="match",
+        choices=("match", "auto", "on", "off"),
+        help="micro's event_store_group_commit in W2; match: on where the server syncs "
+        "always, auto elsewhere (default)",
+    )
     parser.add_argument("--loops", default="asyncio,uvloop", help="event loops to compare")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
@@ -729,6 +736,7 @@ def main() -> None:
             if "W2" in parts:
                 for fsync in args.fsync.split(","):
                     title = "sync_interval: always" if fsync == "always" else "default fsync"
+                    title += f", micro {harness.group_commit_label(args.group_commit, fsync)}"
 
                     def w2(system: str, _round: int, fsync: str = fsync) -> Figures:
                         return w2_one(args, system, fsync, app)

@@ -8,8 +8,9 @@ Measured, for ``store/<loop>`` (micro's ``JetStreamEventStore``, opened with
   of each body, until the last sequence;
 * appends one at a time (2,000), each with its expected version, versus ``js.publish`` with
   ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id``;
-* appends with 64 in flight (6,400; 64 writers, a stream each), the same two shapes (the
-  store sends the appends that queue up behind one as a single atomic batch).
+* appends with 64 in flight (6,400; 64 writers, a stream each), the same two shapes (with
+  ``event_store_group_commit`` on, as advised for a server that syncs always, the store
+  sends the appends that queue up behind one as a single atomic batch; ``--group-commit``).
 
 The log replayed is written once per round through the store; every system then gets a
 fresh nats-server (``sync_interval: always``) on a copy of it and a fresh process running
@@ -206,7 +207,8 @@ def run_one(args: argparse.Namespace, system: str, source: Path) -> Figures:
                 server_pid=server.pid,
                 appends=args.appends,
                 appends_in_flight=args.appends_in_flight,
-            )
+            ),
+            harness.group_commit_env(args.group_commit, harness.FSYNC_ALWAYS),
         )
         try:
             figures = child.result(timeout=900)
@@ -245,7 +247,8 @@ def sections(args: argparse.Namespace, loops: list[str]) -> list[Section]:
             ratios("seq", 0.9),
         ),
         Section(
-            f"appends, {IN_FLIGHT} in flight ({args.appends_in_flight:,})",
+            f"appends, {IN_FLIGHT} in flight ({args.appends_in_flight:,}), store "
+            + harness.group_commit_label(args.group_commit, harness.FSYNC_ALWAYS),
             "app64",
             [("app64", "appends/s", ",.0f")],
             processes,
@@ -264,6 +267,13 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=2000, help="appends one at a time")
     parser.add_argument("--appends-in-flight", type=int, default=6400)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--group-commit",
+        default="match",
+        choices=("match", "auto", "on", "off"),
+        help="the store's event_store_group_commit; match (default): on, as the server "
+        "syncs always",
+    )
     parser.add_argument("--loops", default="asyncio,uvloop", help="event loops to compare")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")

@@ -119,36 +119,37 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 # -- nats-server --------------------------------------------------------------------------------
 
 
-@dataclass
-class BenchServer(NatsServer):
-    """``NatsServer`` with the choice of JetStream's fsync: ``always`` or the server's default
-    (a sync every two minutes, writes reach the OS page cache only)."""
-
-    fsync: str = FSYNC_ALWAYS
-
-    def config_text(self) -> str:
-        text = super().config_text()
-        if self.fsync == FSYNC_DEFAULT:
-            changed = text.replace(", sync_interval: always", "")
-            if changed == text:
-                raise RuntimeError("cannot drop sync_interval from the nats-server config")
-            text = changed
-        return text
-
-
 @contextlib.contextmanager
-def fresh_server(fsync: str = FSYNC_ALWAYS, copy_of: Path | None = None) -> Iterator[BenchServer]:
-    """A nats-server of its own in a temporary folder (holding a copy of ``copy_of``'s data)."""
+def fresh_server(fsync: str = FSYNC_ALWAYS, copy_of: Path | None = None) -> Iterator[NatsServer]:
+    """A nats-server of its own in a temporary folder (holding a copy of ``copy_of``'s data),
+    with JetStream's ``sync_interval: always`` or the server's default fsync (a sync every
+    two minutes; writes reach the OS page cache only)."""
     with tempfile.TemporaryDirectory(prefix="micro-bench-") as folder:
         store = Path(folder) / "nats"
         if copy_of is not None:
             shutil.copytree(copy_of, store, ignore=shutil.ignore_patterns("nats-server.conf"))
-        server = BenchServer(store_dir=store, fsync=fsync)
+        server = NatsServer(store_dir=store, sync_always=fsync == FSYNC_ALWAYS)
         server.start()
         try:
             yield server
         finally:
             server.stop()
+
+
+def group_commit_env(choice: str, fsync: str) -> dict[str, str]:
+    """The env that sets micro's ``event_store_group_commit`` for a server with ``fsync``.
+
+    ``match`` turns it on where the server syncs every write (where the setting's own
+    documentation says it pays) and leaves ``auto`` elsewhere (off, with a ``nats_url``).
+    """
+    if choice == "match":
+        choice = "on" if fsync == FSYNC_ALWAYS else "auto"
+    return {} if choice == "auto" else {"MICRO_EVENT_STORE_GROUP_COMMIT": choice}
+
+
+def group_commit_label(choice: str, fsync: str) -> str:
+    env = group_commit_env(choice, fsync)
+    return f"group commit {env['MICRO_EVENT_STORE_GROUP_COMMIT']}" if env else "group commit auto"
 
 
 # -- child processes ----------------------------------------------------------------------------
