@@ -627,14 +627,14 @@ ROLES = {
 def w2_sections(title: str, loops: list[str], in_flight: int) -> list[Section]:
     tput: list[Ratio] = []
     seq: list[Ratio] = []
+    short = "W2 sync always" if title.startswith("sync_interval") else "W2 default fsync"
     for loop in loops:
         me, raw = f"micro/{loop}", f"raw/{loop}"
-        tput.append(Ratio(me, raw, "tput", f"{title}: {me} ÷ {raw}, calls/s", 1.0))
-        seq.append(Ratio(me, raw, "p50_us", f"{title}: {me} ÷ {raw}, p50", at_most=True))
+        tput.append(Ratio(me, raw, "tput", f"{short}: {me} ÷ {raw}, calls/s", 1.0))
+        seq.append(Ratio(me, raw, "p50_us", f"{short}: {me} ÷ {raw}, p50", at_most=True))
     if len(loops) == 2:
-        tput.append(
-            Ratio("micro/uvloop", "raw/asyncio", "tput", f"{title}: micro/uvloop ÷ raw/asyncio")
-        )
+        label = f"{short}: micro/uvloop ÷ raw/asyncio, calls/s"
+        tput.append(Ratio("micro/uvloop", "raw/asyncio", "tput", label))
     return [
         Section(
             f"W2 deposit, {title}, sequential",
@@ -660,7 +660,7 @@ def w3_sections(loops: list[str], events: int) -> list[Section]:
         if len(loops) == 2:
             pairs.append(("micro/uvloop", "raw/asyncio", None))
         for me, raw, goal in pairs:
-            label = f"W3 {figure}: {me} ÷ {raw} ordered consumer, events/s"
+            label = f"W3 {figure}: {me} ÷ {raw}, events/s"
             ratios.append(
                 Ratio(
                     me, raw, figure, label, goal, den_key="replay", num_cpu=figure, den_cpu="replay"
