@@ -108,3 +108,21 @@ async def test_calls_served_by_the_lane_are_counted(stack: Stack) -> None:
         'micro_gateway_request_duration_seconds_count{method="POST",route="/api/demo/greet"} 4.0'
         in text
     )
+
+
+async def test_a_body_sent_in_chunks_is_read_whole_and_held_to_the_limit(stack: Stack) -> None:
+    async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    headers = {"content-type": "application/json"}
+    answer = await stack.client.post(
+        "/api/demo/greet", content=chunks(b'{"name":', b' "ada", ', b'"times": 2}'), headers=headers
+    )
+    assert answer.status_code == 200
+    assert answer.json()["greeting"] == "hello ada hello ada"
+    too_big = await stack.client.post(
+        "/api/demo/greet", content=chunks(b"[" + b"1," * 4000, b"1," * 4000, b"1]"), headers=headers
+    )
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["code"] == "payload_too_large"
