@@ -33,6 +33,7 @@ from micro.errors import (
     UnavailableError,
     ValidationError,
 )
+from micro.loop import run
 from micro.session import Session
 from micro.settings import Settings
 
@@ -75,4 +76,5 @@ __all__ = [
     "ValidationError",
     "__version__",
     "connect",
+    "run",
 ]

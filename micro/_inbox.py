@@ -13,14 +13,27 @@ import asyncio
 import contextlib
 import heapq
 from collections.abc import Callable
+from typing import Protocol
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import Error as NatsError
 
-__all__ = ["ReplyInbox"]
+from micro._direct import Incoming, parse_headers, subscribe_direct
+
+__all__ = ["Received", "ReplyInbox"]
+
+
+class Received(Protocol):
+    """A reply as its reader sees it: nats-py's ``Msg``, or a direct ``Incoming``."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def headers(self) -> dict[str, str] | None: ...
+
 
 _GRANULARITY = 0.005
 """How late a timeout may fire, in seconds: the price of sharing one timer."""
@@ -33,12 +46,15 @@ class ReplyInbox:
     event store's batched reads, which answer one request with many messages.
     """
 
-    def __init__(self, client: Client, on_other: Callable[[str, Msg], None] | None = None) -> None:
+    def __init__(
+        self, client: Client, on_other: Callable[[str, Received], None] | None = None
+    ) -> None:
         self._client = client
         self._prefix = client.new_inbox()
+        self._token_at = len(self._prefix) + 1
         self._on_other = on_other
         self._subscription: Subscription | None = None
-        self._pending: dict[str, tuple[asyncio.Future[Msg], float]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[Received], float]] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -46,8 +62,8 @@ class ReplyInbox:
 
     async def start(self) -> None:
         if self._subscription is None:
-            self._subscription = await self._client.subscribe(
-                f"{self._prefix}.*", cb=self._on_reply
+            self._subscription = await subscribe_direct(
+                self._client, f"{self._prefix}.*", self._on_direct
             )
 
     async def close(self) -> None:
@@ -73,11 +89,11 @@ class ReplyInbox:
 
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str] | None, timeout: float
-    ) -> Msg:
+    ) -> Received:
         """Publish and wait for the one reply; ``TimeoutError``, ``NoRespondersError``."""
         token, reply_to = self.reply_subject()
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Msg] = loop.create_future()
+        waiter: asyncio.Future[Received] = loop.create_future()
         deadline = loop.time() + timeout
         deadlines = self._deadlines
         if len(deadlines) > 1024 and len(deadlines) > 4 * len(self._pending):
@@ -118,8 +134,9 @@ class ReplyInbox:
         if deadlines:
             self._arm(loop, deadlines[0][0])
 
-    async def _on_reply(self, message: Msg) -> None:
-        token = message.subject[len(self._prefix) + 1 :]
+    def _on_direct(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        token = subject[self._token_at :].decode()
+        message = Incoming(reply.decode() if reply else "", data, parse_headers(headers))
         pending = self._pending.pop(token, None)
         if pending is not None:
             if not pending[0].done():

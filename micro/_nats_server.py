@@ -65,7 +65,7 @@ class ClusterConfig:
 
 @dataclass
 class NatsServer:
-    """One nats-server process with JetStream and ``sync_interval: always``.
+    """One nats-server process with JetStream, by default with ``sync_interval: always``.
 
     ``port=-1`` lets the server choose a free port; a restart keeps the chosen one and the
     store directory, so a restarted server comes back with its data.
@@ -82,6 +82,9 @@ class NatsServer:
     """Start in a session of its own, so a terminal's Ctrl+C reaches only its owner."""
     command_prefix: tuple[str, ...] = ()
     """Run the server through this command (``ip netns exec NS``), which execs it."""
+    sync_always: bool = True
+    """Sync every JetStream write to disk before acknowledging it (``sync_interval: always``);
+    ``False`` keeps the server's default (a sync every two minutes), as most deployments do."""
     extra_config: str = ""
     """More config lines (TLS, users, an operator): see ``micro.testing.secure_nats``."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -105,9 +108,10 @@ class NatsServer:
 
     def config_text(self) -> str:
         store = str(self.store_dir).replace("\\", "/")
+        sync = ", sync_interval: always" if self.sync_always else ""
         lines = [
             f'listen: "{self.host}:{self.port}"',
-            f'jetstream {{ store_dir: "{store}", sync_interval: always }}',
+            f'jetstream {{ store_dir: "{store}"{sync} }}',
         ]
         if self.server_name:
             lines.append(f'server_name: "{self.server_name}"')

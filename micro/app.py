@@ -35,6 +35,7 @@ from micro.directory import discover
 from micro.discovery import ServiceList, ServiceRecord, list_services
 from micro.errors import ConfigError, ValidationError
 from micro.log import configure_logging
+from micro.loop import run as run_on_loop
 from micro.modules.builtin import register_builtin_modules
 from micro.modules.loader import ModuleLoader
 from micro.session import Session
@@ -616,8 +617,9 @@ class Micro:
                 await self.close()
 
     def start(self) -> None:
-        """Serve in the foreground until SIGINT/SIGTERM (the blocking form of ``serve``)."""
-        asyncio.run(self.serve())
+        """Serve in the foreground until SIGINT/SIGTERM (the blocking form of ``serve``), on
+        the loop ``event_loop`` names (uvloop by default where installed)."""
+        run_on_loop(self.serve(), loop=self.settings.event_loop)
 
     def stop(self) -> None:
         """Ask a serving Micro to stop; safe from any thread or a signal handler."""

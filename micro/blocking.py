@@ -32,6 +32,7 @@ from typing import Any, Self, TypeVar
 from micro.app import Micro
 from micro.bus.caller import Reply
 from micro.discovery import ServiceRecord
+from micro.loop import new_event_loop
 from micro.settings import Settings
 
 __all__ = ["BlockingClient", "connect"]
@@ -76,7 +77,7 @@ class BlockingClient:
                 raise RuntimeError("this client is closed; micro.connect() makes a new one")
             if self._loop is not None:
                 return self._loop
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop(self.micro.settings.event_loop)
             thread = threading.Thread(
                 target=_run_forever, args=(loop,), name="micro-blocking-client", daemon=True
             )

@@ -6,11 +6,12 @@ A foundation module: the bus fills it in, handlers and logging read it.
 from __future__ import annotations
 
 import contextvars
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from micro._ids import random_hex64
 
 if TYPE_CHECKING:
     from micro.bus.caller import Caller
@@ -19,8 +20,8 @@ __all__ = ["Context", "current_context", "new_id"]
 
 
 def new_id() -> str:
-    """A random 64-bit id in hex, as trace and span ids are."""
-    return os.urandom(8).hex()
+    """A random 64-bit id in hex, as trace and span ids are (no system call per id)."""
+    return random_hex64()
 
 
 @dataclass(slots=True, eq=False)

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from micro._inbox import ReplyInbox
+from micro._inbox import Received, ReplyInbox
 from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.codec import decode, encode
@@ -405,7 +404,7 @@ class Caller:
                 )
 
 
-def _read_reply(msg: Msg) -> Reply:
+def _read_reply(msg: Received) -> Reply:
     headers = msg.headers
     if headers:
         code = headers.get(h.SERVICE_ERROR_CODE)

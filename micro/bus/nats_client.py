@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from nats.aio.client import Client
 from nats.errors import AuthorizationError
 from pydantic import SecretStr
 
+from micro._direct import DirectClient
 from micro.bus.subjects import inbox_prefix
 from micro.errors import ConfigError, UnavailableError
 from micro.log import redact_text
@@ -247,7 +247,7 @@ async def open_client(
     unavailable: type[UnavailableError] = UnavailableError,
     on_error: Callable[[Exception], Awaitable[None]] | None = None,
     ping_interval: float | None = None,
-) -> Client:
+) -> DirectClient:
     """A connected nats-py client, or ``unavailable`` naming the server (never a secret).
 
     A refusal (bad credentials, a TLS failure) ends the attempt at once with one error that
@@ -289,7 +289,7 @@ async def open_client(
         # Two unanswered PINGs end the connection: a partitioned server is left (and another
         # tried) within about twice the interval, instead of nats-py's default minutes.
         settings.update(ping_interval=ping_interval, max_outstanding_pings=2)
-    client = Client()
+    client = DirectClient()
     connecting: asyncio.Future[None] = asyncio.ensure_future(client.connect(**settings))
     waiting: set[asyncio.Future[Any]] = {connecting, refused}
     try:

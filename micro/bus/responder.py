@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from micro._direct import Incoming, parse_headers, subscribe_direct
 from micro._numbers import parse_non_negative_int
 from micro.bus import headers as h
 from micro.bus.codec import encode
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from micro.bus.hooks import Hooks
 
 __all__ = ["FALLBACK_KIND", "EndpointStats", "Responder", "call_handler"]
+
 
 FALLBACK_KIND = "fallback"
 """The kind of the endpoint that answers commands no service serves (``Micro.fallback``)."""
@@ -118,24 +119,32 @@ class Responder:
         if subject is None:
             subject = command_subject(self.settings.namespace, endpoint.name)
         served = _Served(endpoint, subject)
-        served.subscription = await self.client.subscribe(
-            subject,
-            queue=self.settings.service,
-            cb=self._callback(served),
-            pending_msgs_limit=1_000_000,
-            pending_bytes_limit=256 * 1024 * 1024,
+        dispatch = self._dispatcher(served)
+
+        def on_message(
+            _subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        ) -> Awaitable[None] | None:
+            return dispatch(Incoming(reply.decode(), data, parse_headers(headers)))
+
+        served.subscription = await subscribe_direct(
+            self.client, subject, on_message, queue=self.settings.service
         )
         self.served[endpoint.name] = served
         if flush:
             await confirm(self.client, self.settings.connect_timeout)
 
-    def _callback(self, served: _Served) -> Callable[[Msg], Awaitable[None]]:
+    def _dispatcher(self, served: _Served) -> Callable[[Incoming], Awaitable[None] | None]:
+        """The function each request of ``served`` goes to.
+
+        It returns what must finish before the next message is read (the inline fast path,
+        and refusals), or ``None`` once the request runs in a task of its own.
+        """
         endpoint = served.endpoint
         hooks = self.hooks
 
-        async def on_message(msg: Msg) -> None:
+        def dispatch(msg: Incoming) -> Awaitable[None] | None:
             if self._draining:
-                return  # drained subscriptions may still hand over a last message: not ours
+                return None  # drained subscriptions may still hand over a last message
             if self._active >= self._max_in_flight or self.load is not None:
                 why = self._overloaded()
                 if why is not None:
@@ -144,20 +153,26 @@ class Responder:
                         f"{self.settings.service!r} {why}; try again shortly",
                         service=self.settings.service,
                     )
-                    await self._reply_error(msg, error, served, None)
-                    return
+                    return self._reply_error(msg, error, served, None)
             # Counted here, not when the task starts: messages arriving in one burst are
             # all dispatched before any task runs, and each must see the ones before it.
             self._active += 1
-            # Decided per message: hooks and middleware may be added while serving.
-            if not endpoint.is_async and not endpoint.middleware and not hooks.server_side:
-                await self._handle(served, msg)
-                return
+            # Decided per message: hooks and middleware may be added while serving. Inline
+            # work runs on the connection's reader, so it must never wait for a reply: no
+            # hook (an on_error hook may call out) and a handler that cannot await.
+            if (
+                not endpoint.is_async
+                and not endpoint.middleware
+                and not hooks.server_side
+                and not hooks.on_error
+            ):
+                return self._handle(served, msg)
             task = asyncio.create_task(self._handle(served, msg))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+            return None
 
-        return on_message
+        return dispatch
 
     def _overloaded(self) -> str | None:
         """Why a new request is refused now (too many in flight, or shedding), if it is."""
@@ -166,7 +181,7 @@ class Responder:
         reason = self.load.reason() if self.load is not None else None
         return None if reason is None else f"sheds load: {reason}"
 
-    def _context(self, endpoint: Endpoint, msg: Msg) -> Context:
+    def _context(self, endpoint: Endpoint, msg: Incoming) -> Context:
         headers = msg.headers
         if not headers:
             return Context(
@@ -205,7 +220,7 @@ class Responder:
             _caller=self.caller,
         )
 
-    async def _handle(self, served: _Served, msg: Msg) -> None:
+    async def _handle(self, served: _Served, msg: Incoming) -> None:
         """Serve one request; the dispatcher already counted it in ``_active``."""
         started = time.perf_counter_ns()
         endpoint = served.endpoint
@@ -315,7 +330,7 @@ class Responder:
         return send
 
     async def _reply_error(
-        self, msg: Msg, error: MicroError, served: _Served, ctx: Context | None
+        self, msg: Incoming, error: MicroError, served: _Served, ctx: Context | None
     ) -> None:
         served.stats.errors += 1
         by_code = served.stats.errors_by_code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ import typer
 from micro.app import Micro
 from micro.cli._common import fail, load_settings
 from micro.errors import MicroError
+from micro.loop import run as run_on_loop
 
 __all__ = ["asyncapi"]
 
@@ -45,7 +45,7 @@ def asyncapi(
             )
 
     try:
-        document = asyncio.run(build())
+        document = run_on_loop(build())
     except MicroError as error:
         fail(f"{error.code}: {error.message}")
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")

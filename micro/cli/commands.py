@@ -6,7 +6,6 @@ groups ``events``, ``services`` and ``config`` live in their own modules of this
 
 from __future__ import annotations
 
-import asyncio
 import os
 import runpy
 import sys
@@ -31,6 +30,7 @@ from micro.cli.services import services_app
 from micro.cli.top import top_app
 from micro.cli.version import version_report
 from micro.errors import MicroError
+from micro.loop import run as run_on_loop
 
 __all__ = ["app", "main", "run_async"]
 
@@ -48,7 +48,7 @@ _T = TypeVar("_T")
 def run_async(coroutine: Coroutine[Any, Any, _T], *, verbose: bool = False) -> _T:
     """Run a coroutine, turning micro's errors into one line and exit code 1."""
     try:
-        return asyncio.run(coroutine)
+        return run_on_loop(coroutine)
     except MicroError as error:
         fail(f"{error.code}: {error.message}", details=error.to_wire()["error"], verbose=verbose)
     except KeyboardInterrupt:
@@ -103,10 +103,10 @@ def run(
         else:
             together = load_together(targets)
         if together.portal is not None or len(together.apps) > 1:
-            asyncio.run(serve_together(together))
+            run_on_loop(serve_together(together))
         elif together.apps:
             # A file that only builds its Micro (no start() call) is started here.
-            asyncio.run(together.apps[0].serve())
+            run_on_loop(together.apps[0].serve())
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except (typer.Exit, SystemExit):

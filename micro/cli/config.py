@@ -7,7 +7,6 @@ value that fails the schema the service registered. Errors print one line and ex
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -19,6 +18,7 @@ from rich.table import Table
 from micro.bus.connection import connect
 from micro.cli._common import fail, load_settings
 from micro.errors import MicroError
+from micro.loop import run as run_on_loop
 from micro.modules.config import ConfigStore
 from micro.settings import Settings
 
@@ -56,7 +56,7 @@ def _run(action: Callable[[ConfigStore], Awaitable[_T]]) -> _T:
             await client.close()
 
     try:
-        return asyncio.run(run())
+        return run_on_loop(run())
     except MicroError as error:
         fail(f"{error.code}: {error.message}")
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ Settings come from the environment (``MICRO_*``, ``NATS_URL``), as for a service
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import traceback
 from collections.abc import AsyncIterator, Coroutine
@@ -22,6 +21,7 @@ import typer
 from micro.errors import ConfigError, MicroError, ValidationError
 from micro.eventstore import EventStore, JetStreamEventStore, RecordedEvent, open_event_store
 from micro.eventstore.base import validate_stream_name
+from micro.loop import run as run_on_loop
 from micro.settings import Settings
 
 __all__ = ["events_app"]
@@ -141,7 +141,7 @@ def _print(event: RecordedEvent, json_output: bool) -> None:
 def _run(work: Coroutine[Any, Any, None], verbose: bool) -> None:
     """Run a command; errors become one readable line and exit status 1."""
     try:
-        asyncio.run(work)
+        run_on_loop(work)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except (MicroError, pydantic.ValidationError, OSError) as error:

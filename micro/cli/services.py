@@ -9,7 +9,6 @@ seconds, for ``--wait`` seconds at most; a look that ``--wait`` cut short prints
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import orjson
@@ -21,6 +20,7 @@ from micro.bus.connection import connect
 from micro.cli._common import fail, load_settings
 from micro.discovery import ServiceList, ServiceRecord, group_by_service, list_services
 from micro.errors import MicroError
+from micro.loop import run as run_on_loop
 from micro.settings import Settings
 
 __all__ = ["services_app"]
@@ -84,7 +84,7 @@ def _records(
             await client.close()
 
     try:
-        records = asyncio.run(look())
+        records = run_on_loop(look())
     except MicroError as error:
         fail(f"{error.code}: {error.message}")
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from micro.bus.connection import connect
 from micro.cli._common import fail, load_settings
 from micro.discovery import ServiceRecord, list_services
 from micro.errors import MicroError
+from micro.loop import run as run_on_loop
 from micro.telemetry.view import snapshot
 
 __all__ = ["top_app"]
@@ -113,7 +114,7 @@ def top(
             await client.close()
 
     try:
-        asyncio.run(run())
+        run_on_loop(run())
     except MicroError as error:
         fail(f"{error.code}: {error.message}")
     except KeyboardInterrupt:

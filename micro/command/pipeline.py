@@ -37,6 +37,7 @@ from typing import Any
 import pydantic
 import structlog
 
+from micro._ids import random_uuid
 from micro._keyed_locks import KeyedLocks
 from micro.command.idempotency import REFUSALS_STREAM, CommandRefused, SeenCommand, SeenCommands
 from micro.command.sheets import RuleSheet
@@ -348,7 +349,7 @@ class CommandPipeline:
                     metadata=event_metadata,
                     id=event_id(ctx.idempotency_key, rule.command, index)
                     if ctx.idempotency_key is not None
-                    else uuid.uuid4(),
+                    else random_uuid(),
                 )
             )
         return new_events

@@ -81,4 +81,6 @@ def open_event_store(settings: Settings, client: Client | None = None) -> EventS
         replicas=settings.event_store_replicas,
         duplicate_window=settings.event_store_duplicate_window,
         start_timeout=settings.event_store_start_timeout,
+        group_commit=settings.event_store_group_commit == "on"
+        or (settings.event_store_group_commit == "auto" and not settings.nats_url),
     )

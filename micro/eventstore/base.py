@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from micro._ids import random_uuid
 from micro.errors import ConflictError, ValidationError
 
 __all__ = [
@@ -66,7 +67,7 @@ class NewEvent:
     type: str
     data: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=random_uuid)
 
 
 @dataclass(frozen=True, slots=True)

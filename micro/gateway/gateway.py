@@ -100,6 +100,7 @@ from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
 from micro.gateway.sse import SSE_HEADERS, call_events, feed_events
 from micro.gateway.websocket import websocket_route
+from micro.telemetry import metrics as telemetry_metrics
 
 __all__ = ["Gateway", "http_status"]
 
@@ -696,6 +697,8 @@ class Gateway:
         # The address is checked before anything connects: a taken port is one ConfigError.
         sock = listener or bind_listener(self.settings.host, self.settings.port)
         self._socket = sock
+        # Reported to OpenTelemetry while it serves: a stopped gateway's counts are not live.
+        telemetry_metrics.watch_gateway(self.metrics)
         try:
             if not self.micro.serving:
                 await self.micro.open()
@@ -733,6 +736,7 @@ class Gateway:
     async def stop(self) -> None:
         """Stop listening: end the event streams, finish requests in flight, close."""
         self._closing.set()
+        telemetry_metrics.forget_gateway(self.metrics)
         if self.feed is not None:
             await self.feed.stop()
         if self._server is not None:

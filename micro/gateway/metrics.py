@@ -63,7 +63,6 @@ class GatewayMetrics:
         # Children by label values: ``labels()`` costs more than the count itself. Bounded
         # by route templates times statuses.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        metrics.watch_gateway(self)
 
     def served(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its duration."""

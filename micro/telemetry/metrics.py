@@ -217,6 +217,11 @@ def follow_head(projector: Watched) -> asyncio.Task[None] | None:
     return asyncio.create_task(follow(), name=f"lag:{projector.name}")
 
 
+def forget_gateway(gateway: WatchedGateway) -> None:
+    """Stop reporting ``gateway`` (it stopped: what it counted is no longer served)."""
+    _gateways.discard(gateway)
+
+
 def forget_projector(projector: Watched) -> None:
     """Stop reporting ``projector`` (it stopped: its lag would no longer mean anything)."""
     _projectors.discard(projector)

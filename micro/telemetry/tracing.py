@@ -154,15 +154,18 @@ def inject(carrier: MutableMapping[str, Any]) -> None:
         _TRACE_CONTEXT.inject(carrier)
 
 
-@contextlib.contextmanager
-def span(name: str, **attributes: Any) -> Iterator[Span | None]:
-    """A span around a stage of work (validate, append, snapshot...), when tracing."""
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
+    """A span around a stage of work (validate, append, snapshot...), when tracing.
+
+    Without a tracer it is one shared no-op context: the command cycle opens three a command.
+    """
     active = _tracer
     if active is None:
-        yield None
-        return
-    with active.start_as_current_span(name, attributes=attributes) as started:
-        yield started
+        return _NO_SPAN
+    return active.start_as_current_span(name, attributes=attributes)
 
 
 @contextlib.contextmanager

@@ -12,13 +12,22 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 
+from micro._direct import DirectClient
 from micro._inbox import ReplyInbox
+from micro.bus.nats_client import ConnectOptions, open_client
 from micro.testing import NatsServer
 
 
-@pytest.fixture
-async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
-    connection = await nats.connect(nats_server.url)
+@pytest.fixture(params=["direct", "plain"])
+async def client(nats_server: NatsServer, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """Every connection micro opens (direct replies), and any other nats-py client."""
+    if request.param == "direct":
+        connection: Client = await open_client(
+            nats_server.url, ConnectOptions(), name="inbox-test", connect_timeout=2
+        )
+        assert isinstance(connection, DirectClient)
+    else:
+        connection = await nats.connect(nats_server.url)
     yield connection
     await connection.close()
 

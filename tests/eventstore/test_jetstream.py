@@ -394,6 +394,48 @@ async def _batch_ids(client: Client, namespace: str, positions: list[int]) -> li
     return [(message.headers or {}).get("Nats-Batch-Id") for message in stored]
 
 
+class TestWithoutGroupCommit:
+    """For a server with the default disk sync: every append leaves at once, on its own."""
+
+    async def test_concurrent_appends_leave_alone_and_a_multi_event_one_stays_atomic(
+        self, nats_server: NatsServer, client: Client, micro_namespace: str
+    ) -> None:
+        appends = {f"s{n}": [new_event(n=n, k=k) for k in range(1 + n % 3)] for n in range(12)}
+        async with JetStreamEventStore(
+            url=nats_server.url, namespace=micro_namespace, group_commit=False
+        ) as store:
+            results = await asyncio.gather(
+                *(store.append(stream, events, NO_STREAM) for stream, events in appends.items())
+            )
+            for (stream, events), result in zip(appends.items(), results, strict=True):
+                stored = await store.read(stream)
+                assert [event.id for event in stored] == [event.id for event in events]
+                assert result.position == stored[-1].position
+                batches = await _batch_ids(client, micro_namespace, [e.position for e in stored])
+                if len(events) == 1:
+                    assert batches == [None]  # not grouped with any other append
+                else:
+                    assert len(set(batches)) == 1  # its own events, one atomic batch
+                    assert batches[0] is not None
+
+    @pytest.mark.parametrize(
+        ("setting", "with_url", "grouping"),
+        [("auto", True, False), ("auto", False, True), ("on", True, True), ("off", False, False)],
+    )
+    def test_the_setting_chooses_grouping(
+        self, nats_server: NatsServer, setting: str, with_url: bool, grouping: bool
+    ) -> None:
+        settings = Settings(
+            nats_url=nats_server.url if with_url else None,
+            event_store_group_commit=setting,  # type: ignore[arg-type]
+        )
+        # Without a URL the store shares a service's connection (micro's embedded server).
+        shared = None if with_url else Client()
+        store = open_event_store(settings, shared)
+        assert isinstance(store, JetStreamEventStore)
+        assert store._group_commit is grouping
+
+
 class TestGroupCommit:
     """Appends that queue up while one is out at the server leave together, atomically."""
 
@@ -458,8 +500,13 @@ class TestGroupCommit:
     ) -> None:
         sizes = {"lead": 1, "big": 600, "bigger": 600, "small": 1}
 
+        # New streams need no look-up of their head, so nothing reorders the appends before
+        # they queue: "lead" leaves alone and the other three queue behind it in this order.
         results = await asyncio.gather(
-            *(store.append(s, [new_event(n=n) for n in range(size)]) for s, size in sizes.items())
+            *(
+                store.append(s, [new_event(n=n) for n in range(size)], NO_STREAM)
+                for s, size in sizes.items()
+            )
         )
 
         big, bigger, small = results[1:]

@@ -9,8 +9,19 @@ MICRO = Path(__file__).resolve().parents[2] / "micro"
 
 # Lowest first; a module may import its own layer and those below it.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "settings", "context", "_tasks", "_inbox", "_numbers", "_keyed_locks", "_schemas"),
-    ("_signals", "_app_dir", "_nats_server"),
+    (
+        "errors",
+        "settings",
+        "context",
+        "_tasks",
+        "_inbox",
+        "_direct",
+        "_ids",
+        "_numbers",
+        "_keyed_locks",
+        "_schemas",
+    ),
+    ("_signals", "_app_dir", "_nats_server", "loop"),
     ("log",),
     ("telemetry",),
     ("bus", "eventstore"),

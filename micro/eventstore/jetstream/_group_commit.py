@@ -12,6 +12,10 @@ say whose message caused it, so each append in it is sent again on its own, all 
 and gets its own answer: a conflict stays one append's conflict. A failure with no answer
 (no acknowledgement in time, a lost connection) reaches every append of the batch.
 
+Without grouping (``grouping=False``: a server with the default disk sync, where each atomic
+batch costs it a sync of its own) every append leaves at once, as many in flight as callers;
+an append of several events is still one atomic batch.
+
 An append waits for the line at most the store's timeout: one still queued when its time
 is up fails without leaving. Once it leaves it waits up to the timeout again for its
 acknowledgement, so a server that stops answering fails an append within twice the timeout.
@@ -27,15 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
-from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MaxPayloadError
+
+from micro._inbox import Received
 
 __all__ = ["MAX_BATCH", "GroupCommit", "Outgoing"]
 
 MAX_BATCH: Final = 1000
 """The server's limit on messages in one atomic batch."""
 
-Request = Callable[[str, bytes, dict[str, str], float], Awaitable[Msg]]
+Request = Callable[[str, bytes, dict[str, str], float], Awaitable[Received]]
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 
 
@@ -69,7 +74,10 @@ class GroupCommit:
     ``ConnectionClosedError``.
     """
 
-    def __init__(self, request: Request, publish: Publish, timeout: float) -> None:
+    def __init__(
+        self, request: Request, publish: Publish, timeout: float, *, grouping: bool = True
+    ) -> None:
+        self._grouping = grouping
         self._request = request
         self._publish = publish
         self._timeout = timeout
@@ -79,6 +87,8 @@ class GroupCommit:
         self._senders: set[asyncio.Task[None]] = set()
 
     async def publish(self, messages: Sequence[Outgoing]) -> dict[str, Any]:
+        if not self._grouping:
+            return await self._send(messages)  # each append in flight on its own
         if not self._out:
             self._out = True
             try:

@@ -11,10 +11,10 @@ from collections import deque
 import orjson
 import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from micro._direct import parse_headers, subscribe_direct
 from micro.errors import EventStoreUnavailableError
 from micro.eventstore.jetstream._api import NANOS, ApiError, Subjects, translate, unavailable
 
@@ -182,9 +182,7 @@ class Puller:
             "inactive_threshold": int(12 * _HEARTBEAT * NANOS),
         }
         try:
-            self._subscription = await self._client.subscribe(
-                self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
-            )
+            self._subscription = await subscribe_direct(self._client, self._inbox, self._on_direct)
             reply = await self._client.request(
                 self._subjects.consumer_create(self._name),
                 orjson.dumps({"stream_name": self._subjects.stream, "config": config}),
@@ -198,12 +196,12 @@ class Puller:
             await self._drop_consumer()
             raise translate("creating a consumer", ApiError(response["error"]))
 
-    async def _on_message(self, message: Msg) -> None:
+    def _on_direct(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         self._heard = True
-        if message.data:
+        if data:
             # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<delivery seq>.<ts>.<pending>
             # (with domain and account hash in front in the newer 12-token form).
-            tokens = message.reply.split(".")
+            tokens = reply.split(b".")
             offset = 0 if len(tokens) == 9 else 2
             position = int(tokens[5 + offset])
             delivered = int(tokens[6 + offset])
@@ -216,14 +214,15 @@ class Puller:
             self._delivered = delivered
             self._progressed = True
             self._next = position + 1
-            self._buffer.append((message.subject, position, message.data))
+            # The stored headers (message id, expected sequence, batch) are not read.
+            self._buffer.append((subject.decode(), position, data))
             if self._requests:
                 self._requests[0] -= 1
                 if self._requests[0] <= 0:
                     self._requests.popleft()
             self._signal()
             return
-        header = message.headers or {}
+        header = parse_headers(headers) or {}
         status = header.get("Status", "")
         if status == "100":
             return  # heartbeat: the consumer is alive

@@ -6,10 +6,9 @@ import asyncio
 from dataclasses import dataclass
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from micro._inbox import ReplyInbox
+from micro._inbox import Received, ReplyInbox
 from micro.errors import EventStoreUnavailableError
 from micro.eventstore.jetstream._api import unavailable
 
@@ -43,7 +42,7 @@ class ReplyRouter:
     async def close(self) -> None:
         await self._inbox.close()
 
-    def _on_batch(self, token: str, message: Msg) -> None:
+    def _on_batch(self, token: str, message: Received) -> None:
         waiting = self._waiting.get(token)
         if waiting is None:
             return
@@ -66,7 +65,7 @@ class ReplyRouter:
 
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str], timeout: float
-    ) -> Msg:
+    ) -> Received:
         """Publish and wait for the one reply; ``TimeoutError``, ``NoRespondersError``."""
         return await self._inbox.request(subject, body, headers, timeout)
 

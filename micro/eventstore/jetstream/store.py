@@ -33,9 +33,10 @@ append of an event id whose first append is still being replicated (two instance
 one retried command) is refused with err 10158 ("duplicate message id is in process"); the
 store waits a moment and tries again, which then finds the first append's outcome.
 
-Writing: appends to different streams that arrive while one is out at the server leave
-together as one atomic batch (``_group_commit``): one disk sync and one acknowledgement for
-the group, each message still checked against its own expected sequence.
+Writing: with ``group_commit`` (for a server that syncs every write), appends to different
+streams that arrive while one is out at the server leave together as one atomic batch
+(``_group_commit``): one disk sync and one acknowledgement for the group, each message still
+checked against its own expected sequence. Without it every append leaves at once.
 
 Reading: ``read`` pages through one subject with batched direct gets (ADR-31);
 ``read_all`` and ``subscribe`` drain an ephemeral pull consumer, history and live alike.
@@ -148,6 +149,7 @@ class JetStreamEventStore(EventStore):
     (``<namespace>.ev.<stream>``); it reads every stream of the namespace either way.
     ``timeout`` bounds each request to JetStream; ``start_timeout`` is how long ``start``
     waits for a cluster that does not answer yet (still electing its leaders).
+    ``group_commit`` batches concurrent appends (``Settings.event_store_group_commit``).
 
     Usage::
 
@@ -168,6 +170,7 @@ class JetStreamEventStore(EventStore):
         start_timeout: float = 30.0,
         connect_options: ConnectOptions | None = None,
         owner: str | None = None,
+        group_commit: bool = True,
     ) -> None:
         if client is None and not url:
             raise ConfigError("JetStreamEventStore needs a nats-py client or a url")
@@ -207,6 +210,7 @@ class JetStreamEventStore(EventStore):
         self._started = False
         self._replies: ReplyRouter | None = None
         self._commits: GroupCommit | None = None
+        self._group_commit = group_commit
         self._pullers: weakref.WeakSet[Puller] = weakref.WeakSet()
 
     # -- subjects ----------------------------------------------------------------------------
@@ -298,7 +302,9 @@ class JetStreamEventStore(EventStore):
                 async def publish(subject: str, body: bytes, headers: dict[str, str]) -> None:
                     await client.publish(subject, body, headers=headers)
 
-                self._commits = GroupCommit(self._replies.request, publish, self._timeout)
+                self._commits = GroupCommit(
+                    self._replies.request, publish, self._timeout, grouping=self._group_commit
+                )
             except BaseException:
                 if self._owns_client:
                     await self._client.close()
