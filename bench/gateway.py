@@ -25,8 +25,9 @@ The HTTP client is a minimal HTTP/1.1 client (an asyncio protocol, one keep-aliv
 connection per caller): a general-purpose client such as httpx costs more CPU per request
 than the server side, which would measure the client rather than the gateway.
 
-The service and the clients pick their loop through ``MICRO_EVENT_LOOP`` and, until every
-process reads that setting, through the asyncio loop policy as well.
+The service (``Micro.start()``), the gateway and the clients run on the loop
+``MICRO_EVENT_LOOP`` names (``micro.loop``); the proxy on uvicorn's ``loop=`` of the same
+name.
 
 Run: ``python bench/gateway.py`` (``--quick`` while developing, ``--json`` for machines).
 """
@@ -68,24 +69,9 @@ class Numbers(BaseModel):
 
 
 def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
-    if loop == "uvloop":
-        import uvloop
+    from micro.loop import run
 
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main)
-    else:
-        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
-            runner.run(main)
-
-
-def _use_loop(loop: str) -> None:
-    """Make ``asyncio.run`` (as ``Micro.start`` calls it) use ``loop``."""
-    if loop == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    else:
-        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    run(main, loop=loop)
 
 
 def service_main(url: str, loop: str) -> None:
@@ -101,8 +87,7 @@ def service_main(url: str, loop: str) -> None:
         print("ready", flush=True)
 
     micro.hook("on_start", ready)
-    _use_loop(loop)
-    micro.start()
+    micro.start()  # on the loop MICRO_EVENT_LOOP names
 
 
 def gateway_main(url: str, loop: str) -> None:
