@@ -231,15 +231,17 @@ class Responder:
         codec: str | None = None
         try:
             ctx = self._context(endpoint, msg)
-            if endpoint.kind == FALLBACK_KIND and msg.headers:
-                ctx.command = msg.headers.get(h.COMMAND) or ctx.command
+            headers = msg.headers
+            if headers:
+                if endpoint.kind == FALLBACK_KIND:
+                    ctx.command = headers.get(h.COMMAND) or ctx.command
+                codec = headers.get(h.CODEC)
+                if headers.get(h.STREAM) == "1" and msg.reply:
+                    ctx._send = self._sender(msg.reply, endpoint.name, codec)
             if (tracer := tracing.tracer()) is not None:
-                span = tracing.start_server_span(tracer, ctx.command, served.subject, msg.headers)
+                span = tracing.start_server_span(tracer, ctx.command, served.subject, headers)
                 ctx.trace_id, ctx.span_id = tracing.trace_ids(span[0])
             token = current_context.set(ctx)
-            codec = msg.headers.get(h.CODEC) if msg.headers else None
-            if msg.headers and msg.headers.get(h.STREAM) == "1" and msg.reply:
-                ctx._send = self._sender(msg.reply, endpoint.name, codec)
             if ctx.hops >= self.settings.max_hops:
                 raise LoopDetectedError(
                     f"{endpoint.name!r} was reached after {ctx.hops} nested calls "
@@ -384,7 +386,9 @@ async def call_handler(endpoint: Endpoint, payload: Any, ctx: Context) -> Any:
         )
     else:
         result = endpoint.handler(ctx) if endpoint.takes_context else endpoint.handler()
-    if inspect.isawaitable(result):
+    # An awaitable has __await__ on its type (coroutines, futures, tasks): one attribute
+    # look-up, where inspect.isawaitable runs an ABC check on every plain result.
+    if hasattr(type(result), "__await__"):
         result = await result
     return result
 
