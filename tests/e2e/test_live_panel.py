@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from conftest import ARTIFACTS, Portal
 from playwright.sync_api import Page, expect
+
+from tests.e2e.support import ARTIFACTS, Portal
 
 PASSWORD = "correct-horse-battery-staple-42"
 
