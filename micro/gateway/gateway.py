@@ -95,6 +95,7 @@ from micro.gateway.listener import bind_listener
 from micro.gateway.live import stats_route
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
 from micro.gateway.openapi import build_openapi
+from micro.gateway.protocol import CoalescingHttpToolsProtocol
 from micro.gateway.refusals import RefusalsAsAnswers
 from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
@@ -718,6 +719,7 @@ class Gateway:
             access_log=False,
             timeout_graceful_shutdown=3,
             server_header=False,
+            http=CoalescingHttpToolsProtocol,
             # The sans-I/O protocol of websockets; larger frames than this close the socket
             # (1009), smaller ones over ws_max_frame get a typed error frame.
             ws="websockets-sansio",
