@@ -31,11 +31,11 @@ error (``MicroError.status``); a 5xx other than 503/504 says only "internal erro
 trace id, never what went wrong inside.
 
 This module is the server: the ASGI application, the route table kept in step with
-discovery, the calls, and the life cycle. Beside it: ``lane`` (a plain call served
-without Starlette's layers), ``protocol`` (uvicorn's, one write per response), ``errors`` (errors as HTTP responses), ``decoding`` (headers,
-body, payload), ``sse`` (event streams), ``routes``, ``payloads``, ``openapi``, ``feed`` and
-``metrics``. (Over 600 lines because the route table's upkeep
-from discovery is still here; it belongs with a route directory of its own.)
+discovery, the calls, and the life cycle. Beside it: ``lane`` (a plain call served without
+Starlette's layers), ``protocol`` (uvicorn's, one write per response), ``errors`` (errors
+as HTTP responses), ``decoding`` (headers, body, payload), ``sse`` (event streams),
+``routes``, ``payloads``, ``openapi``, ``feed`` and ``metrics``. (Over 600 lines because
+the route table's upkeep from discovery is still here; it belongs with a route directory of its own.)
 """
 
 from __future__ import annotations
