@@ -35,7 +35,8 @@ discovery, the calls, and the life cycle. Beside it: ``lane`` (a plain call serv
 Starlette's layers), ``protocol`` (uvicorn's, one write per response), ``errors`` (errors
 as HTTP responses), ``decoding`` (headers, body, payload), ``sse`` (event streams),
 ``routes``, ``payloads``, ``openapi``, ``feed`` and ``metrics``. (Over 600 lines because
-the route table's upkeep from discovery is still here; it belongs with a route directory of its own.)
+the route table's upkeep from discovery is still here; it belongs with a route directory
+of its own.)
 """
 
 from __future__ import annotations
