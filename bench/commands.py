@@ -1,60 +1,67 @@
-"""W2, W3 and restart: the command cycle against hand-written nats-py + JetStream, same run.
+"""W2 and W3 of issue 15 (the command cycle, a model rebuilt from history), micro beside raw.
 
-W2  ``deposit`` over the bus against 100 accounts: validate, durable append with optimistic
-    concurrency, apply to the balance model, reply. Micro (a service process built from
-    sheets) versus a raw nats-py service doing the same work by hand: pydantic validation,
-    a JetStream publish with ``Nats-Expected-Last-Subject-Sequence``, an in-memory dict
-    update, the reply. Sequential p50/p99, then throughput with 64 calls in flight. The raw
-    service publishes each event on its own, as a hand-written handler does; micro's store
-    groups the appends that meet in time into one atomic batch (one disk sync per group),
-    which is where its lead at 64 in flight comes from. Also
-    the CPU micro's command cycle takes alone (pipeline, projector, models on the memory
-    store, called directly): the part of a command that is micro's own code.
-W3  Rebuild the balance model from 100,000 events: ``commander.rebuild()`` versus a raw
-    nats-py ordered-consumer replay applying the same dict update.
-R1M Restart of a service with 1,000,000 events of history from a snapshot: time until it
-    serves (and its first answer shows the events after the snapshot).
+W2  ``deposit {account, amount}`` over the bus: 100 accounts opened first, then each call
+    deposits 1..10 into the next account (round-robin) and gets ``{"balance": new}`` back.
+    2,000 sequential calls after 200 warm-up (p50, p99), then 10,000 with 64 in flight
+    (calls/s); finally one more deposit per account checks every balance. Run twice: with
+    the nats-server's default fsync, and with ``sync_interval: always``.
 
-Everything runs on loopback against one nats-server started here with ``sync_interval:
-always`` (every acknowledged write is on disk). Run: ``python bench/commands.py``;
-``--quick`` for a smaller run, ``--parts W2,W3`` or ``--skip-restart`` to leave out the
-1M-event part (writing that history takes about a minute), ``--profile FILE`` to write a
-cProfile of this process (W3's replay runs here; W2's services run in their own
-processes, so W2 also reports each service's CPU time per call).
+    micro: a service built from rule sheets: a pydantic ``Request``, a validation that the
+    account exists, a ``Deposited`` event, a reducer updating the tinydb model, ``respond``
+    reading the model. The caller is a ``Micro`` calling ``act``.
+
+    raw: the plain shape of issue 15: nats-py, a task per request, an ``asyncio.Lock`` per
+    account, ``json.loads`` of the request, a JetStream publish with
+    ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id``, a dict as the model, the
+    reply. It checks that the account exists and the amount is a positive int by hand; it
+    has no pydantic (the issue's shape has none). The caller is a nats-py ``request``.
+
+W3  A stored log of 100 ``AccountOpened`` and 99,900 ``Deposited`` events (round-robin over
+    the 100 accounts), written once per round through micro's own event store; each system
+    then gets a fresh nats-server on a copy of it.
+
+    micro: a fresh service process: the time from ``Micro.start()`` until it serves (its
+    catch-up at start), then ``commander.rebuild()`` of the balance model in the same
+    process.
+
+    raw: an ordered push consumer (nats-py ``js.subscribe(..., ordered_consumer=True)``),
+    ``json.loads`` of each body and a dict update, until the last sequence.
+
+R1M (not in the default parts: writing its history takes over a minute) restart of a service
+    with 1,000,000 events of history from a snapshot: time until it serves.
+
+Every system of a part runs in its own processes (service and client each one) against a
+fresh nats-server, in every round; the systems take turns in an order rotated each round.
+Figures are medians over rounds, ratios the medians of the per-round ratios, and each figure
+has the CPU µs per operation of the client, the service and the nats-server beside it.
+Each part runs on both event loops (``asyncio``, ``uvloop``): micro processes get
+``MICRO_EVENT_LOOP``, raw ones run ``asyncio.run``/``uvloop.run``.
+
+    python bench/commands.py [--parts W2,W3] [--rounds 5] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import json
-import os
-import pstats
-import statistics
-import subprocess
+import shutil
 import sys
 import tempfile
 import textwrap
+import threading
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import nats
-import orjson
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+import harness
+from harness import Child, Figures, Meter, Ratio, Section
 
-from micro import Context, Micro, Settings
-from micro.eventstore import ANY, NO_STREAM, NewEvent, open_event_store
-from micro.log import configure_logging
-from micro.readmodel.snapshots import Snapshooter
-from micro.testing import NatsServer
-
-ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = str(Path(__file__).resolve())
 ACCOUNTS = 100
+STARTED = time.perf_counter()
 
 SHEETS = {
     "models/account_model.py": """
@@ -72,24 +79,24 @@ SHEETS = {
         from micro.readmodel import Event
 
         class Request(BaseModel):
-            id: str
+            account: str
 
         class AccountOpened(Event):
-            id: str
+            account: str
 
         def stream(request):
-            return f"account-{request.id}"
+            return f"account-{request.account}"
 
         def validation(request, models):
-            if request.id in models.account:
-                raise RuleViolation(f"account {request.id} exists")
+            if request.account in models.account:
+                raise RuleViolation(f"account {request.account} exists")
 
         def events(request, models):
-            return [AccountOpened(id=request.id)]
+            return [AccountOpened(account=request.account)]
         """,
     "reducers/open_account_reducer.py": """
         def opened(event, models):
-            models.account.insert({"id": event.data.id})
+            models.account.insert({"id": event.data.account})
 
         reducers = {"AccountOpened": opened}
         """,
@@ -99,120 +106,34 @@ SHEETS = {
         from micro.readmodel import Event
 
         class Request(BaseModel):
-            id: str
+            account: str
             amount: int = Field(gt=0, le=1_000_000)
 
         class Deposited(Event):
-            id: str
+            account: str
             amount: int
 
         def stream(request):
-            return f"account-{request.id}"
+            return f"account-{request.account}"
 
         def validation(request, models):
-            if request.id not in models.account:
-                raise RuleViolation(f"account {request.id} does not exist")
+            if request.account not in models.account:
+                raise RuleViolation(f"account {request.account} does not exist")
 
         def events(request, models):
-            return [Deposited(id=request.id, amount=request.amount)]
+            return [Deposited(account=request.account, amount=request.amount)]
 
         def respond(request, models, events):
-            return {"id": request.id, "balance": models.account.require(request.id).balance}
+            return {"balance": models.account.require(request.account).balance}
         """,
     "reducers/deposit_reducer.py": """
         def deposited(event, models):
-            account = models.account.require(event.data.id)
+            account = models.account.require(event.data.account)
             models.account.update(account.id, balance=account.balance + event.data.amount)
 
         reducers = {"Deposited": deposited}
         """,
 }
-
-MICRO_SERVICE = """
-import os, sys, threading, time
-started = time.perf_counter()
-from micro import Micro
-micro = Micro(nats_url=sys.argv[1], namespace=sys.argv[2], service="bank", app_dir=sys.argv[3],
-              log_level="warning")
-micro.commander.add_command("open account")
-micro.commander.add_command("deposit")
-micro.add_view("account balance", lambda query, models: models.account.require(query["id"]).balance)
-if os.environ.get("BENCH_SNAPSHOTS"):
-    micro.modules.want(["snapshooter"])
-async def ready(_micro):
-    print("ready", time.perf_counter() - started, flush=True)
-    def wait():
-        sys.stdin.read()
-        micro.stop()
-    threading.Thread(target=wait, daemon=True).start()
-micro.hook("on_start", ready)
-micro.start()
-"""
-
-RAW_SERVICE = """
-import asyncio, sys, uuid
-import nats, orjson
-from pydantic import BaseModel, Field, ValidationError
-
-class Request(BaseModel):
-    id: str
-    amount: int = Field(gt=0, le=1_000_000)
-
-async def main():
-    namespace = sys.argv[2]
-    client = await nats.connect(sys.argv[1])
-    js = client.jetstream()
-    stream = namespace.upper() + "_EVENTS"
-    await js.add_stream(name=stream, subjects=[namespace + ".ev.>"], storage="file",
-                        duplicate_window=120)
-    balances = {}   # account -> (balance, last sequence of its subject)
-    locks = {}
-
-    async def handle(msg):
-        try:
-            request = Request.model_validate_json(msg.data)
-        except ValidationError as error:
-            await msg.respond(orjson.dumps({"error": str(error)}))
-            return
-        lock = locks.setdefault(request.id, asyncio.Lock())
-        async with lock:   # one writer per account, as expected-sequence needs
-            if request.id not in balances:
-                await msg.respond(orjson.dumps({"error": "no such account"}))
-                return
-            balance, sequence = balances[request.id]
-            body = orjson.dumps({"id": str(uuid.uuid4()), "type": "Deposited",
-                                 "data": {"id": request.id, "amount": request.amount}})
-            ack = await js.publish(namespace + ".ev.account-" + request.id, body, headers={
-                "Nats-Expected-Last-Subject-Sequence": str(sequence),
-                "Nats-Msg-Id": str(uuid.uuid4())})
-            balance += request.amount
-            balances[request.id] = (balance, ack.seq)
-        await msg.respond(orjson.dumps({"id": request.id, "balance": balance}))
-
-    async def open_account(msg):
-        account = orjson.loads(msg.data)["id"]
-        ack = await js.publish(namespace + ".ev.account-" + account,
-                               orjson.dumps({"type": "AccountOpened", "data": {"id": account}}),
-                               headers={"Nats-Expected-Last-Subject-Sequence": "0"})
-        balances[account] = (0, ack.seq)
-        await msg.respond(b"{}")
-
-    tasks = set()
-    def spawn(handler):
-        async def on_message(msg):
-            task = asyncio.create_task(handler(msg))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        return on_message
-
-    await client.subscribe(sys.argv[3], queue="raw", cb=spawn(handle))
-    await client.subscribe(sys.argv[4], queue="raw", cb=spawn(open_account))
-    await client.flush()
-    await client.flush()  # nats-py's first PING can overtake the SUBs: the second follows them
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-asyncio.run(main())
-"""
 
 
 def write_sheets(folder: Path) -> Path:
@@ -223,288 +144,404 @@ def write_sheets(folder: Path) -> Path:
     return folder
 
 
-def start_process(source: str, *args: str, **env: str) -> tuple[subprocess.Popen[str], float]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", source, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("ready"):
-        process.kill()
-        raise RuntimeError(f"service did not start: {line!r}")
-    parts = line.split()
-    return process, float(parts[1]) if len(parts) > 1 else 0.0
+def bank(params: dict[str, Any], service: str = "bank") -> Any:
+    """The micro bank of the sheets, on ``params``' server and namespace."""
+    from micro import Micro
 
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    assert process.stdin is not None
-    process.stdin.close()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process used so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def measure(
-    call: Callable[[int], Awaitable[Any]],
-    sequential: int,
-    total: int,
-    in_flight: int,
-    service_pid: int,
-    server_pid: int,
-) -> dict[str, float]:
-    for number in range(200):
-        await call(number)
-    latencies = []
-    for number in range(sequential):
-        started = time.perf_counter()
-        await call(number)
-        latencies.append(time.perf_counter() - started)
-    latencies.sort()
-    counter = iter(range(total))
-
-    async def worker() -> None:
-        for number in counter:
-            await call(number)
-
-    cpu, server_cpu, client_cpu = (
-        cpu_seconds(service_pid),
-        cpu_seconds(server_pid),
-        time.process_time(),
-    )
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    elapsed = time.perf_counter() - started
-    cpu = cpu_seconds(service_pid) - cpu
-    server_cpu = cpu_seconds(server_pid) - server_cpu
-    client_cpu = time.process_time() - client_cpu
-    return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "throughput": total / elapsed,
-        # the service's own CPU per command: what a busy machine cannot blur
-        "cpu_ms": cpu / total * 1000,
-        "server_cpu_ms": server_cpu / total * 1000,
-        "client_cpu_ms": client_cpu / total * 1000,
-    }
-
-
-# -- W2 ----------------------------------------------------------------------------------
-
-
-async def w2_raw(url: str, args: argparse.Namespace, namespace: str) -> dict[str, float]:
-    deposit = f"{namespace}.raw.deposit"
-    opening = f"{namespace}.raw.open"
-    service, _ = start_process(RAW_SERVICE, url, namespace, deposit, opening)
-    client = await nats.connect(url)
-    try:
-        for account in range(ACCOUNTS):
-            await client.request(opening, orjson.dumps({"id": f"a{account}"}), timeout=5)
-
-        async def call(number: int) -> Any:
-            payload = {"id": f"a{number % ACCOUNTS}", "amount": 1}
-            reply = orjson.loads(
-                (await client.request(deposit, orjson.dumps(payload), timeout=10)).data
-            )
-            assert "balance" in reply, reply
-            return reply
-
-        return await measure(
-            call, args.sequential, args.total, args.in_flight, service.pid, args.server_pid
-        )
-    finally:
-        await client.close()
-        stop_process(service)
-
-
-async def w2_micro(
-    url: str, args: argparse.Namespace, namespace: str, app: Path
-) -> dict[str, float]:
-    service, _ = start_process(MICRO_SERVICE, url, namespace, str(app))
-    micro = Micro(nats_url=url, namespace=namespace, service="caller", log_level="warning")
-    await micro.open()
-    try:
-        for account in range(ACCOUNTS):
-            await micro.act("open account", {"id": f"a{account}"})
-
-        async def call(number: int) -> Any:
-            reply = await micro.act(
-                "deposit", {"id": f"a{number % ACCOUNTS}", "amount": 1}, timeout=10
-            )
-            assert "balance" in reply, reply
-            return reply
-
-        return await measure(
-            call, args.sequential, args.total, args.in_flight, service.pid, args.server_pid
-        )
-    finally:
-        await micro.close()
-        stop_process(service)
-
-
-async def pipeline_alone(app: Path, total: int) -> dict[str, float]:
-    """The command cycle's own CPU per deposit, without the bus and without a durable append.
-
-    The pipeline, projector and models of the W2 service, on the memory store, called
-    directly: what micro spends on a command beyond nats-py, asyncio and JetStream.
-    """
     micro = Micro(
-        namespace="pipeline",
-        service="bank",
-        app_dir=app,
+        nats_url=params["url"],
+        namespace=params["namespace"],
+        service=service,
+        app_dir=params["app"],
         log_level="warning",
-        event_store="memory",
     )
     micro.commander.add_command("open account")
     micro.commander.add_command("deposit")
-    await micro.commander.start()
-    try:
-        pipeline, rules = micro.commander.pipeline, micro.commander.rules
-        assert pipeline is not None
+    return micro
 
-        def context(command: str) -> Context:
-            return Context(service="bank", command=command, trace_id="bench", span_id="bench")
 
-        for account in range(ACCOUNTS):
-            await pipeline.run(
-                rules["open account"], {"id": f"a{account}"}, context("open account")
+# -- W2 roles -----------------------------------------------------------------------------------
+
+
+def w2_micro_service(params: dict[str, Any]) -> None:
+    harness.ignore_interrupts()
+    micro = bank(params)
+    micro.add_view(
+        "account balance", lambda query, models: models.account.require(query["id"]).balance
+    )
+    if params.get("snapshots"):
+        micro.modules.want(["snapshooter"])
+
+    async def ready(_micro: Any) -> None:
+        def wait() -> None:
+            sys.stdin.buffer.read()
+            micro.stop()
+
+        threading.Thread(target=wait, daemon=True).start()
+        harness.say("ready", {"loop": harness.loop_name(), "inside": time.perf_counter() - STARTED})
+
+    micro.hook("on_start", ready)
+    micro.start()  # the loop: MICRO_EVENT_LOOP, set by the parent
+
+
+def w2_raw_service(params: dict[str, Any]) -> None:
+    import nats
+    from nats.aio.msg import Msg
+
+    namespace = params["namespace"]
+
+    async def main() -> None:
+        client = await nats.connect(params["url"])
+        js = client.jetstream()
+        await js.add_stream(name="BANK", subjects=[f"{namespace}.bank.>"])
+        balances: dict[str, int] = {}
+        sequences: dict[str, int] = {}
+        locks: dict[str, asyncio.Lock] = {}
+
+        async def deposit(msg: Msg) -> None:
+            request = json.loads(msg.data)
+            account, amount = request["account"], request["amount"]
+            if account not in balances or not isinstance(amount, int) or amount <= 0:
+                await msg.respond(b'{"error": "no such account, or not an amount"}')
+                return
+            async with locks[account]:
+                event = {"type": "Deposited", "account": account, "amount": amount}
+                ack = await js.publish(
+                    f"{namespace}.bank.{account}",
+                    json.dumps(event).encode(),
+                    headers={
+                        "Nats-Expected-Last-Subject-Sequence": str(sequences[account]),
+                        "Nats-Msg-Id": str(uuid.uuid4()),
+                    },
+                )
+                sequences[account] = ack.seq
+                balances[account] += amount
+                balance = balances[account]
+            await msg.respond(json.dumps({"balance": balance}).encode())
+
+        async def open_account(msg: Msg) -> None:
+            account = json.loads(msg.data)["account"]
+            lock = locks.setdefault(account, asyncio.Lock())
+            async with lock:
+                if account in balances:
+                    await msg.respond(b'{"error": "exists"}')
+                    return
+                event = {"type": "AccountOpened", "account": account}
+                ack = await js.publish(
+                    f"{namespace}.bank.{account}",
+                    json.dumps(event).encode(),
+                    headers={
+                        "Nats-Expected-Last-Subject-Sequence": "0",
+                        "Nats-Msg-Id": str(uuid.uuid4()),
+                    },
+                )
+                sequences[account], balances[account] = ack.seq, 0
+            await msg.respond(b"{}")
+
+        tasks: set[asyncio.Task[None]] = set()
+
+        def task_per_request(
+            handler: Callable[[Msg], Coroutine[Any, Any, None]],
+        ) -> Callable[[Msg], Awaitable[None]]:
+            async def on_message(msg: Msg) -> None:
+                task = asyncio.create_task(handler(msg))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+            return on_message
+
+        await client.subscribe(f"{namespace}.raw.deposit", "raw", cb=task_per_request(deposit))
+        await client.subscribe(f"{namespace}.raw.open", "raw", cb=task_per_request(open_account))
+        await client.flush()
+        await client.flush()  # nats-py's first PING can overtake the SUBs: the second follows
+        harness.say("ready")
+        await harness.stdin_closed()
+        await client.close()
+
+    harness.run_on(params["loop"], main)
+
+
+def w2_client(params: dict[str, Any]) -> None:
+    async def main() -> None:
+        act: Callable[[str, dict[str, Any]], Awaitable[Any]]
+        if params["kind"] == "micro":
+            from micro import Micro
+
+            micro = Micro(
+                nats_url=params["url"],
+                namespace=params["namespace"],
+                service="caller",
+                log_level="warning",
             )
-        started = time.process_time()
-        for number in range(total):
-            payload = {"id": f"a{number % ACCOUNTS}", "amount": 1}
-            await pipeline.run(rules["deposit"], payload, context("deposit"))
-        cpu = time.process_time() - started
-    finally:
-        await micro.commander.stop()
-    return {"us_per_command": cpu / total * 1e6}
+            await micro.open()
+            names = {"open": "open account", "deposit": "deposit"}
+
+            async def act_micro(name: str, payload: dict[str, Any]) -> Any:
+                return await micro.act(names[name], payload, timeout=30)
+
+            act, close = act_micro, micro.close
+        else:
+            import nats
+
+            client = await nats.connect(params["url"])
+            prefix = f"{params['namespace']}.raw."
+
+            async def act_raw(name: str, payload: dict[str, Any]) -> Any:
+                reply = await client.request(prefix + name, json.dumps(payload).encode(), 30)
+                return json.loads(reply.data)
+
+            act, close = act_raw, client.close
+        for number in range(ACCOUNTS):
+            await act("open", {"account": f"a{number}"})
+        expected = dict.fromkeys((f"a{n}" for n in range(ACCOUNTS)), 0)
+        counter = iter(range(10**9))
+
+        async def deposit() -> None:
+            number = next(counter)
+            account, amount = f"a{number % ACCOUNTS}", number % 10 + 1
+            expected[account] += amount
+            reply = await act("deposit", {"account": account, "amount": amount})
+            assert "balance" in reply, reply
+
+        meter = Meter({"service": params["service_pid"], "server": params["server_pid"]})
+        figures: Figures = {}
+        for _ in range(params["warmup"]):
+            await deposit()
+        latencies = []
+        meter.start()
+        for _ in range(params["sequential"]):
+            started = time.perf_counter()
+            await deposit()
+            latencies.append(time.perf_counter() - started)
+        figures |= meter.stop("seq", params["sequential"])
+        latencies.sort()
+        figures["p50_us"] = harness.percentile(latencies, 0.5) * 1e6
+        figures["p99_us"] = harness.percentile(latencies, 0.99) * 1e6
+        left = params["total"]
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await deposit()
+
+        meter.start()
+        await asyncio.gather(*(worker() for _ in range(params["in_flight"])))
+        figures |= meter.stop("tput", params["total"])
+        figures["tput"] = params["total"] / figures["tput.seconds"]
+        for account, balance in expected.items():  # every deposit counted, none twice
+            reply = await act("deposit", {"account": account, "amount": 1})
+            assert reply == {"balance": balance + 1}, (account, reply, balance + 1)
+        await close()
+        harness.say("result", figures)
+
+    harness.run_on(params["loop"], main)
 
 
-# -- W3 ----------------------------------------------------------------------------------
+def w2_one(args: argparse.Namespace, system: str, fsync: str, app: Path) -> Figures:
+    kind, _, loop = system.partition("/")
+    with harness.fresh_server(fsync) as server:
+        params = {"url": server.url, "namespace": "w2", "app": str(app), "loop": loop}
+        if kind == "micro":
+            service = Child(
+                harness.role_command(SCRIPT, "w2-micro-service", **params),
+                {"MICRO_EVENT_LOOP": loop, **harness.group_commit_env(args.group_commit, fsync)},
+            )
+        else:
+            service = Child(harness.role_command(SCRIPT, "w2-raw-service", **params))
+        try:
+            ready = service.expect("ready", 60)
+            if kind == "micro":
+                harness.check_loop(system, loop, ready)
+            client = Child(
+                harness.role_command(
+                    SCRIPT,
+                    "w2-client",
+                    kind=kind,
+                    service_pid=service.pid,
+                    server_pid=server.pid,
+                    sequential=args.sequential,
+                    warmup=args.warmup,
+                    total=args.total,
+                    in_flight=args.in_flight,
+                    **params,
+                )
+            )
+            try:
+                return client.result(timeout=900)
+            finally:
+                client.stop()
+        finally:
+            service.stop()
 
 
-async def fill(
-    url: str, namespace: str, deposits_per_account: int, progress: Any = None, task: Any = None
-) -> int:
-    """Open ACCOUNTS accounts and append deposits in atomic batches; the last position."""
+# -- W3 -----------------------------------------------------------------------------------------
+
+
+async def fill(url: str, namespace: str, per_account: int, batch: int = 1) -> int:
+    """Open ACCOUNTS accounts, then ``per_account`` deposits into each, the accounts' writers
+    side by side (so the log interleaves them); the last position."""
+    from micro import Settings
+    from micro.eventstore import ANY, NO_STREAM, NewEvent, open_event_store
+
     store = open_event_store(Settings(nats_url=url, namespace=namespace, embedded=False))
     await store.start()
     try:
         for account in range(ACCOUNTS):
-            opened = NewEvent("AccountOpened", {"id": f"a{account}"})
+            opened = NewEvent("AccountOpened", {"account": f"a{account}"})
             await store.append(f"account-a{account}", [opened], NO_STREAM)
-        queue = asyncio.Queue[tuple[int, int]]()
-        for account in range(ACCOUNTS):
-            left = deposits_per_account
+
+        async def writer(account: int) -> None:
+            left, number = per_account, 0
             while left:
-                size = min(1000, left)
-                queue.put_nowait((account, size))
-                left -= size
+                size = min(batch, left)
+                events = [
+                    NewEvent("Deposited", {"account": f"a{account}", "amount": n % 10 + 1})
+                    for n in range(number, number + size)
+                ]
+                await store.append(f"account-a{account}", events, ANY)
+                left, number = left - size, number + size
 
-        async def writer() -> None:
-            while not queue.empty():
-                account, size = queue.get_nowait()
-                deposit = {"id": f"a{account}", "amount": 1}
-                await store.append(
-                    f"account-a{account}",
-                    [NewEvent("Deposited", deposit) for _ in range(size)],
-                    ANY,
-                )
-                if progress is not None:
-                    progress.advance(task, size)
-
-        await asyncio.gather(*(writer() for _ in range(32)))
+        await asyncio.gather(*(writer(account) for account in range(ACCOUNTS)))
         return await store.last_position()
     finally:
         await store.close()
 
 
-async def w3_micro(url: str, namespace: str, app: Path) -> dict[str, float]:
-    micro = Micro(
-        nats_url=url, namespace=namespace, service="bank", app_dir=app, log_level="warning"
-    )
-    micro.commander.add_command("open account")
-    micro.commander.add_command("deposit")
-    started = time.perf_counter()
-    await micro.commander.start()  # catch-up at start: a full replay too
-    catch_up = time.perf_counter() - started
-    try:
-        started = time.perf_counter()
-        applied = await micro.commander.rebuild()
-        rebuild = time.perf_counter() - started
-        balances = {r.id: r.balance for r in micro.commander.projector.models.account.all()}
-    finally:
-        await micro.commander.stop()
-    return {
-        "events": applied,
-        "seconds": rebuild,
-        "catch_up_seconds": catch_up,
-        "checksum": sum(balances.values()),
-    }
+def expected_total(per_account: int) -> int:
+    return ACCOUNTS * sum(n % 10 + 1 for n in range(per_account))
 
 
-async def w3_raw(url: str, namespace: str) -> dict[str, float]:
-    client = await nats.connect(url)
-    try:
+def w3_micro(params: dict[str, Any]) -> None:
+    harness.ignore_interrupts()
+    micro = bank(params)
+    server = params["server_pid"]
+    result: Figures = {}
+    catch_up = Meter({"server": server})
+    tasks: list[asyncio.Task[None]] = []
+
+    async def ready(_micro: Any) -> None:
+        result.update(catch_up.stop("catchup", params["events"], own="service"))
+        result["uvloop"] = float(harness.loop_name() == "uvloop")
+        result["catchup"] = params["events"] / result["catchup.seconds"]
+
+        async def rebuild() -> None:
+            meter = Meter({"server": server})
+            meter.start()
+            applied = await micro.commander.rebuild()
+            result.update(meter.stop("rebuild", applied, own="service"))
+            result["rebuild"] = applied / result["rebuild.seconds"]
+            result["events"] = applied
+            accounts = micro.commander.projector.models.account.all()
+            result["checksum"] = sum(account.balance for account in accounts)
+            harness.say("result", result)
+            micro.stop()
+
+        tasks.append(asyncio.create_task(rebuild()))
+
+    micro.hook("on_start", ready)
+    catch_up.start()
+    micro.start()  # the loop: MICRO_EVENT_LOOP, set by the parent
+
+
+def w3_raw(params: dict[str, Any]) -> None:
+    import nats
+    from nats.aio.msg import Msg
+
+    async def main() -> None:
+        client = await nats.connect(params["url"])
         js = client.jetstream()
-        stream = f"{namespace.upper()}_EVENTS"
+        stream = f"{params['namespace'].upper()}_EVENTS"
         last = (await js.stream_info(stream)).state.last_seq
-        started = time.perf_counter()
         balances: dict[str, int] = {}
-        subscription = await js.subscribe(f"{namespace}.ev.>", ordered_consumer=True)
         applied = 0
-        async for message in subscription.messages:
-            event = orjson.loads(message.data)
+        done = asyncio.Event()
+
+        async def on_message(msg: Msg) -> None:
+            nonlocal applied
+            event = json.loads(msg.data)
+            data = event["data"]
             if event["type"] == "Deposited":
-                data = event["data"]
-                balances[data["id"]] = balances.get(data["id"], 0) + data["amount"]
+                balances[data["account"]] += data["amount"]
             elif event["type"] == "AccountOpened":
-                balances[event["data"]["id"]] = 0
+                balances[data["account"]] = 0
             applied += 1
-            if message.metadata.sequence.stream >= last:
-                break
-        seconds = time.perf_counter() - started
+            if msg.metadata.sequence.stream >= last:
+                done.set()
+
+        meter = Meter({"server": params["server_pid"]})
+        meter.start()
+        subscription = await js.subscribe(
+            f"{params['namespace']}.ev.>", cb=on_message, ordered_consumer=True
+        )
+        await done.wait()
+        figures = meter.stop("replay", applied, own="service")
         await subscription.unsubscribe()
-    finally:
         await client.close()
-    return {"events": applied, "seconds": seconds, "checksum": sum(balances.values())}
+        figures["replay"] = applied / figures["replay.seconds"]
+        figures["events"] = applied
+        figures["checksum"] = sum(balances.values())
+        harness.say("result", figures)
+
+    harness.run_on(params["loop"], main)
 
 
-# -- restart from a snapshot -------------------------------------------------------------
+def w3_one(system: str, source: Path, events: int, app: Path, per_account: int) -> Figures:
+    kind, _, loop = system.partition("/")
+    with harness.fresh_server(copy_of=source) as server:
+        params = {
+            "url": server.url,
+            "namespace": "w3",
+            "app": str(app),
+            "loop": loop,
+            "server_pid": server.pid,
+            "events": events,
+        }
+        if kind == "micro":
+            child = Child(
+                harness.role_command(SCRIPT, "w3-micro", **params), {"MICRO_EVENT_LOOP": loop}
+            )
+        else:
+            child = Child(harness.role_command(SCRIPT, "w3-raw", **params))
+        try:
+            figures = child.result(timeout=600)
+        finally:
+            child.stop()
+    if kind == "micro":
+        ran = "uvloop" if figures.pop("uvloop") else "asyncio"
+        harness.check_loop(system, loop, json.dumps({"loop": ran}))
+    if figures["checksum"] != expected_total(per_account):
+        raise AssertionError(f"{system} rebuilt {figures['checksum']}, not the stored total")
+    return figures
+
+
+# -- R1M: restart from a snapshot ---------------------------------------------------------------
 
 
 async def snapshot_at(url: str, namespace: str, app: Path, deposits_per_account: int) -> int:
     """Save the snapshot a running bank would have saved after the bulk of the history.
 
-    Every bulk event is a deposit of 1, so the state after them is known without replaying
-    a million events here; it goes through the real snapshooter, in its real format.
+    The state after the bulk is known without replaying a million events here; it goes
+    through the real snapshooter, in its real format.
     """
-    micro = Micro(
-        nats_url=url, namespace=namespace, service="bank", app_dir=app, log_level="warning"
-    )
-    micro.commander.add_command("open account")
-    micro.commander.add_command("deposit")
-    commander = micro.commander
+    import nats
+
+    from micro import Settings
+    from micro.eventstore import open_event_store
+    from micro.readmodel.projector import Projector
+    from micro.readmodel.snapshots import Snapshooter
+
+    commander = bank({"url": url, "namespace": namespace, "app": str(app)}).commander
     client = await nats.connect(url)
     store = open_event_store(Settings(nats_url=url, namespace=namespace, embedded=False))
     await store.start()
     try:
-        from micro.readmodel.projector import Projector
-
         projector = Projector(
             store, commander.models, commander.reducers, commander.types, name="bank"
         )
+        balance = expected_total(deposits_per_account) // ACCOUNTS
         projector.models.account.load(
-            [{"id": f"a{n}", "balance": deposits_per_account} for n in range(ACCOUNTS)]
+            [{"id": f"a{n}", "balance": balance} for n in range(ACCOUNTS)]
         )
         projector.versions.update({f"account-a{n}": deposits_per_account for n in range(ACCOUNTS)})
         projector.position = await store.last_position()
@@ -516,229 +553,238 @@ async def snapshot_at(url: str, namespace: str, app: Path, deposits_per_account:
         await client.close()
 
 
-async def restart(url: str, namespace: str, app: Path, expected_balance: int) -> dict[str, float]:
-    client = await nats.connect(url)
-    micro = Micro(nats_url=url, namespace=namespace, service="caller", log_level="warning")
-    await micro.open()
-    try:
+async def r1m(args: argparse.Namespace, app: Path, console: Any) -> list[Figures]:
+    from micro import Micro, Settings
+    from micro.eventstore import ANY, NewEvent, open_event_store
+
+    results = []
+    with harness.fresh_server() as server:
+        bulk = (args.restart_events - ACCOUNTS - args.tail) // ACCOUNTS
+        console.print(f"R1M: writing {args.restart_events:,} events")
         started = time.perf_counter()
-        service, inside = start_process(
-            MICRO_SERVICE, url, namespace, str(app), BENCH_SNAPSHOTS="1"
-        )
-        balance = await micro.act("account balance", {"id": "a0"})
-        serving = time.perf_counter() - started
-        assert balance == expected_balance, (balance, expected_balance)
-        stop_process(service)
-    finally:
-        await micro.close()
-        await client.close()
-    return {"until_serving_s": serving, "inside_process_s": inside}
-
-
-# -- main --------------------------------------------------------------------------------
-
-
-def profile_to(path: Path | None, run: Callable[[], Any]) -> Any:
-    if path is None:
-        return run()
-    profiler = cProfile.Profile()
-    result = profiler.runcall(run)
-    profiler.dump_stats(str(path))
-    pstats.Stats(str(path)).sort_stats("cumulative").print_stats(35)
-    return result
-
-
-async def run(args: argparse.Namespace, url: str, app: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=True) as progress:
-        if "W2" in args.parts:
-            task = progress.add_task("W2 deposit (raw, micro)", total=2 * args.rounds)
-            for round_ in range(args.rounds):
-                for variant in ("raw", "micro"):
-                    namespace = f"w2{variant}{round_}"
-                    if variant == "raw":
-                        figures = await w2_raw(url, args, namespace)
-                    else:
-                        figures = await w2_micro(url, args, namespace, app)
-                    best = results.setdefault(f"W2 {variant}", figures)
-                    for key, value in figures.items():  # noise only ever makes it slower
-                        best[key] = (max if key == "throughput" else min)(best[key], value)
-                    progress.advance(task)
-            alone = await pipeline_alone(app, args.total)
-            results["W2 pipeline"] = alone
-        if "W3" in args.parts:
-            per_account = args.rebuild_events // ACCOUNTS
-            task = progress.add_task("W3 writing history", total=per_account * ACCOUNTS)
-            await fill(url, "w3", per_account, progress, task)
-            task = progress.add_task("W3 replay (raw, micro)", total=2 * args.rounds)
+        await fill(server.url, "r1m", bulk, batch=1000)
+        await snapshot_at(server.url, "r1m", app, bulk)
+        store = open_event_store(Settings(nats_url=server.url, namespace="r1m", embedded=False))
+        await store.start()
+        tail_each = args.tail // ACCOUNTS
+        for account in range(ACCOUNTS):
+            deposits = [
+                NewEvent("Deposited", {"account": f"a{account}", "amount": 1})
+                for _ in range(tail_each)
+            ]
+            await store.append(f"account-a{account}", deposits, ANY)
+        history = await store.last_position()
+        await store.close()
+        writing = time.perf_counter() - started
+        expected = expected_total(bulk) // ACCOUNTS + tail_each
+        micro = Micro(nats_url=server.url, namespace="r1m", service="caller", log_level="warning")
+        await micro.open()
+        try:
             for _ in range(args.rounds):
-                raw = await w3_raw(url, "w3")
-                progress.advance(task)
-                mine = await w3_micro(url, "w3", app)
-                progress.advance(task)
-                assert raw["checksum"] == mine["checksum"] == per_account * ACCOUNTS
-                for name, figures in (("W3 raw", raw), ("W3 micro", mine)):
-                    best = results.setdefault(name, figures)
-                    for key in ("seconds", "catch_up_seconds"):
-                        if key in figures:
-                            best[key] = min(best[key], figures[key])
-        if "R1M" in args.parts:
-            total = args.restart_events
-            bulk = (total - ACCOUNTS - args.tail) // ACCOUNTS
-            task = progress.add_task(
-                f"R1M writing {total:,} events", total=bulk * ACCOUNTS + args.tail
-            )
-            started = time.perf_counter()
-            await fill(url, "r1m", bulk, progress, task)
-            await snapshot_at(url, "r1m", app, bulk)
-            store = open_event_store(Settings(nats_url=url, namespace="r1m", embedded=False))
-            await store.start()
-            tail_each = args.tail // ACCOUNTS
-            for account in range(ACCOUNTS):
-                deposits = [
-                    NewEvent("Deposited", {"id": f"a{account}", "amount": 1})
-                    for _ in range(tail_each)
-                ]
-                await store.append(f"account-a{account}", deposits, ANY)
-                progress.advance(task, tail_each)
-            history = await store.last_position()
-            await store.close()
-            writing = time.perf_counter() - started
-            task = progress.add_task("R1M restarts", total=args.rounds)
-            for _ in range(args.rounds):
-                figures = await restart(url, "r1m", app, bulk + tail_each)
-                best = results.setdefault(
-                    "R1M", {**figures, "events": history, "writing_s": writing}
+                started = time.perf_counter()
+                service = Child(
+                    harness.role_command(
+                        SCRIPT,
+                        "w2-micro-service",
+                        url=server.url,
+                        namespace="r1m",
+                        app=str(app),
+                        snapshots=True,
+                    )
                 )
-                for key in ("until_serving_s", "inside_process_s"):
-                    best[key] = min(best[key], figures[key])
-                progress.advance(task)
+                try:
+                    ready = await asyncio.to_thread(service.expect, "ready", 120)
+                    inside = json.loads(ready)["inside"]
+                    balance = await micro.act("account balance", {"id": "a0"})
+                    serving = time.perf_counter() - started
+                    assert balance == expected, (balance, expected)
+                finally:
+                    service.stop()
+                results.append(
+                    {
+                        "restart.seconds": serving,
+                        "inside": inside,
+                        "events": history,
+                        "writing": writing,
+                    }
+                )
+        finally:
+            await micro.close()
     return results
 
 
-def report(results: dict[str, Any]) -> None:
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    if "W2 raw" in results:
-        table = Table(title="W2 deposit over the bus, 100 accounts (sync_interval: always)")
-        for column in (
-            "variant",
-            "p50 ms",
-            "p99 ms",
-            "calls/s",
-            "service CPU",
-            "server CPU",
-            "caller CPU",
-            "p50 ratio",
-            "calls/s ratio",
-        ):
-            table.add_column(column, justify="right")
-        raw = results["W2 raw"]
-        for variant in ("W2 raw", "W2 micro"):
-            figures = results[variant]
-            table.add_row(
-                variant,
-                f"{figures['p50_ms']:.3f}",
-                f"{figures['p99_ms']:.3f}",
-                f"{figures['throughput']:.0f}",
-                f"{figures['cpu_ms']:.3f}",
-                f"{figures['server_cpu_ms']:.3f}",
-                f"{figures['client_cpu_ms']:.3f}",
-                f"{figures['p50_ms'] / raw['p50_ms']:.2f}x",
-                f"{figures['throughput'] / raw['throughput']:.2f}x",
+# -- main ---------------------------------------------------------------------------------------
+
+ROLES = {
+    "w2-micro-service": w2_micro_service,
+    "w2-raw-service": w2_raw_service,
+    "w2-client": w2_client,
+    "w3-micro": w3_micro,
+    "w3-raw": w3_raw,
+}
+
+
+def w2_sections(title: str, loops: list[str], in_flight: int) -> list[Section]:
+    tput: list[Ratio] = []
+    seq: list[Ratio] = []
+    short = "W2 sync always" if title.startswith("sync_interval") else "W2 default fsync"
+    for loop in loops:
+        me, raw = f"micro/{loop}", f"raw/{loop}"
+        tput.append(Ratio(me, raw, "tput", f"{short}: {me} ÷ {raw}, calls/s", 1.0))
+        seq.append(Ratio(me, raw, "p50_us", f"{short}: {me} ÷ {raw}, p50", at_most=True))
+    if len(loops) == 2:
+        label = f"{short}: micro/uvloop ÷ raw/asyncio, calls/s"
+        tput.append(Ratio("micro/uvloop", "raw/asyncio", "tput", label))
+    return [
+        Section(
+            f"W2 deposit, {title}, sequential",
+            "seq",
+            [("p50_us", "p50 µs", ".0f"), ("p99_us", "p99 µs", ".0f")],
+            ratios=seq,
+        ),
+        Section(
+            f"W2 deposit, {title}, {in_flight} in flight",
+            "tput",
+            [("tput", "calls/s", ",.0f")],
+            ratios=tput,
+        ),
+    ]
+
+
+def w3_sections(loops: list[str], events: int) -> list[Section]:
+    ratios = []
+    for figure in ("rebuild", "catchup"):
+        pairs: list[tuple[str, str, float | None]] = [
+            (f"micro/{loop}", f"raw/{loop}", 1.5) for loop in loops
+        ]
+        if len(loops) == 2:
+            pairs.append(("micro/uvloop", "raw/asyncio", None))
+        for me, raw, goal in pairs:
+            label = f"W3 {figure}: {me} ÷ {raw}, events/s"
+            ratios.append(
+                Ratio(
+                    me, raw, figure, label, goal, den_key="replay", num_cpu=figure, den_cpu="replay"
+                )
             )
-        console.print(table)
-        console.print(
-            "calls/s with 64 in flight; CPU in ms per call (service, nats-server, caller) "
-            "while they ran. goal: micro calls/s >= 1.0x raw"
-        )
-        if "W2 pipeline" in results:
-            console.print(
-                "micro's command cycle alone (pipeline, projector, models; memory store, no "
-                f"bus): {results['W2 pipeline']['us_per_command']:.0f} us CPU per deposit"
-            )
-    if "W3 raw" in results:
-        table = Table(title="W3 rebuild the balance model")
-        for column in ("variant", "events", "seconds", "events/s", "speed vs raw"):
-            table.add_column(column, justify="right")
-        raw = results["W3 raw"]
-        for variant in ("W3 raw", "W3 micro"):
-            figures = results[variant]
-            table.add_row(
-                variant,
-                f"{figures['events']:,}",
-                f"{figures['seconds']:.2f}",
-                f"{figures['events'] / figures['seconds']:,.0f}",
-                f"{raw['seconds'] / figures['seconds']:.2f}x",
-            )
-        console.print(table)
-        mine = results["W3 micro"]
-        console.print(
-            f"micro catch-up at start (same replay): {mine['catch_up_seconds']:.2f} s; goal: rebuild >= 1.0x raw"
-        )
-    if "R1M" in results:
-        figures = results["R1M"]
-        table = Table(title=f"Restart from a snapshot with {figures['events']:,} events of history")
-        for column in (
-            "until serving (spawn -> first answer)",
-            "inside the process (start -> serving)",
-            "writing the history",
-        ):
-            table.add_column(column, justify="right")
-        table.add_row(
-            f"{figures['until_serving_s']:.2f} s",
-            f"{figures['inside_process_s']:.2f} s",
-            f"{figures['writing_s']:.0f} s",
-        )
-        console.print(table)
-        console.print("goal: serving within 2 s")
+    processes = ("service", "server")
+    return [
+        Section(
+            f"W3 the raw ordered consumer, {events:,} events",
+            "replay",
+            [("replay", "events/s", ",.0f")],
+            processes,
+        ),
+        Section(
+            "W3 micro commander.rebuild()", "rebuild", [("rebuild", "events/s", ",.0f")], processes
+        ),
+        Section(
+            "W3 micro catch-up at start (Micro.start() until serving)",
+            "catchup",
+            [("catchup", "events/s", ",.0f")],
+            processes,
+            ratios,
+        ),
+    ]
 
 
 def main() -> None:
+    if harness.dispatch(ROLES):
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sequential", type=int, default=1000)
-    parser.add_argument("--total", type=int, default=10000)
+    parser.add_argument("--sequential", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--total", type=int, default=10000, help="W2 calls with 64 in flight")
     parser.add_argument("--in-flight", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rebuild-events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--events", type=int, default=100_000, help="W3 stored events")
     parser.add_argument("--restart-events", type=int, default=1_000_000)
-    parser.add_argument("--tail", type=int, default=1000, help="events after the snapshot")
-    parser.add_argument("--parts", default="W2,W3,R1M", help="which parts to run")
-    parser.add_argument("--skip-restart", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
+    parser.add_argument("--tail", type=int, default=1000, help="R1M events after the snapshot")
     parser.add_argument(
-        "--profile", type=Path, default=None, help="write a cProfile of this process"
+        "--parts",
+        default="W2,W3",
+        help="parts to run, of W2,W3,R1M (R1M writes 1M events first: over a minute)",
     )
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--fsync", default="default,always", help="W2's nats-server fsync runs")
+    parser.add_argument(
+        "--group-commit",
+        default="match",
+        choices=("match", "auto", "on", "off"),
+        help="micro's event_store_group_commit in W2; match: on where the server syncs "
+        "always, auto elsewhere (default)",
+    )
+    parser.add_argument("--loops", default="asyncio,uvloop", help="event loops to compare")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.sequential, args.total, args.rounds = 300, 3000, 1
-        args.rebuild_events, args.restart_events = 20_000, 100_000
-    args.parts = {part.strip() for part in args.parts.split(",")}
-    if args.skip_restart:
-        args.parts.discard("R1M")
-    os.environ.setdefault("MICRO_LOG_LEVEL", "warning")
-    configure_logging("warning")
-    with tempfile.TemporaryDirectory() as folder:
+        args.sequential, args.warmup, args.total, args.rounds = 200, 20, 1000, 1
+        args.events, args.restart_events = 10_000, 100_000
+    parts = {part.strip().upper() for part in args.parts.split(",")}
+    from micro.log import configure_logging
+
+    configure_logging("warning")  # this process writes W3's log: no line per stream created
+    loops = harness.available_loops(args.loops.split(","))
+    console = harness.console_for(args)
+    results: dict[str, dict[str, list[Figures]]] = {}
+    lines: list[dict[str, Any]] = []
+    systems = [f"{kind}/{loop}" for loop in loops for kind in ("raw", "micro")]
+    with tempfile.TemporaryDirectory(prefix="micro-bench-") as folder:
         app = write_sheets(Path(folder) / "app")
-        server = NatsServer(store_dir=Path(folder) / "nats").start()
-        assert server.pid is not None
-        args.server_pid = server.pid
-        try:
-            results = profile_to(args.profile, lambda: asyncio.run(run(args, server.url, app)))
-        finally:
-            server.stop()
+        with harness.progress_bar(console) as progress:
+            if "W2" in parts:
+                for fsync in args.fsync.split(","):
+                    title = "sync_interval: always" if fsync == "always" else "default fsync"
+                    title += f", micro {harness.group_commit_label(args.group_commit, fsync)}"
+
+                    def w2(system: str, _round: int, fsync: str = fsync) -> Figures:
+                        return w2_one(args, system, fsync, app)
+
+                    results[f"W2 {title}"] = harness.alternate(
+                        systems, args.rounds, w2, progress, f"W2 {title}"
+                    )
+            if "W3" in parts:
+                per_account = (args.events - ACCOUNTS) // ACCOUNTS
+                source = Path(folder) / "w3-log"
+                events = 0
+
+                def write_log(_round: int) -> None:
+                    nonlocal events
+                    shutil.rmtree(source, ignore_errors=True)
+                    with harness.fresh_server(harness.FSYNC_DEFAULT) as server:
+                        events = asyncio.run(fill(server.url, "w3", per_account))
+                        server.stop()  # a clean stop, then its files are a consistent copy
+                        shutil.copytree(server.store_dir, source)
+
+                results["W3"] = harness.alternate(
+                    systems,
+                    args.rounds,
+                    lambda system, _r: w3_one(system, source, events, app, per_account),
+                    progress,
+                    "W3",
+                    before_round=write_log,
+                )
+        if "R1M" in parts:
+            results["R1M"] = {"micro": asyncio.run(r1m(args, app, console))}
+    for name, part in results.items():
+        if name.startswith("W2"):
+            title = name.removeprefix("W2 ")
+            lines += harness.report(console, w2_sections(title, loops, args.in_flight), part)
+        elif name == "W3":
+            lines += harness.report(console, w3_sections(loops, args.events), part)
+    if "R1M" in results:
+        restarts = results["R1M"]["micro"]
+        median = harness.medians({"r1m": restarts})["r1m"]
+        console.print(
+            f"R1M restart with {median['events']:,.0f} events of history from a snapshot: "
+            f"{median['restart.seconds']:.2f} s until serving (spawn to first answer), "
+            f"{median['inside']:.2f} s inside the process; writing the history took "
+            f"{median['writing']:.0f} s. goal: serving within 2 s"
+        )
+    harness.goals(console, lines)
     if args.json:
-        print(json.dumps(results, indent=2))
-        return
-    report(results)
+        harness.dump(results, lines)
 
 
 if __name__ == "__main__":

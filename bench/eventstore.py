@@ -1,77 +1,48 @@
-"""Benchmark: JetStreamEventStore against raw nats-py on the same server, in the same run.
+"""The JetStream event store beside the raw nats-py shapes, same run.
 
-Starts its own nats-server (loopback, JetStream with ``sync_interval: always``) in a temporary
-directory and measures:
+Measured, for ``store/<loop>`` (micro's ``JetStreamEventStore``, opened with
+``open_event_store``) and ``raw/<loop>`` (plain nats-py):
 
-* appends, one at a time and 64 in flight: the store versus raw ``js.publish`` with the
-  ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id`` headers (in flight, the store
-  sends the appends that queue up behind one as a single atomic batch);
-* replay of 100,000 events: ``read_all`` and ``subscribe`` versus a raw nats-py ordered
-  consumer (receiving only, and receiving plus ``orjson.loads`` of each body), and the
-  store's replay with other pull batch sizes.
+* replay of 100,000 stored events: ``store.read_all()`` to ``RecordedEvent`` versus an
+  ordered push consumer (``js.subscribe(..., ordered_consumer=True)``) with ``json.loads``
+  of each body, until the last sequence;
+* appends one at a time (2,000), each with its expected version, versus ``js.publish`` with
+  ``Nats-Expected-Last-Subject-Sequence`` and ``Nats-Msg-Id``;
+* appends with 64 in flight (6,400; 64 writers, a stream each), the same two shapes (with
+  ``event_store_group_commit`` on, as advised for a server that syncs always, the store
+  sends the appends that queue up behind one as a single atomic batch; ``--group-commit``).
 
-Each figure is the median of a few rounds. Goals: appends >= 0.9x raw, replay >= 1.0x raw.
+The log replayed is written once per round through the store; every system then gets a
+fresh nats-server (``sync_interval: always``) on a copy of it and a fresh process running
+its event loop (``asyncio.run`` or ``uvloop.run``), the systems taking turns in an order
+rotated each round. Figures are medians over the rounds, ratios the medians of the
+per-round ratios; beside each, CPU µs per event of the process and of the nats-server.
 
-    .venv/bin/python bench/eventstore.py [--events 100000] [--appends 2000] [--rounds 3]
+    python bench/eventstore.py [--events 100000] [--appends 2000] [--rounds 5] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import itertools
-import statistics
+import json
+import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any
 
-import nats
-import orjson
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
+import harness
+from harness import Child, Figures, Meter, Ratio, Section
 
-from micro._nats_server import NatsServer
-from micro.eventstore.base import NO_STREAM, NewEvent, RecordedEvent
-from micro.eventstore.jetstream import JetStreamEventStore
-from micro.eventstore.jetstream import _puller as puller_module
-
-console = Console()
-if not console.is_terminal:
-    console = Console(width=140)  # a piped table stays one line per measure
+SCRIPT = str(Path(__file__).resolve())
+NAMESPACE = "bench"
 IN_FLIGHT = 64
 
 
-@dataclass
-class Measure:
-    name: str
-    run: Callable[[], Awaitable[int]]
-    baseline: str | None = None
-    goal: float | None = None
+def store_event(n: int) -> Any:
+    from micro.eventstore import NewEvent
 
-
-@dataclass
-class Row:
-    name: str
-    count: int
-    seconds: float
-    cpu_seconds: float
-    baseline: str | None = None
-    goal: float | None = None
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds
-
-
-def _event(n: int) -> NewEvent:
     return NewEvent(
         "Deposited",
         {"account": f"acc-{n % 100}", "amount": n, "note": "benchmark deposit"},
@@ -79,9 +50,9 @@ def _event(n: int) -> NewEvent:
     )
 
 
-def _raw_body(n: int) -> bytes:
-    # The same shape and size as the store's envelope, so both sides move the same bytes.
-    return orjson.dumps(
+def raw_body(n: int) -> bytes:
+    # The shape and size of the store's envelope, so both sides move the same bytes.
+    return json.dumps(
         {
             "id": str(uuid.uuid4()),
             "type": "Deposited",
@@ -93,285 +64,259 @@ def _raw_body(n: int) -> bytes:
                 "recorded_at": "2026-01-01T00:00:00.000000+00:00",
             },
         }
-    )
+    ).encode()
 
 
-_tags = itertools.count()
+def open_store(url: str) -> Any:
+    from micro import Settings
+    from micro.eventstore import open_event_store
+
+    return open_event_store(Settings(nats_url=url, namespace=NAMESPACE, embedded=False))
 
 
-def _tag(prefix: str) -> str:
-    """A fresh stream name prefix, so every round appends to new streams."""
-    return f"{prefix}{next(_tags)}"
+async def fill(url: str, count: int) -> int:
+    store = open_store(url)
+    await store.start()
+    try:
+        batch = 500
+        for start in range(0, count, batch):
+            size = min(batch, count - start)
+            events = [store_event(start + n) for n in range(size)]
+            await store.append(f"acc-{start // batch % 100}", events)
+        position: int = await store.last_position()
+        return position
+    finally:
+        await store.close()
 
 
-# -- appends ---------------------------------------------------------------------------------
+# -- the child: one system's three phases -------------------------------------------------------
 
 
-async def store_appends(store: JetStreamEventStore, count: int, writers: int) -> int:
-    per_writer = count // writers
-    tag = _tag("s")
+async def phases(
+    params: dict[str, Any],
+    replay: Any,
+    append: Any,
+) -> Figures:
+    meter = Meter({"server": params["server_pid"]})
+    figures: Figures = {}
+    meter.start()
+    seen = await replay()
+    figures |= meter.stop("replay", seen)
+    figures["replay"] = seen / figures["replay.seconds"]
+    figures["events"] = seen
+    for prefix, writers, count in (
+        ("seq", 1, params["appends"]),
+        ("app64", IN_FLIGHT, params["appends_in_flight"]),
+    ):
+        per_writer = count // writers
 
-    async def writer(index: int) -> None:
-        stream = f"{tag}-{index}"
-        for n in range(per_writer):
-            await store.append(stream, [_event(n)], expected_version=n - 1 if n else NO_STREAM)
+        async def writer(index: int, per_writer: int = per_writer, prefix: str = prefix) -> None:
+            stream = f"{prefix}-{index}"
+            state: Any = None
+            for n in range(per_writer):
+                state = await append(stream, n, state)
 
-    await asyncio.gather(*(writer(index) for index in range(writers)))
-    return per_writer * writers
-
-
-async def raw_appends(client: Client, namespace: str, count: int, writers: int) -> int:
-    jetstream = client.jetstream()
-    per_writer = count // writers
-    tag = _tag("r")
-
-    async def writer(index: int) -> None:
-        subject = f"{namespace}.ev.{tag}-{index}"
-        last = 0
-        for n in range(per_writer):
-            headers = {
-                "Nats-Msg-Id": str(uuid.uuid4()),
-                "Nats-Expected-Last-Subject-Sequence": str(last),
-            }
-            ack = await jetstream.publish(subject, _raw_body(n), headers=headers)
-            last = ack.seq
-
-    await asyncio.gather(*(writer(index) for index in range(writers)))
-    return per_writer * writers
-
-
-# -- replay ----------------------------------------------------------------------------------
+        meter.start()
+        await asyncio.gather(*(writer(index) for index in range(writers)))
+        done = per_writer * writers
+        figures |= meter.stop(prefix, done)
+        figures[prefix] = done / figures[f"{prefix}.seconds"]
+    return figures
 
 
-async def fill(store: JetStreamEventStore, count: int, progress: Progress) -> None:
-    task = progress.add_task("filling the store", total=count)
-    batch = 500
-    for start in range(0, count, batch):
-        size = min(batch, count - start)
-        await store.append(f"acc-{start // batch % 100}", [_event(start + n) for n in range(size)])
-        progress.advance(task, size)
-    progress.remove_task(task)
+def store_role(params: dict[str, Any]) -> None:
+    from micro.eventstore import NO_STREAM
 
-
-async def store_read_all(store: JetStreamEventStore, count: int) -> int:
-    seen = 0
-    async for _ in store.read_all(limit=count):
-        seen += 1
-    return seen
-
-
-async def store_subscribe(store: JetStreamEventStore, count: int) -> int:
-    seen = 0
-    subscription = cast(AsyncGenerator[RecordedEvent, None], store.subscribe())
-    async for _ in subscription:
-        seen += 1
-        if seen == count:
-            break
-    await subscription.aclose()
-    return seen
-
-
-async def raw_ordered(client: Client, namespace: str, count: int, decode: bool) -> int:
-    done = asyncio.Event()
-    seen = 0
-
-    async def on_message(message: Msg) -> None:
-        nonlocal seen
-        if decode:
-            orjson.loads(message.data)
-        seen += 1
-        if seen == count:
-            done.set()
-
-    subscription = await client.jetstream().subscribe(
-        f"{namespace}.ev.>", ordered_consumer=True, cb=on_message
-    )
-    await done.wait()
-    await subscription.unsubscribe()
-    return seen
-
-
-async def raw_direct_get(client: Client, namespace: str, count: int, batch: int = 1000) -> int:
-    """Batched direct get (ADR-31), two requests in flight, receiving only."""
-    done = asyncio.Event()
-    seen = 0
-    requested = 0
-    inbox = client.new_inbox()
-    stream = f"$JS.API.DIRECT.GET.{namespace.upper()}_EVENTS"
-
-    async def request() -> None:
-        nonlocal requested
-        body = {"seq": requested + 1, "batch": batch, "next_by_subj": f"{namespace}.ev.>"}
-        requested += batch
-        await client.publish(stream, orjson.dumps(body), reply=inbox)
-
-    async def on_message(message: Msg) -> None:
-        nonlocal seen
-        if not message.data:  # end of a batch
-            if requested < count:
-                await request()
-            return
-        seen += 1
-        if seen == count:
-            done.set()
-
-    subscription = await client.subscribe(
-        inbox, cb=on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
-    )
-    await request()
-    await request()
-    await done.wait()
-    await subscription.unsubscribe()
-    return seen
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000, help="events replayed")
-    parser.add_argument("--appends", type=int, default=2000, help="appends per append test")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per figure (median)")
-    options = parser.parse_args()
-    namespace = "bench"
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as directory:
-        server = NatsServer(store_dir=Path(directory)).start()
-        client = await nats.connect(server.url, pending_size=64 * 1024 * 1024)
-        store = JetStreamEventStore(client, namespace=namespace)
+    async def main() -> None:
+        store = open_store(params["url"])
         await store.start()
-        try:
-            with Progress(console=console, transient=True) as progress:
-                rows += await _measure(
-                    _appends(store, client, namespace, options), options, progress
-                )
-                # Replay counts what the append rounds wrote too.
-                existing = await store.last_position()
-                await fill(store, max(options.events - existing, 0), progress)
-                rows += await _measure(
-                    _replays(store, client, namespace, options), options, progress
-                )
-        finally:
-            await store.close()
-            await client.close()
-            server.stop()
-    _print(rows, options)
+
+        async def replay() -> int:
+            seen = 0
+            async for _ in store.read_all():
+                seen += 1
+            return seen
+
+        async def append(stream: str, n: int, _state: Any) -> None:
+            await store.append(stream, [store_event(n)], n - 1 if n else NO_STREAM)
+
+        figures = await phases(params, replay, append)
+        await store.close()
+        harness.say("result", figures)
+
+    harness.run_on(params["loop"], main)
 
 
-def _appends(
-    store: JetStreamEventStore, client: Client, namespace: str, options: argparse.Namespace
-) -> list[Measure]:
-    count = options.appends
-    measures = []
-    for writers, label in ((1, "sequential"), (IN_FLIGHT, f"{IN_FLIGHT} in flight")):
-        raw = f"raw js.publish, {label}"
-        measures += [
-            Measure(raw, functools.partial(raw_appends, client, namespace, count, writers)),
-            Measure(
-                f"store.append, {label}",
-                functools.partial(store_appends, store, count, writers),
-                raw,
-                0.9,
+def raw_role(params: dict[str, Any]) -> None:
+    import nats
+    from nats.aio.msg import Msg
+
+    async def main() -> None:
+        client = await nats.connect(params["url"])
+        js = client.jetstream()
+
+        async def replay() -> int:
+            last = (await js.stream_info(f"{NAMESPACE.upper()}_EVENTS")).state.last_seq
+            done = asyncio.Event()
+            seen = 0
+
+            async def on_message(msg: Msg) -> None:
+                nonlocal seen
+                json.loads(msg.data)
+                seen += 1
+                if msg.metadata.sequence.stream >= last:
+                    done.set()
+
+            subscription = await js.subscribe(
+                f"{NAMESPACE}.ev.>", cb=on_message, ordered_consumer=True
+            )
+            await done.wait()
+            await subscription.unsubscribe()
+            return seen
+
+        async def append(stream: str, n: int, last: int | None) -> int:
+            ack = await js.publish(
+                f"{NAMESPACE}.ev.{stream}",
+                raw_body(n),
+                headers={
+                    "Nats-Msg-Id": str(uuid.uuid4()),
+                    "Nats-Expected-Last-Subject-Sequence": str(last or 0),
+                },
+            )
+            return ack.seq
+
+        figures = await phases(params, replay, append)
+        await client.close()
+        harness.say("result", figures)
+
+    harness.run_on(params["loop"], main)
+
+
+ROLES = {"store": store_role, "raw": raw_role}
+
+
+def run_one(args: argparse.Namespace, system: str, source: Path) -> Figures:
+    kind, _, loop = system.partition("/")
+    with harness.fresh_server(copy_of=source) as server:
+        child = Child(
+            harness.role_command(
+                SCRIPT,
+                kind,
+                url=server.url,
+                loop=loop,
+                server_pid=server.pid,
+                appends=args.appends,
+                appends_in_flight=args.appends_in_flight,
             ),
+            harness.group_commit_env(args.group_commit, harness.FSYNC_ALWAYS),
+        )
+        try:
+            figures = child.result(timeout=900)
+        finally:
+            child.stop()
+    if figures["events"] != args.events:
+        raise AssertionError(f"{system} replayed {figures['events']} of {args.events} events")
+    return figures
+
+
+def sections(args: argparse.Namespace, loops: list[str]) -> list[Section]:
+    names = {"replay": "replay", "seq": "appends one at a time", "app64": "appends in flight"}
+
+    def ratios(key: str, goal: float) -> list[Ratio]:
+        pairs: list[tuple[str, str, float | None]] = [
+            (f"store/{loop}", f"raw/{loop}", goal) for loop in loops
         ]
-    return measures
+        if len(loops) == 2:
+            pairs.append(("store/uvloop", "raw/asyncio", None))
+        return [Ratio(a, b, key, f"{a} ÷ {b}, {names[key]}", g) for a, b, g in pairs]
 
-
-def _replays(
-    store: JetStreamEventStore, client: Client, namespace: str, options: argparse.Namespace
-) -> list[Measure]:
-    count = options.events
-    raw = "raw ordered consumer (receive)"
-
-    def with_pull_batch(batch: int) -> Callable[[], Awaitable[int]]:
-        async def run() -> int:
-            default, puller_module._PULL_BATCH = puller_module._PULL_BATCH, batch
-            try:
-                return await store_read_all(store, count)
-            finally:
-                puller_module._PULL_BATCH = default
-
-        return run
-
+    processes = ("client", "server")
     return [
-        Measure(raw, lambda: raw_ordered(client, namespace, count, decode=False)),
-        Measure(
-            "raw ordered consumer + orjson.loads",
-            lambda: raw_ordered(client, namespace, count, decode=True),
-            raw,
+        Section(
+            f"replay of {args.events:,} events",
+            "replay",
+            [("replay", "events/s", ",.0f")],
+            processes,
+            ratios("replay", 1.0),
         ),
-        Measure(
-            "raw batched direct get (receive)",
-            lambda: raw_direct_get(client, namespace, count),
-            raw,
+        Section(
+            f"appends one at a time ({args.appends:,})",
+            "seq",
+            [("seq", "appends/s", ",.0f")],
+            processes,
+            ratios("seq", 0.9),
         ),
-        Measure("store.read_all -> RecordedEvent", lambda: store_read_all(store, count), raw, 1.0),
-        Measure(
-            "store.subscribe -> RecordedEvent", lambda: store_subscribe(store, count), raw, 1.0
+        Section(
+            f"appends, {IN_FLIGHT} in flight ({args.appends_in_flight:,}), store "
+            + harness.group_commit_label(args.group_commit, harness.FSYNC_ALWAYS),
+            "app64",
+            [("app64", "appends/s", ",.0f")],
+            processes,
+            ratios("app64", 0.9),
         ),
-        Measure("store.read_all, pull batch 1000", with_pull_batch(1000), raw),
-        Measure("store.read_all, pull batch 16000", with_pull_batch(16000), raw),
     ]
 
 
-async def _measure(
-    measures: list[Measure], options: argparse.Namespace, progress: Progress
-) -> list[Row]:
-    """Run the measures round-robin, so drift and noisy neighbours hit all of them alike."""
-    samples: dict[str, list[tuple[int, float, float]]] = {m.name: [] for m in measures}
-    task = progress.add_task("measuring", total=options.rounds * len(measures))
-    for _ in range(options.rounds):
-        for measure in measures:
-            progress.update(task, description=measure.name)
-            wall, cpu = time.perf_counter(), time.process_time()
-            count = await measure.run()
-            samples[measure.name].append(
-                (count, time.perf_counter() - wall, time.process_time() - cpu)
-            )
-            progress.advance(task)
-    progress.remove_task(task)
-    return [
-        Row(
-            measure.name,
-            samples[measure.name][0][0],
-            statistics.median(seconds for _, seconds, _ in samples[measure.name]),
-            statistics.median(cpu for _, _, cpu in samples[measure.name]),
-            measure.baseline,
-            measure.goal,
-        )
-        for measure in measures
-    ]
-
-
-def _print(rows: list[Row], options: argparse.Namespace) -> None:
-    rates = {row.name: row.rate for row in rows}
-    table = Table(
-        title=f"JetStreamEventStore vs raw nats-py: median of {options.rounds} interleaved "
-        "rounds; nats-server sync_interval always; loopback"
+def main() -> None:
+    if harness.dispatch(ROLES):
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    table.add_column("measure")
-    table.add_column("count", justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_column("per second", justify="right")
-    table.add_column("client CPU µs/op", justify="right")
-    table.add_column("vs raw", justify="right")
-    table.add_column("goal", justify="right")
-    for row in rows:
-        ratio = None if row.baseline is None else row.rate / rates[row.baseline]
-        goal = ""
-        if row.goal is not None and ratio is not None:
-            goal = f">= {row.goal:.1f}x " + (
-                "[green]met[/]" if ratio >= row.goal else "[red]missed[/]"
+    parser.add_argument("--events", type=int, default=100_000, help="events replayed")
+    parser.add_argument("--appends", type=int, default=2000, help="appends one at a time")
+    parser.add_argument("--appends-in-flight", type=int, default=6400)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--group-commit",
+        default="match",
+        choices=("match", "auto", "on", "off"),
+        help="the store's event_store_group_commit; match (default): on, as the server "
+        "syncs always",
+    )
+    parser.add_argument("--loops", default="asyncio,uvloop", help="event loops to compare")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.appends, args.appends_in_flight, args.rounds = 10_000, 300, 640, 1
+    from micro.log import configure_logging
+
+    configure_logging("warning")
+    console = harness.console_for(args)
+    loops = harness.available_loops(args.loops.split(","))
+    systems = [f"{kind}/{loop}" for loop in loops for kind in ("raw", "store")]
+    with tempfile.TemporaryDirectory(prefix="micro-bench-") as folder:
+        source = Path(folder) / "log"
+
+        def write_log(_round: int) -> None:
+            shutil.rmtree(source, ignore_errors=True)
+            with harness.fresh_server(harness.FSYNC_DEFAULT) as server:
+                written = asyncio.run(fill(server.url, args.events))
+                assert written == args.events, written
+                server.stop()  # a clean stop, then its files are a consistent copy
+                shutil.copytree(server.store_dir, source)
+
+        with harness.progress_bar(console) as progress:
+            results = harness.alternate(
+                systems,
+                args.rounds,
+                lambda system, _r: run_one(args, system, source),
+                progress,
+                "event store",
+                before_round=write_log,
             )
-        table.add_row(
-            row.name,
-            str(row.count),
-            f"{row.seconds:.3f}",
-            f"{row.rate:,.0f}",
-            f"{row.cpu_seconds / row.count * 1e6:.1f}",
-            "" if ratio is None else f"{ratio:.2f}x",
-            goal,
-        )
-    console.print(table)
+    lines = harness.report(
+        console,
+        sections(args, loops),
+        results,
+        "CPU µs/op: CPU time over the phase ÷ events (the measuring process, nats-server); "
+        "nats-server with sync_interval: always. Goals: appends >= 0.9x raw, replay >= 1.0x.",
+    )
+    harness.goals(console, lines, "Goals (the store's own)")
+    if args.json:
+        harness.dump({"eventstore": results}, lines)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

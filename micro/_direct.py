@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -157,6 +158,15 @@ class DirectClient(Client):
             self._direct[subscription._id] = self._direct.pop(sid)
         return subscription
 
+    async def _close(self, status: int, do_cbs: bool = True) -> None:
+        # nats-py writes what is still pending before closing, even to a socket already gone
+        # (the server died): asyncio's transport only warns, uvloop's raises RuntimeError and
+        # the close stops half done. Pending data has nowhere to go then.
+        if self._pending_data_size and _socket_gone(self._transport):
+            self._pending = []
+            self._pending_data_size = 0
+        await super()._close(status, do_cbs)
+
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
         self._direct.pop(sid, None)
         super()._remove_sub(sid, max_msgs)
@@ -204,3 +214,10 @@ def _raw(headers: dict[str, str] | None) -> bytes | None:
     first = " ".join(part for part in ("NATS/1.0", status, description) if part)
     lines = [first, *(f"{name}: {value}" for name, value in rest.items()), "", ""]
     return "\r\n".join(lines).encode()
+
+
+def _socket_gone(transport: Any) -> bool:
+    """Whether nats-py's TCP transport sits on a socket that is closed or closing."""
+    writer = getattr(transport, "_io_writer", None)
+    socket_transport = getattr(writer, "transport", None)
+    return socket_transport is not None and bool(socket_transport.is_closing())

@@ -39,6 +39,7 @@ import structlog
 
 from micro._ids import random_uuid
 from micro._keyed_locks import KeyedLocks
+from micro._models import dump_json, validate
 from micro.command.idempotency import REFUSALS_STREAM, CommandRefused, SeenCommand, SeenCommands
 from micro.command.sheets import RuleSheet
 from micro.context import Context
@@ -108,7 +109,7 @@ class CommandPipeline:
 
     def _parse(self, rule: RuleSheet, payload: Any) -> Any:
         try:
-            return rule.request.model_validate(payload if payload is not None else {})
+            return validate(rule.request, payload if payload is not None else {})
         except pydantic.ValidationError as error:
             what = f"payload for {rule.command!r}"
             raise ValidationError.from_pydantic(error, what=what) from None
@@ -345,7 +346,7 @@ class CommandPipeline:
             new_events.append(
                 NewEvent(
                     type=type(event).type_name(),
-                    data=event.model_dump(mode="json"),
+                    data=dump_json(event),
                     metadata=event_metadata,
                     id=event_id(ctx.idempotency_key, rule.command, index)
                     if ctx.idempotency_key is not None

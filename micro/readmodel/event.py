@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from micro._models import validate
 from micro.errors import ConfigError
 
 __all__ = ["AppliedEvent", "Event", "EventTypes", "upcaster"]
@@ -120,4 +121,4 @@ class EventTypes:
         stored = metadata.get("schema_version", 1)
         if isinstance(stored, int) and stored < cls.schema_version:
             data = upcast(name, data, stored, cls.schema_version)
-        return cls.model_validate(data)
+        return validate(cls, data)

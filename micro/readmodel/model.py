@@ -31,6 +31,7 @@ from tinydb.queries import QueryLike
 from tinydb.storages import MemoryStorage
 from tinydb.table import Table
 
+from micro._models import dump_json, validate
 from micro.errors import ConfigError, NotFoundError
 
 __all__ = ["Model", "Models"]
@@ -137,7 +138,7 @@ class Model(Generic[RecordT]):
         doc_id = self._ids.get(key)
         if doc_id is None:
             return None
-        return self.record.model_validate(self._documents[str(doc_id)])
+        return validate(self.record, self._documents[str(doc_id)])
 
     def require(self, key: Any) -> RecordT:
         """The record with this key, or ``NotFoundError`` naming it."""
@@ -184,12 +185,10 @@ class Model(Generic[RecordT]):
 
     def _document(self, record: RecordT | Mapping[str, Any]) -> dict[str, Any]:
         try:
-            valid = (
-                record if isinstance(record, self.record) else self.record.model_validate(record)
-            )
+            valid = record if isinstance(record, self.record) else validate(self.record, record)
         except pydantic.ValidationError as error:
             raise ValueError(f"invalid {self.name} record: {error}") from error
-        return valid.model_dump(mode="json")
+        return dump_json(valid)
 
     def put(self, record: RecordT | Mapping[str, Any]) -> None:
         """Insert the record, or replace the one with the same key."""
@@ -227,10 +226,10 @@ class Model(Generic[RecordT]):
         if self.key in changes and changes[self.key] != key:
             raise ValueError(f"{self.name} {key!r}: the key {self.key!r} cannot be changed")
         try:
-            updated = self.record.model_validate({**current, **changes})
+            updated = validate(self.record, {**current, **changes})
         except pydantic.ValidationError as error:
             raise ValueError(f"invalid {self.name} record: {error}") from error
-        self._write(key, updated.model_dump(mode="json"))
+        self._write(key, dump_json(updated))
         return updated
 
     def remove(self, key: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -14,6 +15,7 @@ from nats.protocol.parser import Parser
 from micro._direct import DirectClient, _MessageParser, parse_headers, subscribe_direct
 from micro.bus.connection import confirm
 from micro.bus.nats_client import ConnectOptions, open_client
+from micro.loop import run
 from micro.testing import NatsServer
 from micro.testing.waiting import wait_until
 
@@ -172,3 +174,23 @@ async def test_an_unsubscribed_handler_gets_nothing_more(
     await confirm(plain, 5)
     await confirm(direct, 5)  # "after", had it been routed here, comes before this PONG
     assert got == [b"before"]
+
+
+def test_closing_after_the_server_died_with_data_pending_ends_cleanly(tmp_path: Path) -> None:
+    server = NatsServer(store_dir=tmp_path).start()
+
+    async def orphan() -> bool:
+        client = await open_client(server.url, ConnectOptions(), name="orphan", connect_timeout=2)
+        try:
+            server.kill()
+            await wait_until(lambda: not client.is_connected, timeout=10, what="the loss noticed")
+            await client.publish("nowhere", b"pending")  # buffered while reconnecting
+            assert client._pending_data_size > 0
+        finally:
+            await client.close()  # uvloop raised here, writing to the dead socket
+        return client.is_closed
+
+    try:
+        assert run(orphan(), loop="uvloop")
+    finally:
+        server.stop()

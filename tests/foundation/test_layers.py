@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
         "_inbox",
         "_direct",
         "_ids",
+        "_models",
         "_numbers",
         "_keyed_locks",
         "_schemas",

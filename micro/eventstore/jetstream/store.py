@@ -64,7 +64,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -124,6 +124,7 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_ATTEMPTS = 25  # appends refused because another writer moved the stream first
 _CACHE_SIZE = 50_000
 _READ_PAGE = 1000  # messages per batched direct get
+_NO_LEADER_PAUSE = 0.05  # seconds between publishes nobody answered (a stream electing its leader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +458,25 @@ class JetStreamEventStore(EventStore):
             details={"stream": stream, "expected": str(expected), "actual": head.version},
         )
 
+    async def _publish_in_time(
+        self, commits: GroupCommit, messages: list[Outgoing]
+    ) -> dict[str, Any]:
+        """Publish, asking again while nobody answers on the subject, up to the timeout.
+
+        "No responders" means no stream took the message: nothing was stored, so sending
+        it again is safe. A replicated stream just created answers so until its leader is
+        elected.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            try:
+                return await commits.publish(messages)
+            except NoRespondersError:
+                if loop.time() + _NO_LEADER_PAUSE >= deadline:
+                    raise
+                await asyncio.sleep(_NO_LEADER_PAUSE)
+
     async def _publish(
         self,
         stream: str,
@@ -479,7 +499,7 @@ class JetStreamEventStore(EventStore):
         if commits is None:
             raise EventStoreUnavailableError("event store unavailable: the store was closed")
         try:
-            ack = await commits.publish(messages)
+            ack = await self._publish_in_time(commits, messages)
         except MaxPayloadError as error:
             limit, source = self._limit()
             raise PayloadTooLargeError(
