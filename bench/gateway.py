@@ -279,6 +279,11 @@ def client_main(argv: list[str]) -> None:
 # -- the orchestration ------------------------------------------------------------------
 
 
+def _pythonpath() -> str:
+    """This checkout first, then whatever the caller had."""
+    return os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+
+
 def _spawn(role: str, *argv: str, loop: str) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, __file__, role, *argv],
@@ -287,7 +292,7 @@ def _spawn(role: str, *argv: str, loop: str) -> tuple[subprocess.Popen[str], str
         text=True,
         env={
             **os.environ,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": _pythonpath(),
             "MICRO_LOG_FORMAT": "json",
             "MICRO_EVENT_LOOP": loop,
         },
@@ -353,7 +358,7 @@ def run_system(system: str, loop: str, args: argparse.Namespace) -> dict[str, An
                 capture_output=True,
                 text=True,
                 timeout=600,
-                env={**os.environ, "PYTHONPATH": str(ROOT), "MICRO_EVENT_LOOP": loop},
+                env={**os.environ, "PYTHONPATH": _pythonpath(), "MICRO_EVENT_LOOP": loop},
                 check=False,
             )
             if client.returncode != 0:
