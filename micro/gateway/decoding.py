@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import HTTPConnection, Request
 
 from micro._numbers import parse_non_negative_int
@@ -25,6 +26,9 @@ from micro.gateway.routes import Operation
 __all__ = [
     "RESERVED_QUERY",
     "bearer_meta",
+    "bearer_token",
+    "check_length",
+    "json_body",
     "parse_min_position",
     "position_field",
     "read_body",
@@ -35,24 +39,28 @@ RESERVED_QUERY = frozenset({"min_position", "access_token"})
 """Query parameters the gateway reads itself; they never reach a view's payload."""
 
 
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (``None`` without the header)."""
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip() or " " in value.strip():
+        raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
+    return value.strip()
+
+
 def bearer_meta(request: HTTPConnection, *, query_token: bool = False) -> dict[str, Any]:
     """The call's meta: ``{"token": ...}`` from ``Authorization: Bearer``, else empty."""
     header = request.headers.get("authorization")
-    token: str | None = None
-    if header is not None:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip() or " " in value.strip():
-            raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
-        token = value.strip()
-    elif query_token:
+    token = bearer_token(header)
+    if header is None and query_token:
         # EventSource cannot send headers: the feed also takes ?access_token=.
         token = request.query_params.get("access_token") or None
     return {"token": token} if token else {}
 
 
-async def read_body(request: Request, limit: int) -> Any:
-    """The JSON body (``{}`` when empty), refused over ``limit`` bytes or when not JSON."""
-    length = request.headers.get("content-length")
+def check_length(length: str | None, limit: int) -> None:
+    """Refuse a declared ``Content-Length`` that is not a number or is over ``limit``."""
     if length is not None:
         declared = parse_non_negative_int(length)
         if declared is None:
@@ -62,6 +70,11 @@ async def read_body(request: Request, limit: int) -> Any:
                 f"the body is {declared} bytes; the limit is {limit}",
                 details={"limit": limit, "size": declared},
             )
+
+
+async def read_body(request: Request, limit: int) -> Any:
+    """The JSON body (``{}`` when empty), refused over ``limit`` bytes or when not JSON."""
+    check_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -71,10 +84,14 @@ async def read_body(request: Request, limit: int) -> Any:
                 f"the body is over the limit of {limit} bytes", details={"limit": limit}
             )
         chunks.append(chunk)
-    data = b"".join(chunks)
+    return json_body(b"".join(chunks), request.headers.get("content-type", ""))
+
+
+def json_body(data: bytes, content_type: str) -> Any:
+    """A request body read as JSON (``{}`` when empty); refused unless typed as JSON."""
     if not data.strip():
         return {}
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = content_type.split(";")[0].strip().lower()
     if kind != "application/json" and not (
         kind.startswith("application/") and kind.endswith("+json")
     ):
@@ -92,13 +109,13 @@ async def read_body(request: Request, limit: int) -> Any:
 
 
 def request_payload(
-    request: Request, operation: Operation, parameters: dict[str, str], body: Any
+    query: QueryParams, operation: Operation, parameters: dict[str, str], body: Any
 ) -> Any:
     """The payload sent to the service: query or body, plus path parameters, validated."""
     schema = operation.request_schema
     if operation.method == "GET" or operation.method == "DELETE":
         values: dict[str, list[str]] = {}
-        for key, value in request.query_params.multi_items():
+        for key, value in query.multi_items():
             if key not in RESERVED_QUERY:
                 values.setdefault(key, []).append(value)
         payload: Any = coerce(values, schema)
@@ -128,6 +145,6 @@ def position_field(field: str, text: str | None, *, what: str | None = None) -> 
     return position
 
 
-def parse_min_position(request: Request) -> int | None:
+def parse_min_position(query: QueryParams) -> int | None:
     """``?min_position=`` as a number, ``None`` when absent."""
-    return position_field("min_position", request.query_params.get("min_position"))
+    return position_field("min_position", query.get("min_position"))

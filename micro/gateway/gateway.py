@@ -31,10 +31,12 @@ error (``MicroError.status``); a 5xx other than 503/504 says only "internal erro
 trace id, never what went wrong inside.
 
 This module is the server: the ASGI application, the route table kept in step with
-discovery, the calls, and the life cycle. Beside it: ``errors`` (errors as HTTP responses),
-``decoding`` (headers, body, payload), ``sse`` (event streams), ``routes``, ``payloads``,
-``openapi``, ``feed`` and ``metrics``. (Over 600 lines because the route table's upkeep
-from discovery is still here; it belongs with a route directory of its own.)
+discovery, the calls, and the life cycle. Beside it: ``lane`` (a plain call served without
+Starlette's layers), ``protocol`` (uvicorn's, one write per response), ``errors`` (errors
+as HTTP responses), ``decoding`` (headers, body, payload), ``sse`` (event streams),
+``routes``, ``payloads``, ``openapi``, ``feed`` and ``metrics``. (Over 600 lines because
+the route table's upkeep from discovery is still here; it belongs with a route directory
+of its own.)
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import orjson
 import structlog
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -88,10 +91,12 @@ from micro.gateway.decoding import (
 from micro.gateway.errors import error_json, http_status, json_response, public_error
 from micro.gateway.fanout import FanOut, call_all
 from micro.gateway.feed import EventFeed
+from micro.gateway.lane import DirectLane
 from micro.gateway.listener import bind_listener
 from micro.gateway.live import stats_route
 from micro.gateway.metrics import ROUTE_KEY, GatewayMetrics, MetricsMiddleware
 from micro.gateway.openapi import build_openapi
+from micro.gateway.protocol import CoalescingHttpToolsProtocol
 from micro.gateway.refusals import RefusalsAsAnswers
 from micro.gateway.routes import MethodNotAllowed, Operation, Route, RouteTable
 from micro.gateway.settings import GatewaySettings
@@ -156,6 +161,8 @@ class Gateway:
         self.title = title
         self.console = console
         self.metrics = GatewayMetrics()
+        # Read when scraped, so a call costs no gauge updates.
+        self.metrics.in_flight.set_function(lambda: self._forwarding)
         self.table = RouteTable()
         self.records: list[ServiceRecord] = []
         self.feed = (
@@ -167,6 +174,7 @@ class Gateway:
         self.directory: Directory | None = None
         self._refresh_lock = asyncio.Lock()
         self._in_flight = 0
+        self._forwarding = 0  # plain calls only (no streams, no fan-outs): the metric
         self._closing = asyncio.Event()
         self._refresher: asyncio.Task[None] | None = None
         self._server: _Server | None = None
@@ -178,7 +186,7 @@ class Gateway:
 
     # -- the ASGI application ------------------------------------------------------------
 
-    def _build_app(self) -> Starlette:
+    def _build_app(self) -> DirectLane:
         prefix = self.settings.prefix
         routes: list[BaseRoute] = [
             StarletteRoute("/healthz", self._healthz, methods=["GET"]),
@@ -196,6 +204,7 @@ class Gateway:
         if self.console is not None:
             routes.append(StarletteRoute("/", self._console, methods=["GET"]))
             routes.append(Mount("/static", app=StaticFiles(directory=self.console), name="console"))
+        fixed = list(routes)
         routes.append(
             StarletteRoute(
                 "/{path:path}",
@@ -225,7 +234,7 @@ class Gateway:
         app.add_middleware(MetricsMiddleware, metrics=self.metrics)
         # Outermost: the metrics still count a refusal a caller asked to get as a 200.
         app.add_middleware(RefusalsAsAnswers)
-        return app
+        return DirectLane(self, app, fixed)
 
     def error_response(self, error: MicroError) -> Response:
         """The JSON error response for ``error``; never a 200."""
@@ -459,8 +468,8 @@ class Gateway:
 
     # -- the caller ----------------------------------------------------------------------
 
-    async def _min_position(self, request: Request) -> int | None:
-        position = parse_min_position(request)
+    async def _min_position(self, query: QueryParams) -> int | None:
+        position = parse_min_position(query)
         feed = self.feed
         if position is not None and feed is not None and position > feed.position:
             # A position the store has not reached cannot come from a reply: waiting for it
@@ -477,13 +486,18 @@ class Gateway:
         try:
             return await self._call(request)
         except MicroError as error:
-            if isinstance(error, UnavailableError | OverloadedError) or error.code == (
-                "service_not_found"
-            ):
-                task = asyncio.ensure_future(self._refresh_on_miss())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-            return self.error_response(error)
+            return self.failed(error)
+
+    def failed(self, error: MicroError) -> Response:
+        """The response for a call that failed with ``error``; a service that may have gone
+        away sends the gateway back to discovery (in the background)."""
+        if isinstance(error, UnavailableError | OverloadedError) or error.code == (
+            "service_not_found"
+        ):
+            task = asyncio.ensure_future(self._refresh_on_miss())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return self.error_response(error)
 
     async def _call(self, request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
@@ -514,32 +528,54 @@ class Gateway:
             if method not in ("GET", "DELETE")
             else None
         )
-        payload = request_payload(request, operation, parameters, body)
-        min_position = await self._min_position(request)
+        query = request.query_params
+        payload, min_position = await self.prepare(operation, parameters, query, body)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await self._stream(operation, payload, meta)
+        headers, body = await self.forward(
+            operation, payload, meta, request.headers.get("idempotency-key"), min_position
+        )
+        return Response(body, 200, media_type="application/json", headers=headers)
+
+    async def prepare(
+        self, operation: Operation, parameters: dict[str, str], query: QueryParams, body: Any
+    ) -> tuple[Any, int | None]:
+        """A call's validated payload and ``min_position``; 429 while too many are in flight."""
+        payload = request_payload(query, operation, parameters, body)
+        min_position = await self._min_position(query)
         if self._in_flight >= self.settings.max_in_flight:
             raise TooManyRequestsError(
                 f"the gateway is forwarding {self._in_flight} calls already; retry shortly"
             )
-        if "text/event-stream" in request.headers.get("accept", ""):
-            return await self._stream(operation, payload, meta)
+        return payload, min_position
+
+    async def forward(
+        self,
+        operation: Operation,
+        payload: Any,
+        meta: dict[str, Any],
+        idempotency_key: str | None,
+        min_position: int | None,
+    ) -> tuple[dict[str, str], bytes]:
+        """Send a prepared call: the reply's headers (position, token) and its JSON body."""
         self._in_flight += 1
-        self.metrics.in_flight.inc()
+        self._forwarding += 1
         try:
             reply = await self.micro.request(
                 operation.command,
                 payload,
                 timeout=self.settings.request_timeout,
                 meta=meta or None,
-                idempotency_key=request.headers.get("idempotency-key") or None,
+                idempotency_key=idempotency_key or None,
                 min_position=min_position,
             )
         finally:
             self._in_flight -= 1
-            self.metrics.in_flight.dec()
+            self._forwarding -= 1
         headers = {POSITION_HEADER: str(reply.position)} if reply.position is not None else {}
         if reply.token is not None:
             headers[TOKEN_HEADER] = reply.token  # the session slid: the client keeps this one
-        return json_response(reply.value, 200, headers)
+        return headers, orjson.dumps(reply.value, option=orjson.OPT_NON_STR_KEYS)
 
     async def _fan_out(
         self, request: Request, fan_out: FanOut, parameters: dict[str, str]
@@ -550,8 +586,8 @@ class Gateway:
             if fan_out.method not in ("GET", "DELETE")
             else None
         )
-        payload = request_payload(request, fan_out.operation(), parameters, body)
-        min_position = await self._min_position(request)
+        payload = request_payload(request.query_params, fan_out.operation(), parameters, body)
+        min_position = await self._min_position(request.query_params)
         if self._in_flight >= self.settings.max_in_flight:
             raise TooManyRequestsError(
                 f"the gateway is forwarding {self._in_flight} calls already; retry shortly"
@@ -684,6 +720,7 @@ class Gateway:
             access_log=False,
             timeout_graceful_shutdown=3,
             server_header=False,
+            http=CoalescingHttpToolsProtocol,
             # The sans-I/O protocol of websockets; larger frames than this close the socket
             # (1009), smaller ones over ws_max_frame get a typed error frame.
             ws="websockets-sansio",

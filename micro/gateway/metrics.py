@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from micro.telemetry import metrics, tracing
 
-__all__ = ["ROUTE_KEY", "GatewayMetrics", "MetricsMiddleware"]
+__all__ = ["ROUTE_KEY", "GatewayMetrics", "MetricsMiddleware", "record_duration"]
 
 ROUTE_KEY = "micro.route"
 """Scope key where a handler names its route template for the labels."""
@@ -60,6 +60,23 @@ class GatewayMetrics:
             "Routes in the table built from discovery",
             registry=self.registry,
         )
+        # Children by label values: ``labels()`` costs more than the count itself. Bounded
+        # by route templates times statuses.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def served(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request and its duration."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 10_000:
+                self._children.clear()
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     # What OpenTelemetry observes (``micro.telemetry.metrics``): the same counts, read from
     # this registry when the SDK collects, so nothing is counted twice.
@@ -121,16 +138,20 @@ class MetricsMiddleware:
             route: Any = scope.get(ROUTE_KEY, "unmatched")
             method = str(scope.get("method", ""))
             seconds = time.perf_counter() - started
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(seconds)
+            self.metrics.served(method, str(route), status, seconds)
             if span is not None:
                 tracing.end_http_span(span[0], span[1], method, str(route), status)
-            if (measures := metrics.instruments()) is not None:
-                measures.http_duration.record(
-                    seconds,
-                    {
-                        "http.request.method": method,
-                        "http.route": str(route),
-                        "http.response.status_code": status,
-                    },
-                )
+            record_duration(method, str(route), status, seconds)
+
+
+def record_duration(method: str, route: str, status: int, seconds: float) -> None:
+    """The request's duration to OpenTelemetry, while an SDK is configured."""
+    if (measures := metrics.instruments()) is not None:
+        measures.http_duration.record(
+            seconds,
+            {
+                "http.request.method": method,
+                "http.route": route,
+                "http.response.status_code": status,
+            },
+        )

@@ -8,7 +8,7 @@ read as its type is left as text for the schema check to report, with the field'
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -23,6 +23,7 @@ __all__ = ["coerce", "properties", "validate"]
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _validators: dict[bytes, jsonschema.protocols.Validator] = {}
+_quick_checks: dict[int, tuple[Mapping[str, Any], Callable[[Any], bool] | None]] = {}
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -120,6 +121,72 @@ def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
     return validator
 
 
+# Keywords that never make a payload invalid.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated"})
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "number": (int, float),
+    "string": (str,),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _plain_check(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    """A quick look that answers True only where the schema surely accepts the payload.
+
+    Only for an object schema whose fields say nothing but a plain type (what a pydantic
+    model of plain fields publishes); ``None`` for any other schema. A False answer
+    proves nothing: the full validator then decides and names the fields.
+    """
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    if (
+        schema.get("type") != "object"
+        or set(schema) - _ANNOTATIONS - {"type", "properties", "required"}
+        or not isinstance(properties, Mapping)
+        or not isinstance(required, list)
+        or not all(isinstance(name, str) for name in required)
+    ):
+        return None
+    fields: dict[str, tuple[type, ...]] = {}
+    for name, field in properties.items():
+        if not isinstance(field, Mapping) or set(field) - _ANNOTATIONS - {"type"}:
+            return None
+        kind = field.get("type")
+        if not isinstance(kind, str) or kind not in _PLAIN_TYPES:
+            return None
+        fields[name] = _PLAIN_TYPES[kind]
+    needed = tuple(required)
+
+    def check(payload: Any) -> bool:
+        # Exact types: a bool is no integer to JSON Schema, and 1.0 is one (the full
+        # validator answers both).
+        if type(payload) is not dict:
+            return False
+        for name in needed:
+            if name not in payload:
+                return False
+        for name, value in payload.items():
+            types = fields.get(name)
+            if types is not None and type(value) not in types:
+                return False
+        return True
+
+    return check
+
+
+def _quick(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    # By identity: schemas live as long as their route table, and the entry holds the
+    # schema so its id is not reused while cached.
+    found = _quick_checks.get(id(schema))
+    if found is None or found[0] is not schema:
+        if len(_quick_checks) > 1000:
+            _quick_checks.clear()
+        found = _quick_checks[id(schema)] = (schema, _plain_check(schema))
+    return found[1]
+
+
 def validate(command: str, schema: Mapping[str, Any] | None, payload: Any) -> None:
     """Raise ``ValidationError`` listing each field of ``payload`` that ``schema`` refuses.
 
@@ -127,6 +194,9 @@ def validate(command: str, schema: Mapping[str, Any] | None, payload: Any) -> No
     (which validates again) has the last word.
     """
     if not schema:
+        return
+    quick = _quick(schema)
+    if quick is not None and quick(payload):
         return
     try:
         validator = _validator(schema)
