@@ -99,6 +99,7 @@ from micro.eventstore.jetstream._api import (
     BATCH_DUPLICATE_ID,
     DUPLICATE_IN_PROCESS,
     NO_MESSAGE_FOUND,
+    STREAM_NOT_FOUND,
     WRONG_LAST_SEQUENCE,
     ApiError,
     Subjects,
@@ -219,11 +220,18 @@ class JetStreamEventStore(EventStore):
     async def _holds_legacy_streams(self, client: Client) -> bool:
         """Whether any stream lives on a first-layout subject (``<namespace>.ev.<stream>``)."""
         request = orjson.dumps({"subjects_filter": self._subjects.legacy_filter})
-        try:
-            info = await api_request(client, self._subjects.stream_info, request, self._timeout)
-        except ApiError as error:
-            raise translate(f"stream {self._subjects.stream}", error) from error
-        return bool((info.get("state") or {}).get("subjects"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            try:
+                info = await api_request(client, self._subjects.stream_info, request, self._timeout)
+                return bool((info.get("state") or {}).get("subjects"))
+            except ApiError as error:
+                # A replicated stream created an instant ago may not be known yet to the
+                # node that answers: it was just provisioned, so ask again for a moment.
+                if error.err_code != STREAM_NOT_FOUND or loop.time() >= deadline:
+                    raise translate(f"stream {self._subjects.stream}", error) from error
+                await asyncio.sleep(_NO_LEADER_PAUSE)
 
     @property
     def owner(self) -> str | None:
