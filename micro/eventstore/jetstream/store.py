@@ -64,7 +64,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import orjson
 import structlog
@@ -125,7 +125,7 @@ _NAMESPACE = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_ATTEMPTS = 25  # appends refused because another writer moved the stream first
 _CACHE_SIZE = 50_000
 _READ_PAGE = 1000  # messages per batched direct get
-_NO_LEADER_PAUSE = 0.05  # seconds between publishes nobody answered (a stream electing its leader)
+_NO_LEADER_PAUSE = 0.05  # seconds between looks at a stream just created (no leader yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,20 +218,29 @@ class JetStreamEventStore(EventStore):
     # -- subjects ----------------------------------------------------------------------------
 
     async def _holds_legacy_streams(self, client: Client) -> bool:
-        """Whether any stream lives on a first-layout subject (``<namespace>.ev.<stream>``)."""
+        """Whether any stream lives on a first-layout subject (``<namespace>.ev.<stream>``),
+        once the stream is ready for appends.
+
+        A replicated stream created an instant ago may be unknown yet to the node that
+        answers, or still electing its leader (it then answers appends with "no
+        responders"): the store asks again, up to its start timeout.
+        """
         request = orjson.dumps({"subjects_filter": self._subjects.legacy_filter})
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        deadline = loop.time() + max(self._timeout, self._start_timeout)
         while True:
             try:
                 info = await api_request(client, self._subjects.stream_info, request, self._timeout)
-                return bool((info.get("state") or {}).get("subjects"))
             except ApiError as error:
-                # A replicated stream created an instant ago may not be known yet to the
-                # node that answers: it was just provisioned, so ask again for a moment.
                 if error.err_code != STREAM_NOT_FOUND or loop.time() >= deadline:
                     raise translate(f"stream {self._subjects.stream}", error) from error
                 await asyncio.sleep(_NO_LEADER_PAUSE)
+                continue
+            cluster = info.get("cluster") or {}
+            if cluster.get("replicas") and not cluster.get("leader") and loop.time() < deadline:
+                await asyncio.sleep(_NO_LEADER_PAUSE)
+                continue
+            return bool((info.get("state") or {}).get("subjects"))
 
     @property
     def owner(self) -> str | None:
@@ -302,8 +311,9 @@ class JetStreamEventStore(EventStore):
                 await self._provisioning.ensure_in_time(
                     self._client, self._timeout, self._start_timeout
                 )
-                if self._owner is not None:
-                    self._legacy = await self._holds_legacy_streams(self._client)
+                legacy = await self._holds_legacy_streams(self._client)
+                # Only a store that appends as a service puts events elsewhere than there.
+                self._legacy = legacy and self._owner is not None
                 self._replies = ReplyRouter(self._client)
                 await self._replies.start()
                 client = self._client
@@ -466,25 +476,6 @@ class JetStreamEventStore(EventStore):
             details={"stream": stream, "expected": str(expected), "actual": head.version},
         )
 
-    async def _publish_in_time(
-        self, commits: GroupCommit, messages: list[Outgoing]
-    ) -> dict[str, Any]:
-        """Publish, asking again while nobody answers on the subject, up to the timeout.
-
-        "No responders" means no stream took the message: nothing was stored, so sending
-        it again is safe. A replicated stream just created answers so until its leader is
-        elected.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        while True:
-            try:
-                return await commits.publish(messages)
-            except NoRespondersError:
-                if loop.time() + _NO_LEADER_PAUSE >= deadline:
-                    raise
-                await asyncio.sleep(_NO_LEADER_PAUSE)
-
     async def _publish(
         self,
         stream: str,
@@ -507,7 +498,7 @@ class JetStreamEventStore(EventStore):
         if commits is None:
             raise EventStoreUnavailableError("event store unavailable: the store was closed")
         try:
-            ack = await self._publish_in_time(commits, messages)
+            ack = await commits.publish(messages)
         except MaxPayloadError as error:
             limit, source = self._limit()
             raise PayloadTooLargeError(
