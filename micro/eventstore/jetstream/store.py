@@ -217,9 +217,9 @@ class JetStreamEventStore(EventStore):
 
     # -- subjects ----------------------------------------------------------------------------
 
-    async def _holds_legacy_streams(self, client: Client) -> bool:
-        """Whether any stream lives on a first-layout subject (``<namespace>.ev.<stream>``),
-        once the stream is ready for appends.
+    async def _await_ready_stream(self, client: Client) -> bool:
+        """Wait until the stream takes appends; whether any stream lives on a first-layout
+        subject (``<namespace>.ev.<stream>``).
 
         A replicated stream created an instant ago may be unknown yet to the node that
         answers, or still electing its leader (it then answers appends with "no
@@ -311,7 +311,7 @@ class JetStreamEventStore(EventStore):
                 await self._provisioning.ensure_in_time(
                     self._client, self._timeout, self._start_timeout
                 )
-                legacy = await self._holds_legacy_streams(self._client)
+                legacy = await self._await_ready_stream(self._client)
                 # Only a store that appends as a service puts events elsewhere than there.
                 self._legacy = legacy and self._owner is not None
                 self._replies = ReplyRouter(self._client)
